@@ -1,0 +1,5 @@
+import sys
+
+from mabl.cli import main
+
+sys.exit(main())

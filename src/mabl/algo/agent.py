@@ -1,0 +1,98 @@
+"""MABL's learner state: world model, actor, critic, their optimizers, and the two learner steps.
+
+The trainer (``train.py``) calls :meth:`MablAgent.train_world_model` and
+:meth:`MablAgent.train_policy` in the order of the paper's Algorithm 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+from torch import nn
+
+from mabl.algo.imagination import Imagined, imagine
+from mabl.algo.mappo import MappoLearner
+from mabl.algo.world_model_loss import SequenceBatch, action_input, shift_window, world_model_loss
+from mabl.config import RunConfig
+from mabl.envs.base import EnvSpec
+from mabl.models.actor_critic import Actor, AttentionCritic
+from mabl.models.world_model import BiLevelWorldModel, Latent
+from mabl.policy import DecentralizedPolicy
+
+
+class MablAgent:
+    def __init__(self, spec: EnvSpec, cfg: RunConfig, device: torch.device):
+        self.spec, self.cfg, self.device = spec, cfg, device
+        self.world_model = BiLevelWorldModel(spec, cfg.model).to(device)
+        sizes = (self.world_model.latent_dim, cfg.model.n_classes, cfg.model.deter, cfg.policy.hidden)
+        self.actor = Actor(*sizes, spec.n_actions).to(device)
+        self.critic = AttentionCritic(*sizes, cfg.policy.attn_heads, spec.n_agents).to(device)
+        self.model_opt = torch.optim.Adam(self.world_model.parameters(), lr=cfg.model.lr)
+        self.mappo = MappoLearner(self.actor, self.critic, cfg.policy)
+
+    def autocast(self):
+        """bf16 autocast for the learner when ``--amp`` is on (matrix work only; losses stay fp32)."""
+        if not self.cfg.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def policy(self) -> DecentralizedPolicy:
+        """The acting path over the live networks (no copies): e_o, agent GRU, agent posterior, actor."""
+        return DecentralizedPolicy(self.world_model.agent, self.actor, self.spec, self.device)
+
+    def to_batch(self, rows: dict[str, np.ndarray]) -> SequenceBatch:
+        """Replay rows ``[L, B, ...]`` (numpy) -> shifted torch batch on the device."""
+        tensors = {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in rows.items()}
+        return shift_window(tensors)
+
+    def train_world_model(self, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """One world-model update on sampled windows (Alg. 1 lines 6-7)."""
+        batch = self.to_batch(rows)
+        with self.autocast():
+            loss, metrics, _ = world_model_loss(self.world_model, batch, self.cfg.model.kl_balance)
+        self.model_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.world_model.parameters(), self.cfg.model.grad_clip)
+        self.model_opt.step()
+        return {"loss": loss.detach(), **metrics, "grad_norm": grad_norm.detach()}
+
+    def train_policy(self, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """One policy iteration (Alg. 1 lines 10-13): imagine from fresh windows, then MAPPO."""
+        rollout = self.imagine(rows)
+        with self.autocast():
+            metrics = self.mappo.update(rollout)
+        metrics["imagined_reward"] = rollout.reward.mean()
+        metrics["imagined_return"] = rollout.returns.mean()
+        metrics["entropy_coef"] = torch.tensor(self.mappo.entropy_coef)
+        return metrics
+
+    @torch.no_grad()
+    def imagine(self, rows: dict[str, np.ndarray]) -> Imagined:
+        """Filter fresh windows and imagine from every posterior state but the last of each window."""
+        batch = self.to_batch(rows)
+        with self.autocast():
+            prev_action = action_input(batch.prev_action, self.spec.action_size, self.spec.discrete)
+            filt = self.world_model.observe(batch.obs, batch.state, prev_action, batch.first)
+            # SPEC §3: the first T-1 posterior states of each window: [T-1, B, N, .] -> [M, N, .]
+            start = Latent(*(t[:-1].float() for t in filt.post)).flatten(0, 1)
+            return imagine(self.world_model, self.actor, self.critic, start,
+                           self.cfg.policy.horizon, self.cfg.policy.gamma, self.cfg.policy.lam)
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict:
+        return {
+            "world_model": self.world_model.state_dict(),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "model_opt": self.model_opt.state_dict(),
+            "mappo": self.mappo.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.world_model.load_state_dict(state["world_model"])
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.model_opt.load_state_dict(state["model_opt"])
+        self.mappo.load_state_dict(state["mappo"])

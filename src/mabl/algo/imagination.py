@@ -1,0 +1,97 @@
+"""Imagined latent trajectories for policy learning (paper §3.3, SPEC §3).
+
+Starts are posterior states of freshly filtered replay windows (both levels, every agent). From
+each start the actor acts for H-1 steps in the world model's priors; the world model is frozen and
+nothing here needs gradients.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from mabl.algo.returns import lambda_returns
+from mabl.models.actor_critic import Actor, AttentionCritic
+from mabl.models.nets import latent_index
+from mabl.models.world_model import BiLevelWorldModel, Latent
+
+
+class Imagined(NamedTuple):
+    """PPO rows: ``R = (H-1) * M`` rows (steps x starts), each holding all N agents."""
+
+    latent: Latent  # [R, N, .] row states; z as class indices [R, N, C] (compact, see nets.onehot_matmul)
+    action: torch.Tensor  # [R, N] int64
+    log_prob: torch.Tensor  # [R, N]
+    avail: torch.Tensor | None  # [R, N, A] bool, the sampled mask the action was drawn under
+    value: torch.Tensor  # [R, N]  V(row state) at imagination time
+    returns: torch.Tensor  # [R, N]  lambda-returns
+    reward: torch.Tensor  # [R]    imagined team reward (for logging)
+
+
+def sample_avail(logits: torch.Tensor) -> torch.Tensor:
+    """Sample an availability mask from the avail head's Bernoulli logits ``[..., A]``.
+
+    A row where no action comes out available would leave the policy undefined; there the most
+    likely action is made available (a guard of ours, rarely active once the head is trained).
+    """
+    avail = torch.bernoulli(torch.sigmoid(logits)).bool()
+    empty = ~avail.any(-1, keepdim=True)
+    best = F.one_hot(logits.argmax(-1), logits.shape[-1]).bool()
+    return avail | (empty & best)
+
+
+@torch.no_grad()
+def imagine(
+    model: BiLevelWorldModel,
+    actor: Actor,
+    critic: AttentionCritic,
+    start: Latent,
+    horizon: int,
+    gamma: float,
+    lam: float,
+) -> Imagined:
+    """Roll the priors ``horizon`` states from ``start`` (fields ``[M, N, ·]``) and compute returns.
+
+    State k (k = 0 .. H-1) gives V_k; states 0 .. H-2 also act: a_k is sampled under a mask
+    sampled from the avail head, and the transition gives r_k (reward head, mean over agents) and
+    c_k (continuation probability, a soft multiplicative discount). Returns follow SPEC §3 with
+    R_{H-1} = V_{H-1}; the rows are states 0 .. H-2.
+    """
+    spec = model.spec
+    n_classes = model.cfg.n_classes
+    latent = start
+    keep: dict[str, list] = {k: [] for k in ("latent", "action", "log_prob", "avail")}
+    values, rewards, conts = [], [], []
+    for k in range(horizon):
+        values.append(critic(*latent))
+        if k == horizon - 1:
+            break
+        avail_logits = model.avail_logits(latent)
+        avail = sample_avail(avail_logits) if avail_logits is not None else None
+        dist = torch.distributions.Categorical(logits=actor(latent.z_a, latent.h_a, avail))
+        action = dist.sample()
+        compact = Latent(latent_index(latent.z_a, n_classes), latent.h_a, latent_index(latent.z_g, n_classes), latent.h_g)
+        for key, value in zip(keep, (compact, action, dist.log_prob(action), avail)):
+            keep[key].append(value)
+        latent, reward, cont = model.imagine_step(latent, F.one_hot(action, spec.n_actions).float())
+        rewards.append(reward)
+        conts.append(cont)
+    value = torch.stack(values).float()  # [H, M, N]
+    reward = torch.stack(rewards).float()[..., None]  # [H-1, M, 1] team reward, broadcast over agents
+    continuation = torch.stack(conts).float()[..., None]
+    returns = lambda_returns(reward, continuation, value, gamma, lam)  # [H-1, M, N]
+
+    def rows(x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(0, 1)  # [H-1, M, ...] -> [R, ...]
+
+    return Imagined(
+        latent=Latent(*(rows(torch.stack(field)) for field in zip(*keep["latent"]))),
+        action=rows(torch.stack(keep["action"])),
+        log_prob=rows(torch.stack(keep["log_prob"])),
+        avail=rows(torch.stack(keep["avail"])) if keep["avail"][0] is not None else None,
+        value=rows(value[:-1]),
+        returns=rows(returns),
+        reward=rows(reward[..., 0]),
+    )

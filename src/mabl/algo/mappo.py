@@ -1,0 +1,82 @@
+"""MAPPO on imagined trajectories (SPEC §4): clipped surrogate, entropy bonus, value regression."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mabl.algo.imagination import Imagined
+from mabl.config import PolicyConfig
+from mabl.models.actor_critic import Actor, AttentionCritic
+
+
+def ppo_actor_loss(
+    logits: torch.Tensor, action: torch.Tensor, old_log_prob: torch.Tensor, advantage: torch.Tensor,
+    clip: float, entropy_coef: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``-(mean min(rho A, clip(rho, 1-e, 1+e) A)) - beta * mean entropy``; returns (loss, entropy)."""
+    dist = torch.distributions.Categorical(logits=logits)
+    ratio = torch.exp(dist.log_prob(action) - old_log_prob)
+    surrogate = torch.min(ratio * advantage, ratio.clamp(1.0 - clip, 1.0 + clip) * advantage)
+    entropy = dist.entropy().mean()
+    return -surrogate.mean() - entropy_coef * entropy, entropy
+
+
+def normalized_advantage(returns: torch.Tensor, value: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """``A = R - V``; optionally ``(A - mean) / (std + 1e-4)`` over the whole imagined batch."""
+    advantage = returns - value
+    if normalize:
+        advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-4)
+    return advantage
+
+
+class MappoLearner:
+    """Holds the actor/critic optimizers and the decaying entropy coefficient."""
+
+    def __init__(self, actor: Actor, critic: AttentionCritic, cfg: PolicyConfig):
+        self.actor, self.critic, self.cfg = actor, critic, cfg
+        self.actor_opt = torch.optim.Adam(actor.parameters(), lr=cfg.actor_lr, weight_decay=cfg.actor_weight_decay)
+        self.critic_opt = torch.optim.Adam(critic.parameters(), lr=cfg.critic_lr)
+        self.entropy_coef = cfg.entropy
+
+    def update(self, batch: Imagined, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``epochs`` passes over shuffled minibatches; per minibatch one actor then one critic step."""
+        cfg = self.cfg
+        advantage = normalized_advantage(batch.returns, batch.value, cfg.normalize_advantages)
+        rows = batch.action.shape[0]
+        device = batch.action.device
+        sums = {"actor_loss": 0.0, "critic_loss": 0.0, "entropy": 0.0}
+        count = 0
+        for _ in range(cfg.epochs):
+            order = torch.randperm(rows, device=device, generator=generator)
+            for index in order.split(cfg.minibatch):
+                avail = None if batch.avail is None else batch.avail[index]
+                latent = type(batch.latent)(*(t[index] for t in batch.latent))
+                logits = self.actor(latent.z_a, latent.h_a, avail)  # new logits under the stored mask
+                actor_loss, entropy = ppo_actor_loss(
+                    logits, batch.action[index], batch.log_prob[index], advantage[index],
+                    cfg.clip, self.entropy_coef)
+                self._step(self.actor_opt, self.actor, actor_loss)
+                self.entropy_coef *= cfg.entropy_decay
+                value = self.critic(*latent)
+                critic_loss = 0.5 * (value - batch.returns[index]).pow(2).mean()
+                self._step(self.critic_opt, self.critic, critic_loss)
+                for key, v in zip(sums, (actor_loss, critic_loss, entropy)):
+                    sums[key] = sums[key] + v.detach()
+                count += 1
+        return {k: v / count for k, v in sums.items()}
+
+    def _step(self, optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
+        optimizer.step()
+
+    def state_dict(self) -> dict:
+        return {"actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+                "entropy_coef": self.entropy_coef}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.entropy_coef = float(state["entropy_coef"])

@@ -1,0 +1,143 @@
+"""World-model loss (paper §3.2, SPEC §2) and THE timestep convention of the project.
+
+Replay rows (what the collector stores; k counts env steps)::
+
+    row k :  o_k, s_k, avail_k   -- observed before acting
+             a_k                 -- the joint action taken at row k
+             r_k, done_k         -- received after a_k (done_k: the episode terminated)
+             fake_k, last_k      -- absorbing row; last row of its episode in the buffer
+
+A window of L rows (k .. k+L-1) is shifted by one into T = L-1 filtering steps j = 0 .. T-1::
+
+    env time      k        k+1        k+2       ...     k+T
+    rows        [o,a,r]   [o,a,r]    [o,a,r]           [o,a,r]
+                   \         \          \
+    step j          j=0       j=1        ...      j=T-1
+    obs[j]        o_{k+1}   o_{k+2}                   o_{k+T}
+    prev_act[j]   a_k       a_{k+1}                   a_{k+T-1}     (enters h_j)
+    reward[j]     r_k       r_{k+1}                   r_{k+T-1}     (received after prev_act[j])
+    done[j]       done_k    ...
+    first[j]      last_k    ...   (obs[j] starts a new episode: reset state, zero prev action)
+    fake[j]       fake_{k+1} ...
+
+    posterior j:  (h_j, z_j) from h_j = GRU(prev_act[j], z_{j-1}, h_{j-1}) and obs[j]
+
+Losses on the first T-1 posterior states (j = 0 .. T-2; the paper preset: 18 of 19):
+
+    KL (both levels)  prior_j vs posterior_j
+    observation       decoder(z^a_j, h^a_j)          -> obs[j]            masked where fake[j]
+    available actions head(feat^a_j, feat^g_j)       -> avail[j]
+    reward            head(z^a_j, h^a_{j+1})         -> reward[j+1]       (h_{j+1} holds a_{k+j+1},
+    continuation      head(z^a_j,h^a_{j+1},z^g_j,h^g_{j+1}) -> 1-done[j+1]  the action taken at obs[j])
+    action decoder    obs decoder hidden_j            -> prev_act[j]      masked where first[j]
+
+``h_{j+1}`` here is the transition from posterior j (``Filtered.h_*_trans``), also across an
+episode boundary, so the final reward of an episode is predicted from its own history.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from mabl.models.distributions import balanced_kl
+from mabl.models.world_model import BiLevelWorldModel, Filtered
+
+
+class SequenceBatch(NamedTuple):
+    """Shifted training windows, time-major (see the timeline above)."""
+
+    obs: torch.Tensor  # [T, B, N, O] float
+    state: torch.Tensor  # [T, B, G] float
+    avail: torch.Tensor | None  # [T, B, N, A] bool
+    prev_action: torch.Tensor  # [T, B, N] int64 (discrete) or [T, B, N, D] float
+    reward: torch.Tensor  # [T, B] float
+    done: torch.Tensor  # [T, B] float (1 = terminated)
+    fake: torch.Tensor  # [T, B] float (1 = absorbing row)
+    first: torch.Tensor  # [T, B] bool
+
+
+def shift_window(rows: dict[str, torch.Tensor]) -> SequenceBatch:
+    """Turn ``L`` raw replay rows ``[L, B, ...]`` into ``T = L-1`` filtering steps (timeline above)."""
+    avail = rows.get("avail")
+    return SequenceBatch(
+        obs=rows["obs"][1:],
+        state=rows["state"][1:],
+        avail=None if avail is None else avail[1:],
+        prev_action=rows["action"][:-1],
+        reward=rows["reward"][:-1].float(),
+        done=rows["done"][:-1].float(),
+        fake=rows["fake"][1:].float(),
+        first=rows["last"][:-1].bool(),
+    )
+
+
+def action_input(action: torch.Tensor, n_actions: int, discrete: bool) -> torch.Tensor:
+    """What the networks see of an action: one-hot ``[..., A]`` (discrete) or the vector itself."""
+    return F.one_hot(action, n_actions).float() if discrete else action.float()
+
+
+def _masked_mean(value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    mask = mask.expand_as(value)
+    return (value * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def world_model_loss(
+    model: BiLevelWorldModel, batch: SequenceBatch, kl_balance: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], Filtered]:
+    """``L = KL_agent + KL_global + L_obs + L_reward + L_cont + L_avail + L_action`` (weights 1).
+
+    Returns the loss, detached per-term metrics (tensors; no host sync here) and the filtered
+    states (imagination starts from their posteriors).
+    """
+    spec = model.spec
+    prev_action = action_input(batch.prev_action, spec.action_size, spec.discrete)
+    filt = model.observe(batch.obs, batch.state, prev_action, batch.first)
+    post = filt.post
+    cut = batch.obs.shape[0] - 1  # posterior states j = 0 .. T-2 carry losses
+    real = (1.0 - batch.fake[:cut])[..., None, None]  # [T-1, B, 1, 1]
+
+    kl_agent = balanced_kl(filt.post_a_logits[:cut], filt.prior_a_logits[:cut], kl_balance).mean()
+    kl_global = balanced_kl(filt.post_g_logits[:cut], filt.prior_g_logits[:cut], kl_balance).mean()
+
+    z_a, h_a, z_g, h_g = (t[:cut] for t in post)  # posterior states j = 0 .. T-2
+    obs_pred, dec_hidden = model.decode_obs(z_a, h_a)
+    obs_err = F.smooth_l1_loss(obs_pred.float(), batch.obs[:cut], reduction="none").sum(-1, keepdim=True)
+    obs_loss = _masked_mean(obs_err, real)
+
+    h_a_next = filt.h_a_trans[1:]  # the transition out of posterior j, j = 0 .. T-2
+    h_g_next = filt.h_g_trans[1:]
+    n_agents = spec.n_agents
+    reward_pred = model.reward_head(z_a, h_a_next).squeeze(-1)  # [T-1, B, N]
+    reward_target = batch.reward[1:, :, None].expand(-1, -1, n_agents)
+    reward_loss = F.smooth_l1_loss(reward_pred.float(), reward_target)
+    cont_logit = model.cont_head(z_a, h_a_next, z_g, h_g_next).squeeze(-1)
+    cont_target = (1.0 - batch.done[1:, :, None]).expand(-1, -1, n_agents)
+    cont_loss = F.binary_cross_entropy_with_logits(cont_logit.float(), cont_target)
+
+    terms = {"kl_agent": kl_agent, "kl_global": kl_global, "obs": obs_loss, "reward": reward_loss,
+             "cont": cont_loss}
+    if model.avail_head is not None and batch.avail is not None:
+        avail_logit = model.avail_head(z_a, h_a, z_g, h_g).float()
+        # Log-likelihood of the availability vector: independent Bernoullis summed over actions.
+        avail_nll = F.binary_cross_entropy_with_logits(
+            avail_logit, batch.avail[:cut].float(), reduction="none").sum(-1)
+        terms["avail"] = avail_nll.mean()
+
+    if model.cfg.action_decoder_input == "obs_decoder_hidden":
+        action_out = model.action_decoder(dec_hidden).float()
+    else:
+        action_out = model.action_decoder(z_a, h_a, z_g, h_g).float()
+    not_first = (~batch.first[:cut]).float()[..., None]  # [T-1, B, 1]
+    if spec.discrete:
+        action_err = F.cross_entropy(action_out.flatten(0, -2), batch.prev_action[:cut].flatten(),
+                                     reduction="none").view(action_out.shape[:-1])
+    else:
+        action_err = F.mse_loss(action_out, batch.prev_action[:cut].float(), reduction="none").sum(-1)
+    terms["action"] = _masked_mean(action_err, not_first)
+
+    loss = sum(terms.values())
+    metrics = {k: v.detach() for k, v in terms.items()}
+    return loss, metrics, filt

@@ -1,0 +1,146 @@
+"""``mabl bench speed``: learner speed on synthetic batches of a map's sizes.
+
+What it runs is fixed by the preset and the map's sizes (not by an env), so numbers are
+comparable across machines and commits: world-model updates on ``batch_size`` windows of
+``seq_len`` rows, and policy iterations (filter + imagination + MAPPO epochs). The replay is filled
+with random episodes of the map's shapes (random lengths, terminations with absorbing rows).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mabl.envs.base import EnvSpec
+from mabl.errors import MablError
+
+MAP_SIZES: dict[str, tuple[int, int, int, int]] = {
+    # name: (n_agents, n_actions, obs_dim, state_dim), SMAC's sizes
+    "3s_vs_4z": (3, 10, 42, 61),
+    "corridor": (6, 30, 156, 282),
+}
+
+
+@dataclass
+class SpeedResult:
+    map: str
+    preset: str
+    device: str
+    amp: bool
+    threads: int
+    model_update_ms: float
+    policy_iteration_ms: float
+    imagination_ms: float
+    ppo_ms: float
+    learner_s_per_episode: float
+    model_updates_per_call: int
+    policy_iterations_per_call: int
+    peak_memory_mb: float
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str = "cpu", amp: bool = False,
+                model_repeats: int = 5, policy_repeats: int = 2, seed: int = 0) -> SpeedResult:
+    from mabl.algo.agent import MablAgent
+    from mabl.presets import build_config
+    from mabl.replay import SequenceReplay
+    from mabl.train import resolve_device
+
+    if map_name not in MAP_SIZES:
+        raise MablError(f"unknown map '{map_name}' for bench; choose one of {', '.join(MAP_SIZES)}")
+    n, a, o, g = MAP_SIZES[map_name]
+    spec = EnvSpec(name=f"bench:{map_name}", n_agents=n, obs_dim=o, state_dim=g, discrete=True, n_actions=a,
+                   has_action_mask=True, episode_limit=200)
+    cfg = build_config(preset, {"amp": amp, "device": device})
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    agent = MablAgent(spec, cfg, dev)
+    replay = SequenceReplay(spec, 20_000)
+    while replay.real_rows < 10_000:
+        length = int(rng.integers(20, 120))
+        avail = rng.random((length, n, a)) < 0.7
+        avail[..., 0] = True
+        replay.add_episode({
+            "obs": rng.normal(size=(length, n, o)).astype(np.float32),
+            "state": rng.normal(size=(length, g)).astype(np.float32),
+            "action": rng.integers(0, a, size=(length, n)),
+            "reward": rng.normal(size=length).astype(np.float32),
+            "done": np.arange(length) == length - 1, "avail": avail}, terminated=True, rng=rng)
+
+    def model_update() -> None:
+        agent.train_world_model(replay.sample(cfg.model.batch_size, cfg.model.seq_len, rng))
+
+    def imagination():
+        return agent.imagine(replay.sample(cfg.policy.batch_size, cfg.model.seq_len, rng))
+
+    def ppo(rollout) -> None:
+        with agent.autocast():
+            agent.mappo.update(rollout)
+
+    model_update()  # warm-up (allocator, kernels, lazy init)
+    ppo(imagination())
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(model_repeats):
+        model_update()
+    _sync(dev)
+    model_ms = (time.perf_counter() - t0) / model_repeats * 1e3
+    imag_total = ppo_total = 0.0
+    for _ in range(policy_repeats):
+        t0 = time.perf_counter()
+        rollout = imagination()
+        _sync(dev)
+        t1 = time.perf_counter()
+        ppo(rollout)
+        _sync(dev)
+        imag_total += t1 - t0
+        ppo_total += time.perf_counter() - t1
+    imag_ms, ppo_ms = imag_total / policy_repeats * 1e3, ppo_total / policy_repeats * 1e3
+    sched = cfg.schedule
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev) / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return SpeedResult(
+        map=map_name, preset=preset, device=str(dev), amp=amp, threads=torch.get_num_threads(),
+        model_update_ms=model_ms, policy_iteration_ms=imag_ms + ppo_ms, imagination_ms=imag_ms, ppo_ms=ppo_ms,
+        learner_s_per_episode=(sched.model_updates * model_ms + sched.policy_iterations * (imag_ms + ppo_ms)) / 1e3,
+        model_updates_per_call=sched.model_updates, policy_iterations_per_call=sched.policy_iterations,
+        peak_memory_mb=peak)
+
+
+ANCHOR = {"3s_vs_4z": (820.0, 18000.0, 121.0), "corridor": (1571.0, 38800.0, 250.0)}
+"""The authors' released learner on our 2-core CPU: ms per model update, ms per policy iteration,
+learner seconds per episode (BENCHMARKS.md)."""
+
+
+def format_result(r: SpeedResult, as_json: bool = False) -> str:
+    if as_json:
+        return json.dumps(r.__dict__)
+    lines = [
+        f"mabl bench speed  map={r.map} preset={r.preset} device={r.device} amp={r.amp} threads={r.threads}",
+        f"  world-model update : {r.model_update_ms:9.1f} ms",
+        f"  policy iteration   : {r.policy_iteration_ms:9.1f} ms  (imagination {r.imagination_ms:.1f} ms"
+        f" + PPO {r.ppo_ms:.1f} ms)",
+        f"  learner / episode  : {r.learner_s_per_episode:9.2f} s   ({r.model_updates_per_call} model updates +"
+        f" {r.policy_iterations_per_call} policy iterations)",
+        f"  peak memory        : {r.peak_memory_mb:9.0f} MB ({'GPU allocated' if 'cuda' in r.device else 'process RSS'})",
+    ]
+    if r.preset == "paper" and r.map in ANCHOR and r.device == "cpu":
+        wm, pi, ep = ANCHOR[r.map]
+        lines.append(f"  vs released learner on the 2-core CPU ({wm:.0f} ms, {pi / 1e3:.1f} s, {ep:.0f} s): "
+                     f"{wm / r.model_update_ms:.2f}x, {pi / r.policy_iteration_ms:.2f}x, "
+                     f"{ep / r.learner_s_per_episode:.2f}x faster")
+    return "\n".join(lines)

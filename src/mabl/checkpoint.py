@@ -1,0 +1,97 @@
+"""Complete, atomic checkpoints of a run, and safe loading.
+
+A checkpoint holds everything needed to continue exactly: networks, optimizers, the replay buffer,
+counters, RNG states, the config and a schema version. Files are written to a temporary name,
+fsynced and renamed, so a crash leaves either the old or the new file, never a torn one. Loading
+uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mabl.errors import MablError
+
+CHECKPOINT_KIND = "mabl-checkpoint"
+SCHEMA_VERSION = 1
+KEEP = 2
+_NAME = re.compile(r"^step_(\d{9,})\.pt$")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors for missing/truncated/foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise MablError(f"{what} {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for torn or foreign files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MablError(f"{what} {path} is unreadable (truncated or not a mabl file): {reason[:160]}") from None
+
+
+def checkpoint_files(run_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoints of a run, oldest first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _NAME.match(p.name))
+
+
+def save_checkpoint(run_dir: str | os.PathLike, env_step: int, payload: dict[str, Any]) -> Path:
+    """Write ``checkpoints/step_<env_step>.pt`` atomically, then keep only the newest :data:`KEEP`."""
+    path = Path(run_dir) / "checkpoints" / f"step_{env_step:09d}.pt"
+    atomic_torch_save({"kind": CHECKPOINT_KIND, "schema": SCHEMA_VERSION, **payload}, path)
+    for old in checkpoint_files(run_dir)[:-KEEP]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    state = safe_torch_load(path)
+    if not isinstance(state, dict) or state.get("kind") != CHECKPOINT_KIND:
+        raise MablError(f"checkpoint {path} is not a mabl training checkpoint")
+    if state.get("schema") != SCHEMA_VERSION:
+        raise MablError(f"checkpoint {path} has schema {state.get('schema')}; this mabl reads {SCHEMA_VERSION}")
+    return state
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    files = checkpoint_files(run_dir)
+    return files[-1] if files else None

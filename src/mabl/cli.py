@@ -1,0 +1,188 @@
+"""Command line: parse, dispatch, and turn input errors into one line.
+
+    mabl train [--env smax:3s_vs_4z] [--preset paper] [--steps N] [--seed S] [--run-dir DIR] [--model.hidden 128 ...]
+    mabl eval --run-dir DIR | --policy FILE [--episodes N]
+    mabl export --run-dir DIR --out FILE
+    mabl bench speed [--preset paper] [--map 3s_vs_4z] [--device cpu|cuda] [--amp] [--json]
+    mabl envs
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from mabl.config import RunConfig, iter_fields
+from mabl.errors import MablError
+
+
+def _flag(path: str) -> str:
+    return "--" + path.replace("_", "-") if "." not in path else "--" + path
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field; help text from the field's documentation."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for path, field, default in iter_fields(RunConfig()):
+        section = path.split(".")[0] if "." in path else "run"
+        if section not in groups:
+            groups[section] = parser.add_argument_group(f"{section} options")
+        help_text = field.metadata.get("help", "")
+        choices = field.metadata.get("choices")
+        metavar = "{" + ",".join(choices) + "}" if choices else type(default).__name__.upper()
+        flags = [_flag(path)] + ([f"--{path}"] if "_" in path and "." not in path else [])
+        groups[section].add_argument(
+            *flags, dest=path, default=argparse.SUPPRESS, metavar=metavar,
+            help=f"{help_text} (default: {default})".replace("%", "%%"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mabl", description="MABL: bi-level world model for multi-agent RL")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train (or resume) a run", description=(
+        "Train MABL. Re-running the same command on an existing run directory resumes it. "
+        "Every field below can be set; --preset is applied first, then the flags."))
+    _add_config_flags(train)
+
+    ev = sub.add_parser("eval", help="play episodes with a trained policy and report win rate / return")
+    src = ev.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run-dir", help="run directory (its latest checkpoint)")
+    src.add_argument("--policy", help="exported policy file (from `mabl export`)")
+    ev.add_argument("--env", help="task to play (default: the run's / the policy's task)")
+    ev.add_argument("--episodes", type=int, default=20, help="episodes to play (default 20)")
+    ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation episodes")
+    ev.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the most likely")
+
+    ex = sub.add_parser("export", help="write the decentralized policy of a run to one file")
+    ex.add_argument("--run-dir", required=True)
+    ex.add_argument("--out", required=True, help="output file, e.g. policy.pt")
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    speed = bench_sub.add_parser("speed", help="learner speed on synthetic batches of a map's sizes")
+    speed.add_argument("--preset", default="paper", help="preset whose sizes and schedule are timed (default paper)")
+    speed.add_argument("--map", default="3s_vs_4z", help="sizes: 3s_vs_4z (N=3,A=10,O=42,G=61) or corridor")
+    speed.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    speed.add_argument("--amp", action="store_true", help="bf16 autocast for the learner")
+    speed.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    speed.add_argument("--repeats", type=int, default=5, help="timed world-model updates (default 5)")
+    speed.add_argument("--policy-repeats", type=int, default=2, help="timed policy iterations (default 2)")
+    speed.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sub.add_parser("envs", help="list the known tasks")
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from mabl.presets import build_config
+    from mabl.train import train
+
+    overrides = {k: v for k, v in vars(args).items() if k != "command"}
+    preset = overrides.pop("preset", "quick")
+    cfg = build_config(preset, overrides)
+    run_dir = train(cfg)
+    print(f"run directory: {run_dir}")
+
+
+def _agent_from_run(run_dir: str):
+    """Rebuild the agent of a run from its newest checkpoint (no env needed)."""
+    import torch
+
+    from mabl.algo.agent import MablAgent
+    from mabl.checkpoint import latest_checkpoint, load_checkpoint
+    from mabl.config import from_dict
+    from mabl.envs.base import EnvSpec
+
+    if not Path(run_dir).is_dir():
+        raise MablError(f"run directory {run_dir} does not exist")
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise MablError(f"run directory {run_dir} has no checkpoint yet (checkpoints/step_*.pt)")
+    state = load_checkpoint(path)
+    cfg = from_dict(state["config"])
+    spec = EnvSpec(**state["spec"])
+    agent = MablAgent(spec, dataclasses.replace(cfg, device="cpu"), torch.device("cpu"))
+    try:
+        agent.load_state_dict(state["agent"])
+    except (RuntimeError, KeyError) as exc:
+        raise MablError(f"checkpoint {path} does not match its own config: {str(exc).splitlines()[0][:160]}") from None
+    return agent, cfg, spec
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from mabl.envs import make_env
+    from mabl.policy import load_policy
+    from mabl.train import episode_seed, evaluate_policy
+
+    if args.episodes <= 0:
+        raise MablError(f"--episodes={args.episodes} must be > 0")
+    if args.run_dir:
+        agent, cfg, spec = _agent_from_run(args.run_dir)
+        policy, env_name = agent.policy(), args.env or cfg.env
+    else:
+        policy = load_policy(args.policy)
+        spec, env_name = policy.env_spec, args.env or policy.env_spec.name
+    env = make_env(env_name, seed=args.seed)
+    if (env.spec.n_agents, env.spec.obs_dim, env.spec.action_size) != (spec.n_agents, spec.obs_dim, spec.action_size):
+        raise MablError(f"env {env_name} has sizes (N={env.spec.n_agents}, O={env.spec.obs_dim}, "
+                        f"A={env.spec.action_size}); the policy was trained for (N={spec.n_agents}, "
+                        f"O={spec.obs_dim}, A={spec.action_size})")
+    import torch
+
+    policy.generator = torch.Generator().manual_seed(args.seed)
+    seeds = [episode_seed(args.seed, 3, i) for i in range(args.episodes)]
+    result = evaluate_policy(env, policy, args.episodes, seeds, deterministic=not args.stochastic)
+    text = f"{env_name}: {result['episodes']} episodes, mean return {result['mean_return']:.3f}"
+    if "win_rate" in result:
+        text += f", win rate {result['win_rate']:.1%}"
+    print(text + f", mean length {result['mean_length']:.1f}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from mabl.policy import save_policy
+
+    agent, cfg, spec = _agent_from_run(args.run_dir)
+    save_policy(args.out, agent.world_model.agent, agent.actor, spec, cfg.model, cfg.policy.hidden)
+    print(f"wrote decentralized policy for {spec.name} ({spec.n_agents} agents) to {args.out}")
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    import torch
+
+    from mabl.bench import bench_speed, format_result
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.repeats <= 0 or args.policy_repeats <= 0:
+        raise MablError("--repeats and --policy-repeats must be > 0")
+    result = bench_speed(args.preset, args.map, args.device, args.amp, args.repeats, args.policy_repeats)
+    print(format_result(result, as_json=args.json))
+
+
+def cmd_envs(args: argparse.Namespace) -> None:
+    from mabl.envs import list_envs
+
+    print("\n".join(list_envs()))
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "bench": cmd_bench, "envs": cmd_envs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except MablError as exc:
+        print(f"mabl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mabl: interrupted (the latest checkpoint is intact; re-run the command to resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""Typed, frozen configuration.
+
+Every field carries its documentation (``metadata["help"]``); the CLI turns each field into a flag
+(``--model.hidden 128``) and prints the help text. Presets (``presets.py``) are sets of overrides on
+these defaults. Defaults equal the ``paper`` preset: SPEC.md sizes, the authors' released code where
+the paper is silent. Tags in the help text: [paper], [code] (released code), [ours].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from mabl.errors import MablError
+
+
+def _f(default: Any, help: str, choices: tuple | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """World-model sizes and the paper/code reading of ambiguous parts (SPEC §1-§2)."""
+
+    hidden: int = _f(256, "width of every hidden layer and of the observation/state embeddings [code]")
+    deter: int = _f(256, "deterministic GRU state size at both levels [code]")
+    n_categoricals: int = _f(32, "categorical variables per latent [code]")
+    n_classes: int = _f(32, "classes per categorical variable [code]")
+    encoder_layers: int = _f(4, "Linear layers of the observation and state encoders [code]")
+    agent_prior_on: str = _f(
+        "global_prior",
+        "which global latent the agent prior is conditioned on: 'global_prior' (released code) or "
+        "'global_posterior' (the ELBO of paper §3.2)",
+        ("global_prior", "global_posterior"),
+    )
+    action_decoder_input: str = _f(
+        "obs_decoder_hidden",
+        "input of the action decoder: the observation decoder's last hidden layer (code) or "
+        "'both_levels' features (paper §3.1.2)",
+        ("obs_decoder_hidden", "both_levels"),
+    )
+    kl_balance: float = _f(0.8, "KL balancing: weight of KL(sg(q)||p); 1-x goes to KL(q||sg(p)) [code]")
+    lr: float = _f(3e-4, "world-model Adam learning rate [code]")
+    grad_clip: float = _f(100.0, "world-model gradient-norm clip [code]")
+    batch_size: int = _f(40, "windows per world-model update [code]")
+    seq_len: int = _f(20, "rows per sampled window (filtered for seq_len-1 steps) [code]")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Actor, critic, imagination and MAPPO (SPEC §1, §3, §4)."""
+
+    hidden: int = _f(256, "actor and critic hidden width [code]")
+    attn_heads: int = _f(8, "critic self-attention heads [code]")
+    horizon: int = _f(15, "imagination horizon H (states per imagined trajectory) [code]")
+    batch_size: int = _f(40, "windows filtered per policy iteration to get imagination starts [code]")
+    gamma: float = _f(0.99, "discount [code]")
+    lam: float = _f(0.95, "lambda of the lambda-returns [code]")
+    epochs: int = _f(5, "PPO epochs per policy iteration [code]")
+    minibatch: int = _f(2000, "PPO minibatch size in imagined rows (each row holds all agents) [code]")
+    clip: float = _f(0.2, "PPO ratio clip [code]")
+    entropy: float = _f(1e-3, "initial entropy bonus coefficient [code]")
+    entropy_decay: float = _f(0.99998, "entropy coefficient multiplier after every actor step [code]")
+    normalize_advantages: bool = _f(True, "(A-mean)/(std+1e-4) over the imagined batch [code]")
+    actor_lr: float = _f(1e-4, "actor Adam learning rate [code]")
+    critic_lr: float = _f(1e-3, "critic Adam learning rate [code]")
+    actor_weight_decay: float = _f(1e-5, "actor Adam weight decay [code]")
+    grad_clip: float = _f(100.0, "actor and critic gradient-norm clip [code]")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """When the learner runs (SPEC §5). 'episode' = paper Alg. 1: after every collected episode."""
+
+    mode: str = _f(
+        "episode",
+        "'episode': train after every episode (paper); 'steps': train every `train_every` env steps [ours]",
+        ("episode", "steps"),
+    )
+    train_every: int = _f(0, "env steps between learner calls in 'steps' mode [ours]")
+    model_updates: int = _f(60, "world-model updates per learner call [code]")
+    policy_iterations: int = _f(4, "policy iterations (imagination + PPO) per learner call [code]")
+    learning_starts: int = _f(500, "replay transitions needed before the first learner call [code]")
+    replay_capacity: int = _f(250_000, "replay capacity in transitions [code]")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run. Nested sections are flags too: ``--model.hidden``, ``--policy.lr`` ..."""
+
+    env: str = _f("smax:3m", "task, e.g. smax:3s_vs_4z, smax:3m, mpe:simple_spread")
+    algo: str = _f("mabl", "algorithm", ("mabl",))
+    preset: str = _f("quick", "named preset applied before the flags", ("paper", "quick", "debug"))
+    steps: int = _f(100_000, "environment steps to train for")
+    seed: int = _f(0, "seed of every random number generator of the run")
+    run_dir: str = _f("", "run directory (default runs/<env>_<algo>_s<seed>); re-running resumes")
+    device: str = _f("auto", "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:K'")
+    threads: int = _f(0, "torch CPU threads (0 = torch default)")
+    amp: bool = _f(False, "bf16 autocast for the learner's matrix work [ours]")
+    checkpoint_every: int = _f(10_000, "env steps between checkpoints (also one at the end)")
+    eval_every: int = _f(10_000, "env steps between evaluation rounds (0 = never)")
+    eval_episodes: int = _f(10, "episodes per evaluation round")
+    progress: bool = _f(True, "show a progress bar")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def validate(self) -> RunConfig:
+        """Check values; raise a one-line MablError naming the field and what is allowed."""
+        for path, f, value in iter_fields(self):
+            choices = f.metadata.get("choices")
+            if choices and value not in choices:
+                raise MablError(f"--{path}={value!r} is not allowed; choose one of {', '.join(choices)}")
+        positive = [
+            "steps", "eval_episodes", "model.hidden", "model.deter", "model.n_categoricals",
+            "model.n_classes", "model.encoder_layers", "model.batch_size", "model.lr",
+            "policy.hidden", "policy.attn_heads", "policy.batch_size", "policy.epochs",
+            "policy.minibatch", "policy.actor_lr", "policy.critic_lr", "schedule.replay_capacity",
+            "schedule.model_updates", "schedule.policy_iterations", "checkpoint_every",
+        ]
+        for path in positive:
+            if get_path(self, path) <= 0:
+                raise MablError(f"--{path}={get_path(self, path)} must be > 0")
+        nonneg = ["threads", "eval_every", "schedule.learning_starts", "schedule.train_every",
+                  "model.grad_clip", "policy.grad_clip", "policy.entropy", "policy.clip",
+                  "policy.actor_weight_decay"]
+        for path in nonneg:
+            if get_path(self, path) < 0:
+                raise MablError(f"--{path}={get_path(self, path)} must be >= 0")
+        if self.model.seq_len < 3:
+            raise MablError(f"--model.seq_len={self.model.seq_len} must be >= 3 (windows are shifted by one)")
+        if self.policy.horizon < 2:
+            raise MablError(f"--policy.horizon={self.policy.horizon} must be >= 2")
+        for path in ["policy.gamma", "policy.lam", "model.kl_balance", "policy.entropy_decay"]:
+            if not 0.0 <= get_path(self, path) <= 1.0:
+                raise MablError(f"--{path}={get_path(self, path)} must be in [0, 1]")
+        if self.schedule.mode == "steps" and self.schedule.train_every <= 0:
+            raise MablError("--schedule.mode=steps needs --schedule.train_every > 0")
+        if self.policy.hidden % self.policy.attn_heads:
+            raise MablError(
+                f"--policy.hidden={self.policy.hidden} must be divisible by --policy.attn_heads="
+                f"{self.policy.attn_heads}"
+            )
+        return self
+
+
+def iter_fields(obj: Any, prefix: str = ""):
+    """Yield ``(dotted_path, dataclass_field, value)`` for every leaf field, depth first."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            yield from iter_fields(value, path + ".")
+        else:
+            yield path, f, value
+
+
+def get_path(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def field_type(obj: Any, path: str) -> type:
+    """The Python type of a leaf field (taken from its default value)."""
+    return type(get_path(obj, path))
+
+
+def replace_path(obj: Any, path: str, value: Any) -> Any:
+    """Return a copy of ``obj`` with the dotted ``path`` set to ``value`` (frozen dataclasses)."""
+    head, _, rest = path.partition(".")
+    if not any(f.name == head for f in dataclasses.fields(obj)):
+        raise MablError(f"unknown config field '{path}'")
+    if rest:
+        return dataclasses.replace(obj, **{head: replace_path(getattr(obj, head), rest, value)})
+    return dataclasses.replace(obj, **{head: value})
+
+
+def coerce(obj: Any, path: str, text: Any) -> Any:
+    """Convert ``text`` (a CLI string or a JSON value) to the type of field ``path``."""
+    kind = field_type(obj, path)
+    if isinstance(text, kind) and not (kind is int and isinstance(text, bool)):
+        return text
+    try:
+        if kind is bool:
+            low = str(text).lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind is int:
+            return int(float(text)) if float(text).is_integer() else int(text)
+        return kind(text)
+    except (TypeError, ValueError):
+        raise MablError(f"--{path}={text!r} is not a valid {kind.__name__}") from None
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict[str, Any]) -> RunConfig:
+    """Rebuild a config from ``to_dict`` output; unknown keys are an error (foreign file)."""
+    cfg = RunConfig()
+    for path, _, _ in iter_fields(cfg):
+        node = data
+        for part in path.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise MablError(f"config is missing field '{path}'")
+            node = node[part]
+        cfg = replace_path(cfg, path, coerce(cfg, path, node))
+    return cfg

@@ -1,0 +1,52 @@
+"""Categorical latents: sampling with straight-through gradients, and the balanced KL (SPEC §1-§2)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+KL_EPS = 1e-7
+"""Added inside every log of the categorical KL, as in the released code."""
+
+
+def sample_onehot(
+    logits: torch.Tensor, straight_through: bool = True, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Sample one class per categorical from ``logits [..., C, K]``; return ``[..., C*K]``.
+
+    The forward value is an exact one-hot sample of softmax(logits), drawn by inverse CDF (one
+    uniform number per categorical rather than K Gumbel numbers). With ``straight_through`` the
+    gradient flows as if the output were the probabilities: ``onehot + probs - sg(probs)``
+    (DreamerV2; no unimix, as the released code).
+    """
+    probs = logits.float().softmax(-1)
+    uniform = torch.rand(probs.shape[:-1] + (1,), device=probs.device, generator=generator)
+    index = (probs.detach().cumsum(-1) < uniform).sum(-1).clamp_max(probs.shape[-1] - 1)
+    onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+    if straight_through and logits.requires_grad:
+        onehot = onehot + probs - probs.detach()
+    return onehot.flatten(-2)
+
+
+def mode_onehot(logits: torch.Tensor) -> torch.Tensor:
+    """Most likely class per categorical, one-hot, flattened ``[..., C*K]``."""
+    return F.one_hot(logits.argmax(-1), logits.shape[-1]).to(logits.dtype).flatten(-2)
+
+
+def categorical_kl(q_logits: torch.Tensor, p_logits: torch.Tensor) -> torch.Tensor:
+    """KL(q || p) per categorical, ``[..., C]``: sum_k q_k (log(q_k+eps) - log(p_k+eps))."""
+    q = q_logits.softmax(-1)
+    p = p_logits.softmax(-1)
+    return (q * ((q + KL_EPS).log() - (p + KL_EPS).log())).sum(-1)
+
+
+def balanced_kl(q_logits: torch.Tensor, p_logits: torch.Tensor, balance: float) -> torch.Tensor:
+    """KL balancing (DreamerV2): ``(1-b) KL(q || sg(p)) + b KL(sg(q) || p)``.
+
+    Logits are ``[..., C, K]``; the result is ``[...]``, **averaged** over the C categoricals
+    (the released code's reduction, 1/C of DreamerV2's sum). The two terms have the same value;
+    balancing only changes which network each gradient reaches.
+    """
+    posterior_side = categorical_kl(q_logits, p_logits.detach())
+    prior_side = categorical_kl(q_logits.detach(), p_logits)
+    return ((1.0 - balance) * posterior_side + balance * prior_side).mean(-1)

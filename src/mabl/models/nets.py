@@ -1,0 +1,154 @@
+"""Small building blocks shared by every network."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def mlp(in_dim: int, hidden: int, out_dim: int, layers: int, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
+    """``layers`` hidden Linear layers of width ``hidden`` with ``act`` after each, then a linear output."""
+    modules: list[nn.Module] = []
+    width = in_dim
+    for _ in range(layers):
+        modules += [nn.Linear(width, hidden), act()]
+        width = hidden
+    modules.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*modules)
+
+
+def xavier_init(module: nn.Module) -> None:
+    """Xavier-uniform on every weight matrix (GRU cells included), zero biases (released code)."""
+    for name, param in module.named_parameters():
+        if param.dim() >= 2:
+            nn.init.xavier_uniform_(param)
+        elif name.endswith("bias") or "bias" in name:
+            nn.init.zeros_(param)
+
+
+class _OneHotMatmul(torch.autograd.Function):
+    """``z @ W.T`` for a one-hot latent ``z [R, C*K]`` given by its flat class indices ``[R, C]``.
+
+    Forward: a sum of C weight columns (embedding-bag gather) instead of a C*K-wide matmul.
+    Backward: exactly the dense gradients, ``dz = g @ W`` (the straight-through path) and
+    ``dW = g.T @ onehot``. Only the forward's cost differs, not its value.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight, index)
+        return F.embedding_bag(index, weight.t().contiguous(), mode="sum")
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        weight, index = ctx.saved_tensors
+        grad = grad.to(weight.dtype)
+        grad_z = grad @ weight if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            onehot = torch.zeros(index.shape[0], weight.shape[1], dtype=grad.dtype, device=grad.device)
+            grad_w = grad.t() @ onehot.scatter_(1, index, 1.0)
+        return grad_z, grad_w, None
+
+
+def latent_index(z: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Class index per categorical ``[..., C]`` (int64) of a one-hot latent ``[..., C*K]``."""
+    return z.detach().unflatten(-1, (-1, n_classes)).argmax(-1)
+
+
+def onehot_matmul(z: torch.Tensor, weight: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """``onehot(z) @ weight.T`` for a categorical latent given as one-hot floats ``[..., C*K]``
+    (gradients flow to them, straight-through) or as class indices ``[..., C]`` (int)."""
+    index = z if not z.is_floating_point() else latent_index(z, n_classes)
+    lead, n_cat = index.shape[:-1], index.shape[-1]
+    flat_index = index.reshape(-1, n_cat) + torch.arange(n_cat, device=z.device) * n_classes
+    flat_z = z.reshape(-1, z.shape[-1]) if z.is_floating_point() else z.new_zeros(0)
+    out = _OneHotMatmul.apply(flat_z, weight, flat_index)
+    return out.view(*lead, weight.shape[0])
+
+
+class SplitLinear(nn.Module):
+    """A Linear layer over the concatenation of several inputs, applied part by part.
+
+    ``SplitLinear([a, b], out)(x_a, x_b)`` equals ``Linear(a + b, out)(cat([x_a, x_b]))`` (same
+    single weight matrix, so the same initialisation), but each part can be multiplied
+    separately with :meth:`part`. That lets the recurrent filter multiply the inputs that do not
+    depend on the recurrence (observation and state embeddings, actions) for all time steps at once,
+    outside the sequential loop, and multiply a part shared by all agents once instead of N times.
+    Parts listed in ``onehot`` (index -> classes per categorical) are categorical latents and are
+    multiplied by gathering weight columns (:func:`onehot_matmul`).
+    """
+
+    def __init__(self, in_dims: list[int], out_dim: int, onehot: dict[int, int] | None = None):
+        super().__init__()
+        self.in_dims = list(in_dims)
+        self.onehot = dict(onehot or {})
+        self.weight = nn.Parameter(torch.empty(out_dim, sum(in_dims)))
+        self.bias = nn.Parameter(torch.zeros(out_dim))
+        bound = math.sqrt(6.0 / (sum(in_dims) + out_dim))
+        nn.init.uniform_(self.weight, -bound, bound)
+        self._offsets = [0]
+        for d in in_dims:
+            self._offsets.append(self._offsets[-1] + d)
+
+    def part(self, index: int, x: torch.Tensor, bias: bool = False) -> torch.Tensor:
+        """``x @ W[:, part index].T`` (+ bias when asked): the contribution of input ``index``."""
+        w = self.weight[:, self._offsets[index] : self._offsets[index + 1]]
+        if index in self.onehot:
+            out = onehot_matmul(x, w, self.onehot[index])
+            return out + self.bias if bias else out
+        return F.linear(x, w, self.bias if bias else None)
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = self.part(0, xs[0], bias=True)
+        for i, x in enumerate(xs[1:], start=1):
+            out = out + self.part(i, x)
+        return out
+
+
+class SplitMLP(nn.Module):
+    """An MLP whose first layer is a :class:`SplitLinear` over several inputs (e.g. ``z, h``)."""
+
+    def __init__(self, in_dims: list[int], hidden: int, out_dim: int, layers: int,
+                 act: type[nn.Module] = nn.ReLU, onehot: dict[int, int] | None = None):
+        super().__init__()
+        self.first = SplitLinear(in_dims, hidden, onehot)
+        self.act = act()
+        self.rest = mlp(hidden, hidden, out_dim, layers - 1, act)
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.rest(self.act(self.first(*xs)))
+
+
+class LatentHead(nn.Module):
+    """Prior/posterior network: SplitLinear(inputs -> hidden) ReLU Linear(hidden -> C*K) (code).
+
+    Returns logits shaped ``[..., C, K]``. ``from_pre`` finishes the head from an already summed
+    first-layer pre-activation (see :class:`SplitLinear`).
+    """
+
+    def __init__(self, in_dims: list[int], hidden: int, n_categoricals: int, n_classes: int,
+                 onehot: dict[int, int] | None = None):
+        super().__init__()
+        self.first = SplitLinear(in_dims, hidden, onehot)
+        self.out = nn.Linear(hidden, n_categoricals * n_classes)
+        self.shape = (n_categoricals, n_classes)
+
+    def from_pre(self, pre: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(pre)).unflatten(-1, self.shape)
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.from_pre(self.first(*xs))
+
+
+def sinusoidal_encoding(n_positions: int, dim: int) -> torch.Tensor:
+    """The transformer's sine/cosine position table ``[n_positions, dim]`` (agent-index encoding)."""
+    position = torch.arange(n_positions, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(n_positions, dim)
+    table[:, 0::2] = torch.sin(position * freq)
+    table[:, 1::2] = torch.cos(position * freq[: dim // 2])
+    return table

@@ -1,0 +1,123 @@
+"""The decentralized policy: what each agent runs at execution time, and its export format.
+
+Per agent i only: observation encoder e_o, agent recurrent model, agent posterior and actor,
+fed with agent i's own observation and own previous action. Agents are a batch axis of
+row-wise networks, so agent i's output never depends on another agent's input (tested).
+
+Exported file (``mabl export``): a ``torch.save`` dict loadable with ``weights_only=True``::
+
+    {"format": "mabl-policy", "version": 1, "spec": {...}, "model": {...}, "policy_hidden": int,
+     "encoder": state_dict, "actor": state_dict}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mabl.config import ModelConfig
+from mabl.envs.base import EnvSpec
+from mabl.errors import MablError
+from mabl.models.actor_critic import Actor
+from mabl.models.world_model import AgentEncoder
+
+POLICY_FORMAT = "mabl-policy"
+POLICY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a user of an exported policy needs to know."""
+
+    n_agents: int
+    obs_dim: int
+    n_actions: int | None = None
+    action_dim: int | None = None
+
+
+class DecentralizedPolicy:
+    """``reset()`` at every episode start, then ``act(obs)`` each step; the carry lives inside."""
+
+    def __init__(self, encoder: AgentEncoder, actor: Actor, env_spec: EnvSpec, device: torch.device | str = "cpu",
+                 seed: int | None = None):
+        self.encoder, self.actor, self.env_spec = encoder, actor, env_spec
+        self.device = torch.device(device)
+        self.generator = None
+        if seed is not None:
+            self.generator = torch.Generator(device=self.device)
+            self.generator.manual_seed(seed)
+        self.spec = PolicySpec(
+            n_agents=env_spec.n_agents, obs_dim=env_spec.obs_dim,
+            n_actions=env_spec.n_actions if env_spec.discrete else None,
+            action_dim=None if env_spec.discrete else env_spec.action_dim)
+        self.reset()
+
+    def reset(self) -> None:
+        n, dev = self.env_spec.n_agents, self.device
+        self.h = torch.zeros(n, self.encoder.deter, device=dev)
+        self.z = torch.zeros(n, self.encoder.latent_dim, device=dev)
+        self.prev_action = torch.zeros(n, self.env_spec.action_size, device=dev)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, avail: np.ndarray | None = None, deterministic: bool = False
+            ) -> tuple[np.ndarray, dict[str, Any]]:
+        """``obs [N, O]``, ``avail [N, A]`` or None -> ``actions [N]``, ``{"probs": [N, A]}``."""
+        spec = self.spec
+        obs_t = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+        if obs_t.shape != (spec.n_agents, spec.obs_dim):
+            raise MablError(f"policy.act: obs has shape {tuple(obs_t.shape)}, expected ({spec.n_agents}, {spec.obs_dim})")
+        avail_t = None
+        if avail is not None:
+            avail_t = torch.as_tensor(np.asarray(avail, bool), device=self.device)
+            if avail_t.shape != (spec.n_agents, spec.n_actions):
+                raise MablError(f"policy.act: avail has shape {tuple(avail_t.shape)}, "
+                                f"expected ({spec.n_agents}, {spec.n_actions})")
+        self.h, self.z = self.encoder.step(self.h, self.z, self.prev_action, obs_t, deterministic, self.generator)
+        logits = self.actor(self.z, self.h, avail_t)
+        probs = logits.softmax(-1)
+        if deterministic:
+            action = probs.argmax(-1)
+        else:
+            action = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+        self.prev_action = F.one_hot(action, spec.n_actions).float()
+        return action.cpu().numpy(), {"probs": probs.cpu().numpy()}
+
+
+def save_policy(path: str, encoder: AgentEncoder, actor: Actor, env_spec: EnvSpec, model_cfg: ModelConfig,
+                policy_hidden: int) -> None:
+    """Write the exported policy atomically (temp file + rename)."""
+    payload = {
+        "format": POLICY_FORMAT, "version": POLICY_VERSION,
+        "spec": dataclasses.asdict(env_spec), "model": dataclasses.asdict(model_cfg),
+        "policy_hidden": policy_hidden,
+        "encoder": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+        "actor": {k: v.detach().cpu() for k, v in actor.state_dict().items()},
+    }
+    from mabl.checkpoint import atomic_torch_save
+
+    atomic_torch_save(payload, path)
+
+
+def load_policy(path: str, device: str = "cpu", seed: int | None = None) -> DecentralizedPolicy:
+    """Load an exported policy file; needs no training code, no global state, no other agent."""
+    from mabl.checkpoint import safe_torch_load
+
+    payload = safe_torch_load(path, what="policy file")
+    if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT:
+        raise MablError(f"{path} is not a mabl policy file (export one with `mabl export`)")
+    if payload.get("version") != POLICY_VERSION:
+        raise MablError(f"{path} has policy format version {payload.get('version')}; this mabl reads {POLICY_VERSION}")
+    env_spec = EnvSpec(**payload["spec"])
+    model_cfg = ModelConfig(**payload["model"])
+    encoder = AgentEncoder(env_spec, model_cfg)
+    actor = Actor(encoder.latent_dim, model_cfg.n_classes, model_cfg.deter, payload["policy_hidden"],
+                  env_spec.n_actions)
+    encoder.load_state_dict(payload["encoder"])
+    actor.load_state_dict(payload["actor"])
+    dev = torch.device(device)
+    return DecentralizedPolicy(encoder.to(dev).eval(), actor.to(dev).eval(), env_spec, dev, seed=seed)

@@ -1,0 +1,73 @@
+"""Named presets: overrides applied to the defaults before the user's flags.
+
+- ``paper``: SPEC.md sizes and the paper's per-episode schedule (the defaults).
+- ``quick``: smaller networks and a step-based schedule so that a 2-core CPU run shows learning on
+  the default task within minutes. It is a different operating point, not the paper's.
+- ``debug``: tiny networks and a handful of updates, for tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mabl.config import RunConfig, coerce, replace_path
+from mabl.errors import MablError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "quick": {
+        "model.hidden": 128,
+        "model.deter": 128,
+        "model.n_categoricals": 16,
+        "model.n_classes": 16,
+        "model.encoder_layers": 2,
+        "model.batch_size": 16,
+        "policy.hidden": 128,
+        "policy.batch_size": 16,
+        "policy.epochs": 4,
+        "policy.minibatch": 512,
+        "schedule.mode": "steps",
+        "schedule.train_every": 100,
+        "schedule.model_updates": 10,
+        "schedule.policy_iterations": 1,
+        "schedule.learning_starts": 500,
+        "steps": 20_000,
+        "checkpoint_every": 5_000,
+        "eval_every": 5_000,
+    },
+    "debug": {
+        "model.hidden": 32,
+        "model.deter": 32,
+        "model.n_categoricals": 4,
+        "model.n_classes": 4,
+        "model.encoder_layers": 2,
+        "model.batch_size": 4,
+        "model.seq_len": 8,
+        "policy.hidden": 32,
+        "policy.attn_heads": 2,
+        "policy.batch_size": 4,
+        "policy.horizon": 5,
+        "policy.epochs": 2,
+        "policy.minibatch": 32,
+        "schedule.mode": "steps",
+        "schedule.train_every": 50,
+        "schedule.model_updates": 2,
+        "schedule.policy_iterations": 1,
+        "schedule.learning_starts": 100,
+        "schedule.replay_capacity": 10_000,
+        "steps": 400,
+        "checkpoint_every": 200,
+        "eval_every": 0,
+        "eval_episodes": 2,
+    },
+}
+
+
+def build_config(preset: str = "quick", overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults -> preset -> ``overrides`` (dotted paths to strings or values), validated."""
+    if preset not in PRESETS:
+        raise MablError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    cfg = replace_path(RunConfig(), "preset", preset)
+    for path, value in {**PRESETS[preset], **(overrides or {})}.items():
+        cfg = replace_path(cfg, path, coerce(cfg, path, value))
+    return cfg.validate()

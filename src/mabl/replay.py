@@ -1,0 +1,103 @@
+"""Sequence replay: a ring buffer of env rows and uniform window sampling (SPEC §5).
+
+Rows follow the convention drawn in ``algo/world_model_loss.py``. Whole episodes are appended at
+once; an episode that ends by termination is followed by two absorbing rows (zero observation and
+state, a random action, reward 0, done 1, every action available, ``fake`` 1). Windows of
+``seq_len`` consecutive rows are drawn uniformly among those that do not cross the write head;
+they may span episode boundaries (the ``last`` flag tells the filter to reset).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mabl.envs.base import EnvSpec
+
+ABSORBING_ROWS = 2
+
+
+class SequenceReplay:
+    def __init__(self, spec: EnvSpec, capacity: int):
+        self.spec = spec
+        self.capacity = capacity
+        n = spec.n_agents
+        action_shape = (n,) if spec.discrete else (n, spec.action_dim)
+        self.data: dict[str, np.ndarray] = {
+            "obs": np.zeros((capacity, n, spec.obs_dim), np.float32),
+            "state": np.zeros((capacity, spec.state_dim), np.float32),
+            "action": np.zeros((capacity, *action_shape), np.int64 if spec.discrete else np.float32),
+            "reward": np.zeros(capacity, np.float32),
+            "done": np.zeros(capacity, np.bool_),
+            "fake": np.zeros(capacity, np.bool_),
+            "last": np.zeros(capacity, np.bool_),
+        }
+        if spec.has_action_mask:
+            self.data["avail"] = np.zeros((capacity, n, spec.n_actions), np.bool_)
+        self.pos = 0  # next row to write
+        self.size = 0  # rows held
+        self.real_rows = 0  # real (non-absorbing) transitions ever added
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add_episode(self, episode: dict[str, np.ndarray], terminated: bool, rng: np.random.Generator) -> None:
+        """Append one episode (arrays ``[L, ...]`` with keys obs, state, action, reward, done, and
+        avail when masked); add absorbing rows when it ``terminated``; set ``last`` on its final row."""
+        length = len(episode["reward"])
+        rows = {k: np.asarray(v) for k, v in episode.items()}
+        rows["fake"] = np.zeros(length, np.bool_)
+        if terminated:
+            rows = {k: np.concatenate([v, self._absorbing(rng)[k]]) for k, v in rows.items()}
+        rows["last"] = np.zeros(len(rows["reward"]), np.bool_)
+        rows["last"][-1] = True
+        total = len(rows["reward"])
+        index = (self.pos + np.arange(total)) % self.capacity
+        for key, array in self.data.items():
+            array[index] = rows[key]
+        self.pos = int((self.pos + total) % self.capacity)
+        self.size = min(self.capacity, self.size + total)
+        self.real_rows += length
+
+    def _absorbing(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        spec, count = self.spec, ABSORBING_ROWS
+        if spec.discrete:
+            action = rng.integers(0, spec.n_actions, size=(count, spec.n_agents))
+        else:
+            action = rng.uniform(spec.action_low, spec.action_high, size=(count, spec.n_agents, spec.action_dim))
+        rows = {
+            "obs": np.zeros((count, spec.n_agents, spec.obs_dim), np.float32),
+            "state": np.zeros((count, spec.state_dim), np.float32),
+            "action": action.astype(self.data["action"].dtype),
+            "reward": np.zeros(count, np.float32),
+            "done": np.ones(count, np.bool_),
+            "fake": np.ones(count, np.bool_),
+        }
+        if "avail" in self.data:
+            rows["avail"] = np.ones((count, spec.n_agents, spec.n_actions), np.bool_)
+        return rows
+
+    def can_sample(self, seq_len: int) -> bool:
+        return self.size >= seq_len
+
+    def sample(self, batch: int, seq_len: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``batch`` windows of ``seq_len`` rows, time-major ``[seq_len, batch, ...]``."""
+        oldest = self.pos if self.size == self.capacity else 0
+        starts = rng.integers(0, self.size - seq_len + 1, size=batch)
+        index = (oldest + starts[None, :] + np.arange(seq_len)[:, None]) % self.capacity  # [L, B]
+        return {key: array[index] for key, array in self.data.items()}
+
+    # ------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict:
+        """Only the rows held (in physical order), as tensors for ``torch.load(weights_only=True)``."""
+        return {
+            "arrays": {k: torch.from_numpy(v[: self.size].copy()) for k, v in self.data.items()},
+            "pos": self.pos, "size": self.size, "real_rows": self.real_rows, "capacity": self.capacity,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["capacity"] != self.capacity:
+            raise ValueError(f"replay capacity {state['capacity']} != {self.capacity}")
+        for key, tensor in state["arrays"].items():
+            self.data[key][: state["size"]] = tensor.numpy()
+        self.pos, self.size, self.real_rows = state["pos"], state["size"], state["real_rows"]

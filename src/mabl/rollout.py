@@ -1,0 +1,48 @@
+"""Playing one episode with a decentralized policy (training collection and evaluation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mabl.envs.base import MultiAgentEnv
+from mabl.policy import DecentralizedPolicy
+
+
+@dataclass
+class Episode:
+    rows: dict[str, np.ndarray]
+    """Replay rows ``[L, ...]``: obs, state, action, reward, done (and avail when masked)."""
+    terminated: bool
+    ret: float
+    length: int
+    win: bool | None
+
+
+def run_episode(env: MultiAgentEnv, policy: DecentralizedPolicy, seed: int, deterministic: bool = False) -> Episode:
+    """Reset with ``seed`` and act until terminated or truncated; rows follow the replay convention
+    (``algo/world_model_loss.py``): row k = (o_k, s_k, avail_k, a_k, r_k, done_k)."""
+    step = env.reset(seed=seed)
+    policy.reset()
+    keys = ["obs", "state", "action", "reward", "done"] + (["avail"] if env.spec.has_action_mask else [])
+    rows: dict[str, list] = {k: [] for k in keys}
+    total = 0.0
+    while True:
+        action, _ = policy.act(step.obs, step.avail, deterministic=deterministic)
+        rows["obs"].append(step.obs)
+        rows["state"].append(step.state)
+        if env.spec.has_action_mask:
+            rows["avail"].append(step.avail)
+        rows["action"].append(action)
+        step = env.step(action)
+        rows["reward"].append(step.reward)
+        rows["done"].append(step.terminated)
+        total += step.reward
+        if step.done:
+            break
+    info = step.info or {}
+    arrays = {k: np.asarray(v) for k, v in rows.items()}
+    arrays["reward"] = arrays["reward"].astype(np.float32)
+    win = bool(info["win"]) if "win" in info else None
+    return Episode(arrays, bool(step.terminated), total, len(rows["reward"]), win)

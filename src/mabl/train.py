@@ -1,0 +1,281 @@
+"""The training loop: the paper's Algorithm 1, read top to bottom.
+
+    repeat until `steps` env steps:
+        collect one episode with the current decentralized actor        (Alg. 1 line 3)
+        append it to the replay (+ absorbing rows if it terminated)     (line 4)
+        for each learner call that is due (after `learning_starts` transitions):
+            `model_updates` world-model updates on sampled windows      (lines 5-8)
+            `policy_iterations` x (filter, imagine, MAPPO)              (lines 9-14)
+        evaluate / checkpoint when due
+
+Learner calls happen at episode boundaries: one per episode in the paper's 'episode' mode, or one
+per `train_every` env steps elapsed in 'steps' mode. Checkpoints are written at episode boundaries
+too, so resuming needs no mid-episode env state: episode e is always reset with a seed derived
+from (seed, e). Re-running the same command on the same run directory resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mabl.algo.agent import MablAgent
+from mabl.checkpoint import atomic_write_bytes, latest_checkpoint, load_checkpoint, save_checkpoint
+from mabl.config import RunConfig, from_dict, iter_fields, to_dict
+from mabl.envs import make_env
+from mabl.errors import MablError
+from mabl.replay import SequenceReplay
+from mabl.rollout import run_episode
+from mabl.run_log import RunLogger, truncate_logs
+
+RESUMABLE = {"steps", "progress", "device", "threads", "checkpoint_every", "eval_every", "eval_episodes", "run_dir"}
+"""Fields a resumed run may change; anything else must match the run directory's config."""
+TIMING_KEYS = ("sps", "learner_s", "wall_s")
+"""Metric keys that measure time (they differ between otherwise identical runs)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """The one place a device is chosen. 'auto' = CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MablError(f"--device={name!r} is not a device; use auto, cpu, cuda or cuda:K") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MablError(f"--device={name} but CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    return Path("runs") / f"{cfg.env.replace(':', '_').replace('/', '_')}_{cfg.algo}_s{cfg.seed}"
+
+
+def episode_seed(seed: int, *index: int) -> int:
+    """Independent, reproducible env seed for (run seed, episode index, ...)."""
+    return int(np.random.SeedSequence([seed, *index]).generate_state(1)[0])
+
+
+@dataclasses.dataclass
+class Counters:
+    env_step: int = 0
+    episode: int = 0
+    learner_calls: int = 0
+    model_updates: int = 0
+    policy_iterations: int = 0
+    eval_rounds: int = 0
+
+
+def check_run_dir_config(run_dir: Path, cfg: RunConfig) -> None:
+    """A run directory belongs to one experiment: refuse to resume it with different settings."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        return
+    try:
+        saved = from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, MablError) as exc:
+        raise MablError(f"{path} is not a mabl config ({exc}); use another --run-dir") from None
+    for (field_path, _, old), (_, _, new) in zip(iter_fields(saved), iter_fields(cfg)):
+        if field_path not in RESUMABLE and old != new:
+            raise MablError(
+                f"run dir {run_dir} was created with {field_path}={old!r}, not {new!r}; "
+                "re-run with the same settings to resume, or use another --run-dir")
+
+
+class Trainer:
+    """Owns the env, the agent, the replay and the run directory of one training run."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
+        if cfg.algo != "mabl":
+            raise MablError(f"unknown algorithm '{cfg.algo}'; available: mabl")
+        self.device = resolve_device(cfg.device)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.env = make_env(cfg.env, seed=cfg.seed)
+        spec = self.spec = self.env.spec
+        if not spec.discrete:
+            raise MablError(f"env {cfg.env} has continuous actions; --algo mabl supports discrete actions so far")
+        check_run_dir_config(self.run_dir, cfg)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.agent = MablAgent(spec, cfg, self.device)
+        self.replay = SequenceReplay(spec, cfg.schedule.replay_capacity)
+        self.counters = Counters()
+        self.eval_env = None
+        self.recent = deque(maxlen=20)  # (return, win) of the latest episodes, for the progress bar
+        self.resumed_from = self._resume()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        config_bytes = json.dumps(to_dict(cfg), indent=2).encode()
+        atomic_write_bytes(self.run_dir / "config.json", config_bytes)
+        self.log = RunLogger(self.run_dir, purge_step=self.counters.env_step or None)
+
+    # ---------------------------------------------------------------- Algorithm 1
+    def train(self) -> Path:
+        cfg, c = self.cfg, self.counters
+        bar = _progress(cfg, c.env_step)
+        start_wall, start_step = time.perf_counter(), c.env_step
+        while c.env_step < cfg.steps:
+            episode = run_episode(self.env, self.agent.policy(), episode_seed(cfg.seed, c.episode))  # line 3
+            self.replay.add_episode(episode.rows, episode.terminated, self.rng)  # line 4
+            c.env_step += episode.length
+            c.episode += 1
+            self.recent.append((episode.ret, episode.win))
+            sps = (c.env_step - start_step) / max(time.perf_counter() - start_wall, 1e-9)
+            record = {"kind": "episode", "env_step": c.env_step, "episode": c.episode,
+                      "return": episode.ret, "length": episode.length, "sps": sps}
+            if episode.win is not None:
+                record["win"] = episode.win
+            self.log.write("metrics.jsonl", record, step=c.env_step)
+
+            learner_s = 0.0
+            for _ in range(self._learner_calls_due()):  # lines 5-14
+                learner_s += self._learner_call()
+            if cfg.eval_every and c.env_step >= (c.eval_rounds + 1) * cfg.eval_every:
+                self.evaluate_round()
+            if c.env_step >= cfg.steps or self._crossed(episode.length, cfg.checkpoint_every):
+                self.save()
+            if bar is not None:
+                bar.update(episode.length)
+                bar.set_postfix_str(self._status(sps, learner_s), refresh=False)
+        if bar is not None:
+            bar.close()
+        self.log.close()
+        return self.run_dir
+
+    def _learner_calls_due(self) -> int:
+        cfg, c = self.cfg.schedule, self.counters
+        if self.replay.real_rows < cfg.learning_starts or not self.replay.can_sample(self.cfg.model.seq_len):
+            return 0
+        if cfg.mode == "episode":
+            return 1
+        return max(0, c.env_step // cfg.train_every - c.learner_calls)
+
+    def _learner_call(self) -> float:
+        """World-model updates, then policy iterations; logs their mean losses. Returns seconds."""
+        cfg, c = self.cfg, self.counters
+        t0 = time.perf_counter()
+        model_metrics = []
+        for _ in range(cfg.schedule.model_updates):  # lines 5-8
+            rows = self.replay.sample(cfg.model.batch_size, cfg.model.seq_len, self.rng)
+            model_metrics.append(self.agent.train_world_model(rows))
+        policy_metrics = []
+        for _ in range(cfg.schedule.policy_iterations):  # lines 9-14
+            rows = self.replay.sample(cfg.policy.batch_size, cfg.model.seq_len, self.rng)
+            policy_metrics.append(self.agent.train_policy(rows))
+        c.learner_calls += 1
+        c.model_updates += cfg.schedule.model_updates
+        c.policy_iterations += cfg.schedule.policy_iterations
+        elapsed = time.perf_counter() - t0
+        record = {"kind": "learner", "env_step": c.env_step, "learner_call": c.learner_calls,
+                  "model_updates": c.model_updates, "policy_iterations": c.policy_iterations,
+                  **_mean("model/", model_metrics), **_mean("policy/", policy_metrics), "learner_s": elapsed}
+        self.log.write("metrics.jsonl", record, step=c.env_step)
+        return elapsed
+
+    def _crossed(self, length: int, every: int) -> bool:
+        step = self.counters.env_step
+        return step // every > (step - length) // every
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate_round(self) -> dict:
+        """``eval_episodes`` greedy episodes with their own seeds; appends to eval.jsonl."""
+        cfg, c = self.cfg, self.counters
+        if self.eval_env is None:
+            self.eval_env = make_env(cfg.env, seed=cfg.seed + 1)
+        policy = self.agent.policy()
+        policy.generator = torch.Generator(device=self.device).manual_seed(episode_seed(cfg.seed, 1, c.eval_rounds))
+        result = evaluate_policy(self.eval_env, policy, cfg.eval_episodes,
+                                 [episode_seed(cfg.seed, 2, c.eval_rounds, i) for i in range(cfg.eval_episodes)])
+        c.eval_rounds += 1
+        self.log.write("eval.jsonl", {"env_step": c.env_step, **result}, step=c.env_step)
+        return result
+
+    # ---------------------------------------------------------------- checkpoints
+    def save(self) -> Path:
+        c = self.counters
+        payload = {
+            "config": to_dict(self.cfg),
+            "spec": dataclasses.asdict(self.spec),
+            "agent": self.agent.state_dict(),
+            "replay": self.replay.state_dict(),
+            "counters": dataclasses.asdict(c),
+            "rng": {"torch": torch.get_rng_state(), "numpy": json.dumps(self.rng.bit_generator.state),
+                    "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
+            "log_lines": dict(self.log.lines),
+            "recent": [[r, -1 if w is None else int(w)] for r, w in self.recent],
+        }
+        return save_checkpoint(self.run_dir, c.env_step, payload)
+
+    def _resume(self) -> int:
+        """Load the newest checkpoint of the run directory, if any; returns its env step (0 if none)."""
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            if (self.run_dir / "metrics.jsonl").exists():  # crashed before the first checkpoint
+                truncate_logs(self.run_dir, {})
+            return 0
+        state = load_checkpoint(path)
+        if state["spec"] != dataclasses.asdict(self.spec):
+            raise MablError(f"checkpoint {path} was made for env spec {state['spec']['name']} with other sizes")
+        try:
+            self.agent.load_state_dict(state["agent"])
+            self.replay.load_state_dict(state["replay"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise MablError(f"checkpoint {path} does not fit this config: {str(exc).splitlines()[0][:160]}") from None
+        self.counters = Counters(**state["counters"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.rng.bit_generator.state = json.loads(state["rng"]["numpy"])
+        self.recent.extend((r, None if w < 0 else bool(w)) for r, w in state["recent"])
+        truncate_logs(self.run_dir, state["log_lines"])
+        return self.counters.env_step
+
+    def _status(self, sps: float, learner_s: float) -> str:
+        returns = [r for r, _ in self.recent]
+        wins = [w for _, w in self.recent if w is not None]
+        text = f"ep {self.counters.episode} ret {np.mean(returns):.2f}"
+        if wins:
+            text += f" win {np.mean(wins):.0%}"
+        return text + f" | {sps:.0f} env-steps/s | learner {learner_s:.1f}s"
+
+
+def evaluate_policy(env, policy, episodes: int, seeds: list[int], deterministic: bool = True) -> dict:
+    """Play ``episodes`` episodes; mean return, mean length and win rate (where the env has wins)."""
+    results = [run_episode(env, policy, seed, deterministic=deterministic) for seed in seeds[:episodes]]
+    out = {"episodes": len(results), "mean_return": float(np.mean([r.ret for r in results])),
+           "mean_length": float(np.mean([r.length for r in results]))}
+    wins = [r.win for r in results if r.win is not None]
+    if wins:
+        out["win_rate"] = float(np.mean(wins))
+    return out
+
+
+def _mean(prefix: str, metrics: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Average each metric over the updates of one learner call (one host sync per call)."""
+    if not metrics:
+        return {}
+    keys = list(metrics[0])
+    stacked = torch.stack([torch.stack([m[k].float() for k in keys]) for m in metrics]).mean(0).tolist()
+    return {prefix + k: v for k, v in zip(keys, stacked)}
+
+
+def _progress(cfg: RunConfig, initial: int):
+    if not cfg.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.steps, initial=min(initial, cfg.steps), unit="step", dynamic_ncols=True,
+                desc=cfg.env, smoothing=0.05)
+
+
+def train(cfg: RunConfig) -> Path:
+    """Train (or resume) one run; returns its run directory."""
+    return Trainer(cfg).train()
