@@ -1,4 +1,4 @@
-"""World-model loss (paper §3.2, SPEC §2) and THE timestep convention of the project.
+r"""World-model loss (paper §3.2, SPEC §2) and THE timestep convention of the project.
 
 Replay rows (what the collector stores; k counts env steps)::
 

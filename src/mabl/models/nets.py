@@ -30,28 +30,30 @@ def xavier_init(module: nn.Module) -> None:
 
 
 class _OneHotMatmul(torch.autograd.Function):
-    """``z @ W.T`` for a one-hot latent ``z [R, C*K]`` given by its flat class indices ``[R, C]``.
+    """``z @ W.T`` for a latent ``z [R, C*K]`` with at most one non-zero per categorical, given by
+    its flat class indices ``[R, C]`` and their values ``[R, C]`` (1 for a one-hot sample, 0 for
+    the all-zero initial state).
 
-    Forward: a sum of C weight columns (embedding-bag gather) instead of a C*K-wide matmul.
-    Backward: exactly the dense gradients, ``dz = g @ W`` (the straight-through path) and
-    ``dW = g.T @ onehot``. Only the forward's cost differs, not its value.
+    Forward: a weighted sum of C weight columns (embedding-bag gather) instead of a C*K-wide
+    matmul. Backward: exactly the dense gradients, ``dz = g @ W`` (the straight-through path) and
+    ``dW = g.T @ z``. Only the forward's cost differs, not its value.
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, weight: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(weight, index)
-        return F.embedding_bag(index, weight.t().contiguous(), mode="sum")
+    def forward(ctx, z: torch.Tensor, weight: torch.Tensor, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight, index, value)
+        return F.embedding_bag(index, weight.t().contiguous(), mode="sum", per_sample_weights=value)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        weight, index = ctx.saved_tensors
+        weight, index, value = ctx.saved_tensors
         grad = grad.to(weight.dtype)
         grad_z = grad @ weight if ctx.needs_input_grad[0] else None
         grad_w = None
         if ctx.needs_input_grad[1]:
-            onehot = torch.zeros(index.shape[0], weight.shape[1], dtype=grad.dtype, device=grad.device)
-            grad_w = grad.t() @ onehot.scatter_(1, index, 1.0)
-        return grad_z, grad_w, None
+            dense = torch.zeros(index.shape[0], weight.shape[1], dtype=grad.dtype, device=grad.device)
+            grad_w = grad.t() @ dense.scatter_(1, index, value.to(grad.dtype))
+        return grad_z, grad_w, None, None
 
 
 def latent_index(z: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -60,13 +62,20 @@ def latent_index(z: torch.Tensor, n_classes: int) -> torch.Tensor:
 
 
 def onehot_matmul(z: torch.Tensor, weight: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """``onehot(z) @ weight.T`` for a categorical latent given as one-hot floats ``[..., C*K]``
-    (gradients flow to them, straight-through) or as class indices ``[..., C]`` (int)."""
-    index = z if not z.is_floating_point() else latent_index(z, n_classes)
-    lead, n_cat = index.shape[:-1], index.shape[-1]
-    flat_index = index.reshape(-1, n_cat) + torch.arange(n_cat, device=z.device) * n_classes
-    flat_z = z.reshape(-1, z.shape[-1]) if z.is_floating_point() else z.new_zeros(0)
-    out = _OneHotMatmul.apply(flat_z, weight, flat_index)
+    """``z @ weight.T`` for a categorical latent given as one-hot floats ``[..., C*K]`` (gradients
+    flow to them, straight-through; an all-zero categorical contributes zero) or as class indices
+    ``[..., C]`` (int)."""
+    if z.is_floating_point():
+        groups = z.detach().reshape(-1, z.shape[-1] // n_classes, n_classes)
+        value, index = groups.max(-1)  # [R, C]: the non-zero entry's value (0 if none) and class
+        flat_z = z.reshape(-1, z.shape[-1])
+        lead = z.shape[:-1]
+    else:
+        lead, index = z.shape[:-1], z.reshape(-1, z.shape[-1])
+        value = torch.ones(index.shape, dtype=weight.dtype, device=z.device)
+        flat_z = z.new_zeros(0)
+    flat_index = index + torch.arange(index.shape[-1], device=z.device) * n_classes
+    out = _OneHotMatmul.apply(flat_z, weight, flat_index, value.to(weight.dtype))
     return out.view(*lead, weight.shape[0])
 
 

@@ -101,7 +101,6 @@ class AgentEncoder(nn.Module):
         if deterministic:
             return h_a, mode_onehot(logits)
         return h_a, sample_onehot(logits, straight_through=False, generator=generator)
-        return h_a, z_a
 
 
 class BiLevelWorldModel(nn.Module):

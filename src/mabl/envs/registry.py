@@ -1,0 +1,56 @@
+"""Env names to envs: ``make_env("smax:3s_vs_4z")``.
+
+Names are ``<family>:<task>``:
+
+- ``smax:<map>``: a SMAX map (:data:`mabl.envs.smax.SMAX_MAPS`), needs ``jaxmarl``;
+- ``pettingzoo:<module.path>``: any module with a PettingZoo ``parallel_env``;
+- aliases (:data:`ALIASES`), e.g. ``mpe:simple_spread`` for ``pettingzoo:mpe2.simple_spread_v3``.
+
+Adapters, and the packages behind them, are imported only when an env of theirs is made.
+"""
+
+from __future__ import annotations
+
+from mabl.envs.base import MultiAgentEnv
+from mabl.envs.checks import CheckedEnv
+from mabl.errors import MablError
+
+FAMILIES = ("smax", "pettingzoo", "mpe")
+
+ALIASES: dict[str, str] = {"mpe:simple_spread": "pettingzoo:mpe2.simple_spread_v3"}
+"""Short names for tasks of the open-ended families."""
+
+
+def list_envs() -> list[str]:
+    """The named tasks (``pettingzoo:`` also takes any other module path)."""
+    from mabl.envs.smax import SMAX_MAPS
+
+    return [f"smax:{map_name}" for map_name in SMAX_MAPS] + list(ALIASES)
+
+
+def make_env(name: str, seed: int = 0) -> MultiAgentEnv:
+    """Build the env called ``name``, seeded with ``seed``, wrapped in a :class:`CheckedEnv`.
+
+    Raises:
+        MablError: unknown family or task, or the package the env needs is not installed.
+    """
+    family, _, task = ALIASES.get(name, name).partition(":")
+    if family == "smax" and task:
+        from mabl.envs.smax import SmaxEnv
+
+        env: MultiAgentEnv = SmaxEnv(task, seed=seed)
+    elif family == "pettingzoo" and task:
+        from mabl.envs.pettingzoo import PettingZooEnv
+
+        env = PettingZooEnv(task, seed=seed)
+    elif family == "mpe":
+        raise MablError(
+            f"unknown MPE task '{name}': known are {', '.join(ALIASES)}; any other MPE task is "
+            "pettingzoo:mpe2.<module>, e.g. pettingzoo:mpe2.simple_tag_v3"
+        )
+    else:
+        raise MablError(
+            f"unknown env '{name}': families are {', '.join(FAMILIES)}; "
+            "examples: smax:3s_vs_4z, mpe:simple_spread, pettingzoo:mpe2.simple_spread_v3"
+        )
+    return CheckedEnv(env)
