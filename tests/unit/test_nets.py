@@ -29,7 +29,7 @@ def test_onehot_matmul_float_values_and_gradients_straight_through():
     logits = logits0.clone().requires_grad_()
     weight = weight0.clone().requires_grad_()
     z = sample_onehot(logits, generator=torch.Generator().manual_seed(11))
-    out = onehot_matmul(z, weight, K)
+    out = onehot_matmul(z, weight.t(), K)
     (upstream * out).sum().backward()
 
     # Dense reference: the same sample (same generator seed), plain matmul.
@@ -54,7 +54,7 @@ def test_onehot_matmul_gradient_wrt_onehot_leaf():
 
     z = z0.clone().requires_grad_()
     weight = weight0.clone().requires_grad_()
-    (upstream * onehot_matmul(z, weight, K)).sum().backward()
+    (upstream * onehot_matmul(z, weight.t(), K)).sum().backward()
 
     # d/dz sum(u * (z W^T)) = u W ; d/dW = u^T z  (written out, no autograd)
     torch.testing.assert_close(z.grad, upstream @ weight0, rtol=1e-5, atol=1e-6)
@@ -66,7 +66,7 @@ def test_onehot_matmul_int_indices():
     index = torch.randint(0, K, (2, 5, C), generator=gen)
     weight0 = torch.randn(6, C * K, generator=gen)
     weight = weight0.clone().requires_grad_()
-    out = onehot_matmul(index, weight, K)
+    out = onehot_matmul(index, weight.t(), K)
     assert out.shape == (2, 5, 6)
     # By hand: the sum over categoricals of the weight column of the chosen class.
     expected = torch.zeros(2, 5, 6)
@@ -80,7 +80,7 @@ def test_onehot_matmul_int_indices():
     dense = F.one_hot(index, K).float().flatten(-2)
     torch.testing.assert_close(weight.grad, upstream.flatten(0, 1).T @ dense.flatten(0, 1), rtol=1e-5, atol=1e-6)
     # Index form and one-hot form agree.
-    torch.testing.assert_close(onehot_matmul(dense, weight0, K), out.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(onehot_matmul(dense, weight0.t(), K), out.detach(), rtol=1e-6, atol=1e-6)
 
 
 def test_latent_index_roundtrip():
@@ -88,6 +88,11 @@ def test_latent_index_roundtrip():
     index = torch.randint(0, K, (4, 3, C), generator=gen)
     onehot = F.one_hot(index, K).float().flatten(-2)
     assert torch.equal(latent_index(onehot, K), index)
+
+
+def _full_weight_grad(layer: SplitLinear) -> torch.Tensor:
+    """The per-part weight gradients assembled like ``layer.weight`` (one-hot parts are stored [C*K, out])."""
+    return torch.cat([w.grad.t() if i in layer.onehot else w.grad for i, w in enumerate(layer.weights)], dim=1)
 
 
 def _split_and_dense(in_dims, out_dim, onehot, seed):
@@ -118,7 +123,7 @@ def test_split_linear_equals_linear_over_concatenation(onehot):
     upstream = torch.randn_like(out)
     layer.zero_grad()
     (upstream * layer(*xs)).sum().backward()
-    grad_split = layer.weight.grad.clone(), layer.bias.grad.clone()
+    grad_split = _full_weight_grad(layer), layer.bias.grad.clone()
     w = layer.weight.detach().clone().requires_grad_()
     b = layer.bias.detach().clone().requires_grad_()
     (upstream * F.linear(torch.cat(xs, -1), w, b)).sum().backward()

@@ -200,9 +200,8 @@ class BiLevelWorldModel(nn.Module):
         h_g_start = self.global_gru(torch.relu(self.global_input.bias)[None], zero)
 
         prev = self.initial((batch,), device)
-        outs: dict[str, list[torch.Tensor]] = {k: [] for k in Filtered._fields[1:]}
-        posts: list[Latent] = []
-        for j in range(steps):
+        trans_a, trans_g, posts_a, posts_g, states = [], [], [], [], []
+        for j in range(steps):  # the recurrence: h_j needs the posterior sample of step j-1
             reset = first[j].view(batch, 1, 1)
             # Transition from the previous posterior with this row's previous action.
             x_a = torch.relu(pre_agent_act[j] + self.agent.agent_input.part(1, prev.z_a))
@@ -212,24 +211,28 @@ class BiLevelWorldModel(nn.Module):
             # The filter continues from the transition unless obs[j] starts a new episode.
             h_a = torch.where(reset, h_a_start, h_a_trans)
             h_g = torch.where(reset, h_g_start, h_g_trans)
-
-            prior_g = self.global_prior(h_g)
-            if self.cfg.agent_prior_on == "global_prior":
-                prior_a = self.agent_prior(h_a, sample_onehot(prior_g))
             post_a = self.agent.agent_posterior.from_pre(pre_agent_post[j] + self.agent.agent_posterior.first.part(0, h_a))
             z_a = sample_onehot(post_a)
             g_pre = pre_global_post[j] + self.global_posterior.first.part(0, h_g)
             post_g = self.global_posterior.from_pre(g_pre + self.global_posterior.first.part(2, z_a))
             z_g = sample_onehot(post_g)
-            if self.cfg.agent_prior_on == "global_posterior":
-                prior_a = self.agent_prior(h_a, z_g)
-
             prev = Latent(z_a, h_a, z_g, h_g)
-            posts.append(prev)
-            for key, value in zip(outs, (h_a_trans, h_g_trans, prior_a, post_a, prior_g, post_g)):
-                outs[key].append(value)
-        post = Latent(*(torch.stack(field) for field in zip(*posts)))
-        return Filtered(post, *(torch.stack(outs[k]) for k in Filtered._fields[1:]))
+            states.append(prev)
+            trans_a.append(h_a_trans)
+            trans_g.append(h_g_trans)
+            posts_a.append(post_a)
+            posts_g.append(post_g)
+        post = Latent(*(torch.stack(field) for field in zip(*states)))  # [T, B, N, .]
+        # The priors are not part of the recurrence (only posterior samples feed the next step), so
+        # both prior heads run once over all T*B*N rows. Order within a step is unchanged:
+        # global prior -> (its sample) -> agent prior, from the same h_j as the posteriors.
+        prior_g = self.global_prior(post.h_g)
+        if self.cfg.agent_prior_on == "global_prior":
+            prior_a = self.agent_prior(post.h_a, sample_onehot(prior_g))
+        else:
+            prior_a = self.agent_prior(post.h_a, post.z_g)
+        return Filtered(post, torch.stack(trans_a), torch.stack(trans_g), prior_a, torch.stack(posts_a), prior_g,
+                        torch.stack(posts_g))
 
     # ---------------------------------------------------------------- imagination
     def imagine_step(self, latent: Latent, action: torch.Tensor) -> tuple[Latent, torch.Tensor, torch.Tensor]:
