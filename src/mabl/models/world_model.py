@@ -235,20 +235,29 @@ class BiLevelWorldModel(nn.Module):
                         torch.stack(posts_g))
 
     # ---------------------------------------------------------------- imagination
-    def imagine_step(self, latent: Latent, action: torch.Tensor) -> tuple[Latent, torch.Tensor, torch.Tensor]:
-        """One prior step from ``latent`` under ``action [M, N, A]``.
-
-        Returns the next latent (both priors sampled), the team reward ``[M]`` (reward head
-        averaged over agents) and the continuation probability ``[M]`` of this transition; both
-        heads read ``(z_t, h_{t+1})`` like in training, so the GRU runs once per step.
-        """
+    def prior_step(self, latent: Latent, action: torch.Tensor) -> Latent:
+        """One step of the priors from ``latent`` under ``action [M, N, A]``: both GRUs, then the
+        global prior and the agent prior (conditioned on the global prior's sample), both sampled."""
         h_a = self.agent_transition(latent.h_a, latent.z_a, action)
         h_g = self.global_transition(latent.h_g, latent.z_g, action)
-        reward = self.reward_head(latent.z_a, h_a).squeeze(-1).mean(-1)
-        continuation = torch.sigmoid(self.cont_head(latent.z_a, h_a, latent.z_g, h_g)).squeeze(-1).mean(-1)
         z_g = sample_onehot(self.global_prior(h_g), straight_through=False)
         z_a = sample_onehot(self.agent_prior(h_a, z_g), straight_through=False)
-        return Latent(z_a, h_a, z_g, h_g), reward, continuation
+        return Latent(z_a, h_a, z_g, h_g)
+
+    def reward_continuation(self, latent: Latent, next_latent: Latent) -> tuple[torch.Tensor, torch.Tensor]:
+        """Team reward and continuation probability of the transition ``latent -> next_latent``.
+
+        Both heads read ``(z_t, h_{t+1})`` as in training; agents' predictions are averaged (the
+        team reward; the continuation of the team). Shapes ``[..., N, .] -> [...]``.
+        """
+        reward = self.reward_head(latent.z_a, next_latent.h_a).squeeze(-1).mean(-1)
+        cont_logit = self.cont_head(latent.z_a, next_latent.h_a, latent.z_g, next_latent.h_g)
+        return reward, torch.sigmoid(cont_logit).squeeze(-1).mean(-1)
+
+    def imagine_step(self, latent: Latent, action: torch.Tensor) -> tuple[Latent, torch.Tensor, torch.Tensor]:
+        """:meth:`prior_step` plus :meth:`reward_continuation` of that step: ``(next, reward [M], cont [M])``."""
+        next_latent = self.prior_step(latent, action)
+        return (next_latent, *self.reward_continuation(latent, next_latent))
 
     def avail_logits(self, latent: Latent) -> torch.Tensor | None:
         if self.avail_head is None:
