@@ -36,8 +36,8 @@ from mabl.run_log import RunLogger, truncate_logs
 
 RESUMABLE = {"steps", "progress", "device", "threads", "checkpoint_every", "eval_every", "eval_episodes", "run_dir"}
 """Fields a resumed run may change; anything else must match the run directory's config."""
-TIMING_KEYS = ("sps", "learner_s", "wall_s")
-"""Metric keys that measure time (they differ between otherwise identical runs)."""
+TIMING_KEYS = ("sps", "learner_s")
+"""Metric keys that measure time: the only ones that differ between two runs with the same seed."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,6 +122,7 @@ class Trainer:
         cfg, c = self.cfg, self.counters
         bar = _progress(cfg, c.env_step)
         start_wall, start_step = time.perf_counter(), c.env_step
+        learner_total = 0.0  # learner seconds in this process, for the progress bar
         while c.env_step < cfg.steps:
             episode = run_episode(self.env, self.agent.policy(), episode_seed(cfg.seed, c.episode))  # line 3
             self.replay.add_episode(episode.rows, episode.terminated, self.rng)  # line 4
@@ -135,16 +136,15 @@ class Trainer:
                 record["win"] = episode.win
             self.log.write("metrics.jsonl", record, step=c.env_step)
 
-            learner_s = 0.0
             for _ in range(self._learner_calls_due()):  # lines 5-14
-                learner_s += self._learner_call()
+                learner_total += self._learner_call()
             if cfg.eval_every and c.env_step >= (c.eval_rounds + 1) * cfg.eval_every:
                 self.evaluate_round()
             if c.env_step >= cfg.steps or self._crossed(episode.length, cfg.checkpoint_every):
                 self.save()
             if bar is not None:
                 bar.update(episode.length)
-                bar.set_postfix_str(self._status(sps, learner_s), refresh=False)
+                bar.set_postfix_str(self._status(sps, learner_total), refresh=False)
         if bar is not None:
             bar.close()
         self.log.close()
@@ -238,13 +238,13 @@ class Trainer:
         truncate_logs(self.run_dir, state["log_lines"])
         return self.counters.env_step
 
-    def _status(self, sps: float, learner_s: float) -> str:
+    def _status(self, sps: float, learner_total: float) -> str:
         returns = [r for r, _ in self.recent]
         wins = [w for _, w in self.recent if w is not None]
         text = f"ep {self.counters.episode} ret {np.mean(returns):.2f}"
         if wins:
             text += f" win {np.mean(wins):.0%}"
-        return text + f" | {sps:.0f} env-steps/s | learner {learner_s:.1f}s"
+        return text + f" | {sps:.0f} env-steps/s | learner {learner_total:.0f}s"
 
 
 def evaluate_policy(env, policy, episodes: int, seeds: list[int], deterministic: bool = True) -> dict:

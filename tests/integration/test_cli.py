@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from mabl.train import TIMING_KEYS
+
 pytest.importorskip("mpe2")
 
 ENV = "mpe:simple_spread"  # fast; SMAX runs are covered in test_train_smax.py
-TIMING = ("sps", "learner_s")
 
 
 def mabl(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -35,7 +36,7 @@ def train_args(run_dir: Path, *extra: str) -> list[str]:
             "--threads", "1", *extra]
 
 
-def read_jsonl(path: Path, drop: tuple[str, ...] = TIMING) -> list[dict]:
+def read_jsonl(path: Path, drop: tuple[str, ...] = TIMING_KEYS) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in path.read_text().splitlines()]
 
 
