@@ -20,7 +20,12 @@ def sample_onehot(
     (DreamerV2; no unimix, as the released code).
     """
     probs = logits.float().softmax(-1)
-    uniform = torch.rand(probs.shape[:-1] + (1,), device=probs.device, generator=generator)
+    shape = probs.shape[:-1] + (1,)
+    # (torch.compile cannot trace an explicit generator argument, so pass one only when given.)
+    if generator is None:
+        uniform = torch.rand(shape, device=probs.device)
+    else:
+        uniform = torch.rand(shape, device=probs.device, generator=generator)
     index = (probs.detach().cumsum(-1) < uniform).sum(-1).clamp_max(probs.shape[-1] - 1)
     onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
     if straight_through and logits.requires_grad:

@@ -79,6 +79,8 @@ def _scratch(shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -
     time, so one buffer per shape is safe. Only a few shapes occur per run; the cache is cleared
     when it grows past a handful of entries.
     """
+    if torch.compiler.is_compiling():  # a compiled graph manages its own buffers (and must not mutate globals)
+        return torch.empty(shape, dtype=dtype, device=device)
     key = (shape, dtype, device)
     buf = _SCRATCH.get(key)
     if buf is None:
