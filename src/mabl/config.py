@@ -34,6 +34,12 @@ class ModelConfig:
         "'global_posterior' (the ELBO of paper §3.2)",
         ("global_prior", "global_posterior"),
     )
+    global_posterior_on: str = _f(
+        "agent_posterior",
+        "the latent the global posterior reads besides h^g and s: this step's agent posterior sample "
+        "(released code, paper ELBO) or 'previous_global' z^g_{t-1} (paper §3.1.1)",
+        ("agent_posterior", "previous_global"),
+    )
     action_decoder_input: str = _f(
         "obs_decoder_hidden",
         "input of the action decoder: the observation decoder's last hidden layer (code) or "

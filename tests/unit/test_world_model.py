@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mabl.algo.world_model_loss import SequenceBatch, world_model_loss
+from mabl.config import ModelConfig
 from mabl.envs.base import EnvSpec
 from mabl.models.world_model import BiLevelWorldModel, Latent
 from mabl.presets import build_config
@@ -291,3 +292,31 @@ def test_imagine_step_team_reward_and_continuation():
     assert (h_g2[:, 2] - h_g[:, 2]).abs().max() > 1e-4
     # ... but not agent 2's own agent-level chain.
     torch.testing.assert_close(h_a2[:, 2], h_a[:, 2])
+
+
+def test_global_posterior_input_option():
+    """'agent_posterior' (code): q(z^g_t) reads this step's agent posterior sample; 'previous_global'
+    (paper §3.1.1): it reads z^g_{t-1} instead, which is zero at the first step of a window."""
+    torch.manual_seed(0)
+    spec = EnvSpec(name="fake", n_agents=2, obs_dim=5, state_dim=4, discrete=True, n_actions=3, episode_limit=10)
+    for option in ("agent_posterior", "previous_global"):
+        cfg = ModelConfig(hidden=16, deter=8, n_categoricals=2, n_classes=3, encoder_layers=2,
+                           global_posterior_on=option)
+        model = BiLevelWorldModel(spec, cfg)
+        steps, batch = 3, 2
+        obs, state = torch.randn(steps, batch, 2, 5), torch.randn(steps, batch, 4)
+        action = torch.nn.functional.one_hot(torch.randint(0, 3, (steps, batch, 2)), 3).float()
+        first = torch.zeros(steps, batch, dtype=torch.bool)
+        out = model.observe(obs, state, action, first)
+        post = out.post
+        head = model.global_posterior
+        embed_s = model.state_encoder(state[0])[:, None].expand(-1, 2, -1)
+        # Step 0 by hand: the latent input is the agent sample (code) or zeros (no previous global latent).
+        latent_in = post.z_a[0] if option == "agent_posterior" else torch.zeros_like(post.z_g[0])
+        expected = head(post.h_g[0], embed_s, latent_in)
+        torch.testing.assert_close(out.post_g_logits[0], expected, rtol=1e-5, atol=1e-5)
+        # Step 1 with 'previous_global' reads the step-0 global sample.
+        if option == "previous_global":
+            embed_s1 = model.state_encoder(state[1])[:, None].expand(-1, 2, -1)
+            expected1 = head(post.h_g[1], embed_s1, post.z_g[0])
+            torch.testing.assert_close(out.post_g_logits[1], expected1, rtol=1e-5, atol=1e-5)

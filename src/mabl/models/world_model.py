@@ -214,7 +214,11 @@ class BiLevelWorldModel(nn.Module):
             post_a = self.agent.agent_posterior.from_pre(pre_agent_post[j] + self.agent.agent_posterior.first.part(0, h_a))
             z_a = sample_onehot(post_a)
             g_pre = pre_global_post[j] + self.global_posterior.first.part(0, h_g)
-            post_g = self.global_posterior.from_pre(g_pre + self.global_posterior.first.part(2, z_a))
+            if self.cfg.global_posterior_on == "agent_posterior":
+                g_latent = z_a
+            else:  # z^g_{t-1}, zero at an episode start like the rest of the carried state
+                g_latent = torch.where(reset, torch.zeros_like(prev.z_g), prev.z_g)
+            post_g = self.global_posterior.from_pre(g_pre + self.global_posterior.first.part(2, g_latent))
             z_g = sample_onehot(post_g)
             prev = Latent(z_a, h_a, z_g, h_g)
             states.append(prev)
