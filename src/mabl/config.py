@@ -84,7 +84,11 @@ class ScheduleConfig:
         "'episode': train after every episode (paper); 'steps': train every `train_every` env steps [ours]",
         ("episode", "steps"),
     )
-    train_every: int = _f(0, "env steps between learner calls in 'steps' mode [ours]")
+    train_every: int = _f(
+        0,
+        "'steps' mode: one learner call per this many env steps, made at episode boundaries; the ratio "
+        "counts from step 0, so the calls due before learning_starts are made when learning starts [ours]",
+    )
     model_updates: int = _f(60, "world-model updates per learner call [code]")
     policy_iterations: int = _f(4, "policy iterations (imagination + PPO) per learner call [code]")
     learning_starts: int = _f(500, "replay transitions needed before the first learner call [code]")

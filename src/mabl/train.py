@@ -111,7 +111,7 @@ class Trainer:
         self.counters = Counters()
         self.eval_env = None
         self.recent = deque(maxlen=20)  # (return, win) of the latest episodes, for the progress bar
-        self.resumed_from = self._resume()
+        self._resume()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config_bytes = json.dumps(to_dict(cfg), indent=2).encode()
         atomic_write_bytes(self.run_dir / "config.json", config_bytes)
@@ -214,13 +214,13 @@ class Trainer:
         }
         return save_checkpoint(self.run_dir, c.env_step, payload)
 
-    def _resume(self) -> int:
-        """Load the newest checkpoint of the run directory, if any; returns its env step (0 if none)."""
+    def _resume(self) -> None:
+        """Load the newest checkpoint of the run directory, if there is one."""
         path = latest_checkpoint(self.run_dir)
         if path is None:
             if (self.run_dir / "metrics.jsonl").exists():  # crashed before the first checkpoint
                 truncate_logs(self.run_dir, {})
-            return 0
+            return
         state = load_checkpoint(path)
         if state["spec"] != dataclasses.asdict(self.spec):
             raise MablError(f"checkpoint {path} was made for env spec {state['spec']['name']} with other sizes")
@@ -236,7 +236,6 @@ class Trainer:
         self.rng.bit_generator.state = json.loads(state["rng"]["numpy"])
         self.recent.extend((r, None if w < 0 else bool(w)) for r, w in state["recent"])
         truncate_logs(self.run_dir, state["log_lines"])
-        return self.counters.env_step
 
     def _status(self, sps: float, learner_total: float) -> str:
         returns = [r for r, _ in self.recent]
