@@ -39,18 +39,6 @@ class Latent(NamedTuple):
     z_g: torch.Tensor
     h_g: torch.Tensor
 
-    @property
-    def feat_a(self) -> torch.Tensor:
-        """Agent features ``[z^a, h^a]``: all that the decentralized actor sees."""
-        return torch.cat([self.z_a, self.h_a], -1)
-
-    @property
-    def feat_g(self) -> torch.Tensor:
-        return torch.cat([self.z_g, self.h_g], -1)
-
-    def detach(self) -> Latent:
-        return Latent(*(t.detach() for t in self))
-
     def flatten(self, start: int, end: int) -> Latent:
         return Latent(*(t.flatten(start, end) for t in self))
 
@@ -164,9 +152,6 @@ class BiLevelWorldModel(nn.Module):
         joint = self.global_input.part(0, action.flatten(-2), bias=True).unsqueeze(-2)  # [..., 1, hid]
         x = torch.relu(joint + self.global_input.part(1, z_g))
         return self.global_gru(x.flatten(0, -2), h_g.flatten(0, -2)).view_as(h_g)
-
-    def agent_prior_logits(self, h_a: torch.Tensor, z_g_sample: torch.Tensor) -> torch.Tensor:
-        return self.agent_prior(h_a, z_g_sample)
 
     # ---------------------------------------------------------------- filtering
     def observe(
