@@ -4,6 +4,8 @@
     mabl eval --run-dir DIR | --policy FILE [--episodes N]
     mabl export --run-dir DIR --out FILE
     mabl bench speed [--preset paper] [--map 3s_vs_4z] [--device cpu|cuda] [--amp] [--json]
+    mabl sweep --algos mabl,mappo --envs smax:3m --seeds 0,1,2 [--preset P] [--steps N] [--workers W] --out DIR
+    mabl report DIR [DIR ...] --out REPORT_DIR
     mabl envs
 """
 
@@ -56,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation episodes")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the most likely")
 
-    ex = sub.add_parser("export", help="write the decentralized policy of a run to one file")
+    ex = sub.add_parser("export", help="write the policy of a run to one file (decentralized; joint for mamba)")
     ex.add_argument("--run-dir", required=True)
     ex.add_argument("--out", required=True, help="output file, e.g. policy.pt")
 
@@ -71,6 +73,30 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--repeats", type=int, default=5, help="timed world-model updates (default 5)")
     speed.add_argument("--policy-repeats", type=int, default=2, help="timed policy iterations (default 2)")
     speed.add_argument("--json", action="store_true", help="print one JSON object")
+
+    sw = sub.add_parser("sweep", help="run algorithms x tasks x seeds, locally or on a Ray cluster", description=(
+        "Each run is an ordinary run directory OUT/<env>/<algo>/seed<k>. Re-running the same sweep skips "
+        "finished runs and resumes interrupted ones; a crashed run is reported and the others go on."))
+    sw.add_argument("--algos", help="comma-separated algorithms, e.g. mabl,mappo")
+    sw.add_argument("--envs", help="comma-separated tasks, e.g. smax:3m,smax:3s_vs_4z")
+    sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
+    sw.add_argument("--preset", help="preset of every run (default quick)")
+    sw.add_argument("--steps", type=int, help="env steps per run (default 100000)")
+    sw.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="config override for every run, e.g. --set model.hidden=128 (repeatable)")
+    sw.add_argument("--file", help="TOML file with algos, envs, seeds, preset, steps and a [set] table; flags win")
+    sw.add_argument("--out", required=True, help="sweep directory")
+    sw.add_argument("--workers", type=int, default=1, help="runs at once on this machine (default 1)")
+    sw.add_argument("--threads", type=int, default=0, help="torch threads (Ray: CPUs) per run (default CPUs/workers)")
+    sw.add_argument("--device", default="auto", help="device of every run (default auto: the GPU is shared)")
+    sw.add_argument("--ray-address", help="run on this Ray cluster ('auto' or host:port) instead of locally")
+    sw.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray: GPUs requested per run (e.g. 0.25)")
+
+    rp = sub.add_parser("report", help="Table 1-style table and learning curves from run or sweep directories")
+    rp.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories")
+    rp.add_argument("--out", required=True, help="report directory (table.md, summary.json, PNG curves)")
+    rp.add_argument("--window", type=int, default=15_000, help="final env steps the table averages over (default 15000)")
+    rp.add_argument("--ema", type=float, default=0.9, help="EMA smoothing of the curves, weight of the past (default 0.9)")
 
     sub.add_parser("envs", help="list the known tasks")
     return parser
@@ -91,7 +117,7 @@ def _agent_from_run(run_dir: str):
     """Rebuild the agent of a run from its newest checkpoint (no env needed)."""
     import torch
 
-    from mabl.algo.agent import MablAgent
+    from mabl.algo import build_learner
     from mabl.checkpoint import latest_checkpoint, load_checkpoint
     from mabl.config import from_dict
     from mabl.envs.base import EnvSpec
@@ -104,7 +130,7 @@ def _agent_from_run(run_dir: str):
     state = load_checkpoint(path)
     cfg = from_dict(state["config"])
     spec = EnvSpec(**state["spec"])
-    agent = MablAgent(spec, dataclasses.replace(cfg, device="cpu"), torch.device("cpu"))
+    agent = build_learner(spec, dataclasses.replace(cfg, device="cpu"), torch.device("cpu"))
     try:
         agent.load_state_dict(state["agent"])
     except (RuntimeError, KeyError) as exc:
@@ -142,11 +168,20 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
+    from mabl.algo import MODEL_FREE
+    from mabl.checkpoint import atomic_torch_save
     from mabl.policy import save_policy
 
     agent, cfg, spec = _agent_from_run(args.run_dir)
-    save_policy(args.out, agent.world_model.agent, agent.actor, spec, cfg.model, cfg.policy.hidden)
-    print(f"wrote decentralized policy for {spec.name} ({spec.n_agents} agents) to {args.out}")
+    if cfg.algo in MODEL_FREE:
+        atomic_torch_save(agent.policy().to_payload(), args.out)
+    else:
+        save_policy(args.out, agent.world_model.agent, agent.actor, spec, cfg.model, cfg.policy.hidden, cfg.algo)
+    if agent.policy().spec.centralized:
+        print(f"wrote JOINT policy ({cfg.algo}: centralized execution, every act() needs all {spec.n_agents} "
+              f"agents' observations of the same step) for {spec.name} to {args.out}")
+    else:
+        print(f"wrote decentralized policy ({cfg.algo}) for {spec.name} ({spec.n_agents} agents) to {args.out}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -162,13 +197,49 @@ def cmd_bench(args: argparse.Namespace) -> None:
     print(format_result(result, as_json=args.json))
 
 
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from mabl.sweep import load_spec_file, make_spec, run_sweep
+
+    data = load_spec_file(args.file) if args.file else {}
+    overrides = dict(data.get("set", {}))
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise MablError(f"--set {item!r} must look like FIELD=VALUE, e.g. --set model.hidden=128")
+        overrides[key.strip()] = value.strip()
+    pick = lambda flag, key, default: flag if flag is not None else data.get(key, default)  # noqa: E731
+    spec = make_spec(pick(args.algos, "algos", None), pick(args.envs, "envs", None), pick(args.seeds, "seeds", None),
+                     pick(args.preset, "preset", "quick"), pick(args.steps, "steps", 100_000), overrides)
+    if spec.steps <= 0:
+        raise MablError(f"--steps={spec.steps} must be > 0")
+    outcomes = run_sweep(spec, args.out, args.workers, args.threads, args.device, args.ray_address, args.gpus_per_run)
+    failed = [o for o in outcomes if o.status == "failed"]
+    counts = {k: sum(o.status == k for o in outcomes) for k in ("finished", "skipped", "failed")}
+    print(f"sweep {args.out}: {counts['finished']} finished, {counts['skipped']} already done, {counts['failed']} failed"
+          + "".join(f"\n  failed: {o.run} (exit {o.returncode}); log {o.log}" for o in failed))
+    if failed:
+        raise SystemExit(1)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from mabl.report import write_report
+
+    if args.window <= 0:
+        raise MablError(f"--window={args.window} must be > 0")
+    if not 0.0 <= args.ema < 1.0:
+        raise MablError(f"--ema={args.ema} must be in [0, 1)")
+    summary = write_report(args.dirs, args.out, window=args.window, ema=args.ema)
+    print(f"report {args.out}: " + ", ".join(str(p) for p in summary["written"]))
+
+
 def cmd_envs(args: argparse.Namespace) -> None:
     from mabl.envs import list_envs
 
     print("\n".join(list_envs()))
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "bench": cmd_bench, "envs": cmd_envs}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "bench": cmd_bench, "sweep": cmd_sweep,
+            "report": cmd_report, "envs": cmd_envs}
 
 
 def main(argv: list[str] | None = None) -> int:

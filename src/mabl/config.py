@@ -51,6 +51,9 @@ class ModelConfig:
     grad_clip: float = _f(100.0, "world-model gradient-norm clip [code]")
     batch_size: int = _f(40, "windows per world-model update [code]")
     seq_len: int = _f(20, "rows per sampled window (filtered for seq_len-1 steps) [code]")
+    mixer_layers: int = _f(3, "--algo mamba: transformer layers over the agents' GRU inputs [MAMBA]")
+    mixer_heads: int = _f(8, "--algo mamba: attention heads of that transformer (width = model.hidden) [MAMBA]")
+    mixer_dropout: float = _f(0.1, "--algo mamba: dropout of that transformer, active in world-model training [MAMBA]")
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,31 @@ class PolicyConfig:
     critic_lr: float = _f(1e-3, "critic Adam learning rate [code]")
     actor_weight_decay: float = _f(1e-5, "actor Adam weight decay [code]")
     grad_clip: float = _f(100.0, "actor and critic gradient-norm clip [code]")
+
+
+@dataclass(frozen=True)
+class MappoConfig:
+    """``--algo mappo``: model-free MAPPO on real environment data.
+
+    Defaults follow the SMAC settings of Yu et al. 2022, "The Surprising Effectiveness of PPO in
+    Cooperative Multi-Agent Games" (their Tables of common and SMAC hyperparameters), MLP-policy
+    variant; [ours] marks choices of this project.
+    """
+
+    n_envs: int = _f(8, "environments stepped in lockstep, actions batched over them [Yu et al.: 8 rollout threads]")
+    rollout_steps: int = _f(3200, "env steps collected (whole episodes, all envs) before each update [Yu et al.: 8 x 400]")
+    hidden: int = _f(64, "hidden width of the actor and critic MLPs (2 layers, ReLU) [Yu et al.]")
+    lr: float = _f(5e-4, "Adam learning rate of actor and critic [Yu et al.]")
+    adam_eps: float = _f(1e-5, "Adam epsilon [Yu et al.]")
+    epochs: int = _f(5, "PPO epochs per update [Yu et al.: 5 on hard maps, 15 on easy ones]")
+    minibatches: int = _f(1, "minibatches per epoch [Yu et al.]")
+    clip: float = _f(0.2, "PPO ratio clip, also the value clip [Yu et al.]")
+    entropy: float = _f(0.01, "entropy bonus coefficient [Yu et al.]")
+    gamma: float = _f(0.99, "discount [Yu et al.]")
+    gae_lambda: float = _f(0.95, "GAE lambda [Yu et al.]")
+    huber_delta: float = _f(10.0, "Huber loss delta of the value loss [Yu et al.]")
+    value_norm: bool = _f(True, "normalise value targets with running statistics [Yu et al.]")
+    grad_clip: float = _f(10.0, "gradient-norm clip of actor and critic [Yu et al.]")
 
 
 @dataclass(frozen=True)
@@ -100,7 +128,13 @@ class RunConfig:
     """One training run. Nested sections are flags too: ``--model.hidden``, ``--policy.lr`` ..."""
 
     env: str = _f("smax:3m", "task, e.g. smax:3s_vs_4z, smax:3m, mpe:simple_spread")
-    algo: str = _f("mabl", "algorithm", ("mabl",))
+    algo: str = _f(
+        "mabl",
+        "algorithm: mabl (bi-level world model), mabl-sg (one shared global latent), dreamer (agent "
+        "level only), mamba (agent level, transformer over agents: centralized execution), mappo "
+        "(model-free, real data)",
+        ("mabl", "mabl-sg", "dreamer", "mamba", "mappo"),
+    )
     preset: str = _f("quick", "named preset applied before the flags", ("paper", "quick", "debug"))
     steps: int = _f(100_000, "environment steps to train for")
     seed: int = _f(0, "seed of every random number generator of the run")
@@ -115,6 +149,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    mappo: MappoConfig = field(default_factory=MappoConfig)
 
     def validate(self) -> RunConfig:
         """Check values; raise a one-line MablError naming the field and what is allowed."""
@@ -128,13 +163,15 @@ class RunConfig:
             "policy.hidden", "policy.attn_heads", "policy.batch_size", "policy.epochs",
             "policy.minibatch", "policy.actor_lr", "policy.critic_lr", "schedule.replay_capacity",
             "schedule.model_updates", "schedule.policy_iterations", "checkpoint_every",
+            "model.mixer_layers", "model.mixer_heads", "mappo.n_envs", "mappo.rollout_steps", "mappo.hidden",
+            "mappo.lr", "mappo.adam_eps", "mappo.epochs", "mappo.minibatches", "mappo.huber_delta",
         ]
         for path in positive:
             if get_path(self, path) <= 0:
                 raise MablError(f"--{path}={get_path(self, path)} must be > 0")
         nonneg = ["threads", "eval_every", "schedule.learning_starts", "schedule.train_every",
                   "model.grad_clip", "policy.grad_clip", "policy.entropy", "policy.clip",
-                  "policy.actor_weight_decay"]
+                  "policy.actor_weight_decay", "mappo.clip", "mappo.entropy", "mappo.grad_clip"]
         for path in nonneg:
             if get_path(self, path) < 0:
                 raise MablError(f"--{path}={get_path(self, path)} must be >= 0")
@@ -142,7 +179,8 @@ class RunConfig:
             raise MablError(f"--model.seq_len={self.model.seq_len} must be >= 3 (windows are shifted by one)")
         if self.policy.horizon < 2:
             raise MablError(f"--policy.horizon={self.policy.horizon} must be >= 2")
-        for path in ["policy.gamma", "policy.lam", "model.kl_balance", "policy.entropy_decay"]:
+        for path in ["policy.gamma", "policy.lam", "model.kl_balance", "policy.entropy_decay",
+                     "model.mixer_dropout", "mappo.gamma", "mappo.gae_lambda"]:
             if not 0.0 <= get_path(self, path) <= 1.0:
                 raise MablError(f"--{path}={get_path(self, path)} must be in [0, 1]")
         if self.schedule.mode == "steps" and self.schedule.train_every <= 0:
@@ -151,6 +189,11 @@ class RunConfig:
             raise MablError(
                 f"--policy.hidden={self.policy.hidden} must be divisible by --policy.attn_heads="
                 f"{self.policy.attn_heads}"
+            )
+        if self.algo == "mamba" and self.model.hidden % self.model.mixer_heads:
+            raise MablError(
+                f"--model.hidden={self.model.hidden} must be divisible by --model.mixer_heads="
+                f"{self.model.mixer_heads} for --algo mamba"
             )
         return self
 
@@ -168,6 +211,8 @@ def iter_fields(obj: Any, prefix: str = ""):
 
 def get_path(obj: Any, path: str) -> Any:
     for part in path.split("."):
+        if not dataclasses.is_dataclass(obj) or not hasattr(obj, part):
+            raise MablError(f"unknown config field '{path}'")
         obj = getattr(obj, part)
     return obj
 

@@ -6,8 +6,13 @@ row-wise networks, so agent i's output never depends on another agent's input (t
 
 Exported file (``mabl export``): a ``torch.save`` dict loadable with ``weights_only=True``::
 
-    {"format": "mabl-policy", "version": 1, "spec": {...}, "model": {...}, "policy_hidden": int,
-     "encoder": state_dict, "actor": state_dict}
+    {"format": "mabl-policy", "version": 1, "algo": str, "execution": "decentralized" | "centralized",
+     "spec": {...}, "model": {...}, "policy_hidden": int, "encoder": state_dict, "actor": state_dict}
+
+``--algo mamba`` mixes the agents' inputs in its recurrent model, so its policy is a
+:class:`JointPolicy`: the same ``act(obs [N, O])`` call, but agent i's action depends on every
+agent's observation; ``policy.spec.centralized`` is True. ``--algo mappo`` files hold an MLP actor
+(:mod:`mabl.algo.model_free`). Files without "algo" are MABL policies.
 """
 
 from __future__ import annotations
@@ -38,14 +43,21 @@ class PolicySpec:
     obs_dim: int
     n_actions: int | None = None
     action_dim: int | None = None
+    centralized: bool = False
+    """True when an agent's action depends on other agents' observations (centralized execution)."""
 
 
 class DecentralizedPolicy:
     """``reset()`` at every episode start, then ``act(obs)`` each step; the carry lives inside."""
 
+    centralized = False
+
     def __init__(self, encoder: AgentEncoder, actor: Actor, env_spec: EnvSpec, device: torch.device | str = "cpu",
                  seed: int | None = None):
         self.encoder, self.actor, self.env_spec = encoder, actor, env_spec
+        if (encoder.mixer is not None) != self.centralized:
+            raise TypeError(f"{type(self).__name__} cannot run an agent encoder "
+                            f"{'with' if encoder.mixer is not None else 'without'} an agent mixer")
         self.device = torch.device(device)
         self.generator = None
         if seed is not None:
@@ -54,7 +66,7 @@ class DecentralizedPolicy:
         self.spec = PolicySpec(
             n_agents=env_spec.n_agents, obs_dim=env_spec.obs_dim,
             n_actions=env_spec.n_actions if env_spec.discrete else None,
-            action_dim=None if env_spec.discrete else env_spec.action_dim)
+            action_dim=None if env_spec.discrete else env_spec.action_dim, centralized=self.centralized)
         self.reset()
 
     def reset(self) -> None:
@@ -88,11 +100,26 @@ class DecentralizedPolicy:
         return action.cpu().numpy(), {"probs": probs.cpu().numpy()}
 
 
+class JointPolicy(DecentralizedPolicy):
+    """Centralized execution (MAMBA): the same interface, but every agent's recurrent state reads
+    every agent's input, so ``act`` must always get all agents' observations of the same step."""
+
+    centralized = True
+
+
+def latent_policy(encoder: AgentEncoder, actor: Actor, env_spec: EnvSpec, device: torch.device | str = "cpu",
+                  seed: int | None = None) -> DecentralizedPolicy:
+    """The acting object of a world-model learner: decentralized unless the encoder mixes agents."""
+    kind = DecentralizedPolicy if encoder.mixer is None else JointPolicy
+    return kind(encoder, actor, env_spec, device, seed)
+
+
 def save_policy(path: str, encoder: AgentEncoder, actor: Actor, env_spec: EnvSpec, model_cfg: ModelConfig,
-                policy_hidden: int) -> None:
+                policy_hidden: int, algo: str = "mabl") -> None:
     """Write the exported policy atomically (temp file + rename)."""
     payload = {
-        "format": POLICY_FORMAT, "version": POLICY_VERSION,
+        "format": POLICY_FORMAT, "version": POLICY_VERSION, "algo": algo,
+        "execution": "decentralized" if encoder.mixer is None else "centralized",
         "spec": dataclasses.asdict(env_spec), "model": dataclasses.asdict(model_cfg),
         "policy_hidden": policy_hidden,
         "encoder": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
@@ -112,12 +139,17 @@ def load_policy(path: str, device: str = "cpu", seed: int | None = None) -> Dece
         raise MablError(f"{path} is not a mabl policy file (export one with `mabl export`)")
     if payload.get("version") != POLICY_VERSION:
         raise MablError(f"{path} has policy format version {payload.get('version')}; this mabl reads {POLICY_VERSION}")
+    algo = payload.get("algo", "mabl")
+    if algo == "mappo":
+        from mabl.algo.model_free import mappo_policy_from_payload
+
+        return mappo_policy_from_payload(payload, device=device, seed=seed)
     env_spec = EnvSpec(**payload["spec"])
     model_cfg = ModelConfig(**payload["model"])
-    encoder = AgentEncoder(env_spec, model_cfg)
+    encoder = AgentEncoder(env_spec, model_cfg, mixer=payload.get("execution") == "centralized")
     actor = Actor(encoder.latent_dim, model_cfg.n_classes, model_cfg.deter, payload["policy_hidden"],
                   env_spec.n_actions)
     encoder.load_state_dict(payload["encoder"])
     actor.load_state_dict(payload["actor"])
     dev = torch.device(device)
-    return DecentralizedPolicy(encoder.to(dev).eval(), actor.to(dev).eval(), env_spec, dev, seed=seed)
+    return latent_policy(encoder.to(dev).eval(), actor.to(dev).eval(), env_spec, dev, seed=seed)

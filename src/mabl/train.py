@@ -1,5 +1,7 @@
 """The training loop: the paper's Algorithm 1, read top to bottom.
 
+    For the world-model algorithms (mabl, mabl-sg, dreamer, mamba):
+
     repeat until `steps` env steps:
         collect one episode with the current decentralized actor        (Alg. 1 line 3)
         append it to the replay (+ absorbing rows if it terminated)     (line 4)
@@ -7,6 +9,9 @@
             `model_updates` world-model updates on sampled windows      (lines 5-8)
             `policy_iterations` x (filter, imagine, MAPPO)              (lines 9-14)
         evaluate / checkpoint when due
+
+Model-free MAPPO (--algo mappo) collects whole episodes from `mappo.n_envs` envs until
+`mappo.rollout_steps` env steps are in, then makes one PPO update on them.
 
 Learner calls happen at episode boundaries: one per episode in the paper's 'episode' mode, or one
 per `train_every` env steps elapsed in 'steps' mode. Checkpoints are written at episode boundaries
@@ -25,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mabl.algo.agent import MablAgent
+from mabl.algo import ALGOS, MODEL_FREE, build_learner
 from mabl.checkpoint import atomic_write_bytes, latest_checkpoint, load_checkpoint, save_checkpoint
 from mabl.config import RunConfig, from_dict, iter_fields, to_dict
 from mabl.envs import make_env
@@ -70,6 +75,11 @@ class Counters:
     model_updates: int = 0
     policy_iterations: int = 0
     eval_rounds: int = 0
+    real_samples: int = 0
+    """Real transitions the learner consumed: replay rows sampled for world-model windows and for
+    imagination starts (model-based), or transitions x PPO epochs (mappo)."""
+    imagined_samples: int = 0
+    """Imagined joint transitions (rows of all N agents) that policy learning consumed."""
 
 
 def check_run_dir_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -94,20 +104,24 @@ class Trainer:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
-        if cfg.algo != "mabl":
-            raise MablError(f"unknown algorithm '{cfg.algo}'; available: mabl")
+        if cfg.algo not in ALGOS:
+            raise MablError(f"unknown algorithm '{cfg.algo}'; available: {', '.join(ALGOS)}")
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.env = make_env(cfg.env, seed=cfg.seed)
         spec = self.spec = self.env.spec
         if not spec.discrete:
-            raise MablError(f"env {cfg.env} has continuous actions; --algo mabl supports discrete actions so far")
+            raise MablError(f"env {cfg.env} has continuous actions; --algo {cfg.algo} supports discrete actions so far")
         check_run_dir_config(self.run_dir, cfg)
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        self.agent = MablAgent(spec, cfg, self.device)
-        self.replay = SequenceReplay(spec, cfg.schedule.replay_capacity)
+        self.agent = build_learner(spec, cfg, self.device)
+        self.model_free = cfg.algo in MODEL_FREE
+        self.replay = None if self.model_free else SequenceReplay(spec, cfg.schedule.replay_capacity)
+        # Model-free MAPPO steps several envs in lockstep; episodes are seeded the same way.
+        self.envs = [self.env] + [make_env(cfg.env, seed=cfg.seed + i) for i in range(1, cfg.mappo.n_envs)] \
+            if self.model_free else [self.env]
         self.counters = Counters()
         self.eval_env = None
         self.recent = deque(maxlen=20)  # (return, win) of the latest episodes, for the progress bar
@@ -124,31 +138,67 @@ class Trainer:
         start_wall, start_step = time.perf_counter(), c.env_step
         learner_total = 0.0  # learner seconds in this process, for the progress bar
         while c.env_step < cfg.steps:
-            episode = run_episode(self.env, self.agent.policy(), episode_seed(cfg.seed, c.episode))  # line 3
-            self.replay.add_episode(episode.rows, episode.terminated, self.rng)  # line 4
-            c.env_step += episode.length
-            c.episode += 1
-            self.recent.append((episode.ret, episode.win))
-            sps = (c.env_step - start_step) / max(time.perf_counter() - start_wall, 1e-9)
-            record = {"kind": "episode", "env_step": c.env_step, "episode": c.episode,
-                      "return": episode.ret, "length": episode.length, "sps": sps}
-            if episode.win is not None:
-                record["win"] = episode.win
-            self.log.write("metrics.jsonl", record, step=c.env_step)
+            if self.model_free:  # MAPPO: whole episodes from all envs, then one PPO update on them
+                episodes, batch = self.agent.collect(self.envs, self._seeds())
+            else:
+                episodes = [run_episode(self.env, self.agent.policy(), episode_seed(cfg.seed, c.episode))]  # line 3
+                self.replay.add_episode(episodes[0].rows, episodes[0].terminated, self.rng)  # line 4
+            collected = 0
+            for episode in episodes:
+                c.env_step += episode.length
+                c.episode += 1
+                collected += episode.length
+                self.recent.append((episode.ret, episode.win))
+                sps = (c.env_step - start_step) / max(time.perf_counter() - start_wall, 1e-9)
+                record = {"kind": "episode", "env_step": c.env_step, "episode": c.episode,
+                          "return": episode.ret, "length": episode.length, "sps": sps}
+                if episode.win is not None:
+                    record["win"] = episode.win
+                self.log.write("metrics.jsonl", record, step=c.env_step)
 
-            for _ in range(self._learner_calls_due()):  # lines 5-14
-                learner_total += self._learner_call()
+            if self.model_free:
+                learner_total += self._model_free_update(batch)
+            else:
+                for _ in range(self._learner_calls_due()):  # lines 5-14
+                    learner_total += self._learner_call()
             if cfg.eval_every and c.env_step >= (c.eval_rounds + 1) * cfg.eval_every:
                 self.evaluate_round()
-            if c.env_step >= cfg.steps or self._crossed(episode.length, cfg.checkpoint_every):
+            if c.env_step >= cfg.steps or self._crossed(collected, cfg.checkpoint_every):
                 self.save()
             if bar is not None:
-                bar.update(episode.length)
+                bar.update(collected)
                 bar.set_postfix_str(self._status(sps, learner_total), refresh=False)
         if bar is not None:
             bar.close()
         self.log.close()
         return self.run_dir
+
+    def _seeds(self):
+        """Seeds for the episodes a collection starts, in order: episode e gets (seed, e)."""
+        index = self.counters.episode
+
+        def next_seed() -> int:
+            nonlocal index
+            index += 1
+            return episode_seed(self.cfg.seed, index - 1)
+
+        return next_seed
+
+    def _model_free_update(self, batch) -> float:
+        """One MAPPO update on the episodes just collected; logs its losses. Returns seconds."""
+        c = self.counters
+        t0 = time.perf_counter()
+        metrics = self.agent.update(batch)
+        c.learner_calls += 1
+        c.policy_iterations += 1
+        c.real_samples += int(metrics.pop("samples"))
+        elapsed = time.perf_counter() - t0
+        record = {"kind": "learner", "env_step": c.env_step, "learner_call": c.learner_calls,
+                  "model_updates": c.model_updates, "policy_iterations": c.policy_iterations,
+                  "real_samples": c.real_samples, "imagined_samples": c.imagined_samples,
+                  **_mean("policy/", [metrics]), "learner_s": elapsed}
+        self.log.write("metrics.jsonl", record, step=c.env_step)
+        return elapsed
 
     def _learner_calls_due(self) -> int:
         cfg, c = self.cfg.schedule, self.counters
@@ -165,17 +215,22 @@ class Trainer:
         model_metrics = []
         for _ in range(cfg.schedule.model_updates):  # lines 5-8
             rows = self.replay.sample(cfg.model.batch_size, cfg.model.seq_len, self.rng)
+            c.real_samples += rows["reward"].size
             model_metrics.append(self.agent.train_world_model(rows))
         policy_metrics = []
         for _ in range(cfg.schedule.policy_iterations):  # lines 9-14
             rows = self.replay.sample(cfg.policy.batch_size, cfg.model.seq_len, self.rng)
-            policy_metrics.append(self.agent.train_policy(rows))
+            c.real_samples += rows["reward"].size
+            metrics = self.agent.train_policy(rows)
+            c.imagined_samples += int(metrics.pop("imagined_rows"))
+            policy_metrics.append(metrics)
         c.learner_calls += 1
         c.model_updates += cfg.schedule.model_updates
         c.policy_iterations += cfg.schedule.policy_iterations
         elapsed = time.perf_counter() - t0
         record = {"kind": "learner", "env_step": c.env_step, "learner_call": c.learner_calls,
                   "model_updates": c.model_updates, "policy_iterations": c.policy_iterations,
+                  "real_samples": c.real_samples, "imagined_samples": c.imagined_samples,
                   **_mean("model/", model_metrics), **_mean("policy/", policy_metrics), "learner_s": elapsed}
         self.log.write("metrics.jsonl", record, step=c.env_step)
         return elapsed
@@ -205,7 +260,7 @@ class Trainer:
             "config": to_dict(self.cfg),
             "spec": dataclasses.asdict(self.spec),
             "agent": self.agent.state_dict(),
-            "replay": self.replay.state_dict(),
+            "replay": None if self.replay is None else self.replay.state_dict(),
             "counters": dataclasses.asdict(c),
             "rng": {"torch": torch.get_rng_state(), "numpy": json.dumps(self.rng.bit_generator.state),
                     "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []},
@@ -226,7 +281,8 @@ class Trainer:
             raise MablError(f"checkpoint {path} was made for env spec {state['spec']['name']} with other sizes")
         try:
             self.agent.load_state_dict(state["agent"])
-            self.replay.load_state_dict(state["replay"])
+            if self.replay is not None:
+                self.replay.load_state_dict(state["replay"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise MablError(f"checkpoint {path} does not fit this config: {str(exc).splitlines()[0][:160]}") from None
         self.counters = Counters(**state["counters"])

@@ -18,17 +18,24 @@ from mabl.algo.world_model_loss import SequenceBatch, action_input, shift_window
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec
 from mabl.models.actor_critic import Actor, AttentionCritic
-from mabl.models.world_model import BiLevelWorldModel, Latent
-from mabl.policy import DecentralizedPolicy
+from mabl.models.world_model import VARIANTS, BiLevelWorldModel
+from mabl.policy import DecentralizedPolicy, latent_policy
 
 
 class MablAgent:
+    """The learner of every world-model algorithm (``mabl``, ``mabl-sg``, ``dreamer``, ``mamba``):
+    the variant (:data:`VARIANTS`) decides which parts the world model and the critic have."""
+
     def __init__(self, spec: EnvSpec, cfg: RunConfig, device: torch.device):
         self.spec, self.cfg, self.device = spec, cfg, device
-        self.world_model = BiLevelWorldModel(spec, cfg.model).to(device)
+        self.variant = VARIANTS[cfg.algo]
+        self.world_model = BiLevelWorldModel(spec, cfg.model, self.variant).to(device)
+        # Dropout (MAMBA's mixer) is on in world-model training only; acting and imagination are eval.
+        self.world_model.eval()
         sizes = (self.world_model.latent_dim, cfg.model.n_classes, cfg.model.deter, cfg.policy.hidden)
         self.actor = Actor(*sizes, spec.n_actions).to(device)
-        self.critic = AttentionCritic(*sizes, cfg.policy.attn_heads, spec.n_agents).to(device)
+        levels = 2 if self.world_model.has_global else 1
+        self.critic = AttentionCritic(*sizes, cfg.policy.attn_heads, spec.n_agents, levels).to(device)
         self.model_opt = torch.optim.Adam(self.world_model.parameters(), lr=cfg.model.lr)
         self.mappo = MappoLearner(self.actor, self.critic, cfg.policy)
 
@@ -39,8 +46,9 @@ class MablAgent:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def policy(self) -> DecentralizedPolicy:
-        """The acting path over the live networks (no copies): e_o, agent GRU, agent posterior, actor."""
-        return DecentralizedPolicy(self.world_model.agent, self.actor, self.spec, self.device)
+        """The acting path over the live networks (no copies): e_o, agent GRU, agent posterior, actor
+        (a :class:`~mabl.policy.JointPolicy` for MAMBA)."""
+        return latent_policy(self.world_model.agent, self.actor, self.spec, self.device)
 
     def to_batch(self, rows: dict[str, np.ndarray]) -> SequenceBatch:
         """Replay rows ``[L, B, ...]`` (numpy) -> shifted torch batch on the device."""
@@ -50,12 +58,14 @@ class MablAgent:
     def train_world_model(self, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """One world-model update on sampled windows (Alg. 1 lines 6-7)."""
         batch = self.to_batch(rows)
+        self.world_model.train()
         with self.autocast():
             loss, metrics, _ = world_model_loss(self.world_model, batch, self.cfg.model.kl_balance)
         self.model_opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.world_model.parameters(), self.cfg.model.grad_clip)
         self.model_opt.step()
+        self.world_model.eval()
         return {"loss": loss.detach(), **metrics, "grad_norm": grad_norm.detach()}
 
     def train_policy(self, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
@@ -63,6 +73,7 @@ class MablAgent:
         rollout = self.imagine(rows)
         with self.autocast():
             metrics = self.mappo.update(rollout)
+        metrics["imagined_rows"] = torch.tensor(float(rollout.action.shape[0]))  # counted by the trainer
         metrics["imagined_reward"] = rollout.reward.mean()
         metrics["imagined_return"] = rollout.returns.mean()
         metrics["entropy_coef"] = torch.tensor(self.mappo.entropy_coef)
@@ -76,7 +87,7 @@ class MablAgent:
             prev_action = action_input(batch.prev_action, self.spec.action_size, self.spec.discrete)
             filt = self.world_model.observe(batch.obs, batch.state, prev_action, batch.first)
             # SPEC §3: the first T-1 posterior states of each window: [T-1, B, N, .] -> [M, N, .]
-            start = Latent(*(t[:-1].float() for t in filt.post)).flatten(0, 1)
+            start = filt.post.map(lambda t: t[:-1].float()).flatten(0, 1)
             return imagine(self.world_model, self.actor, self.critic, start,
                            self.cfg.policy.horizon, self.cfg.policy.gamma, self.cfg.policy.lam)
 

@@ -15,13 +15,14 @@ import torch.nn.functional as F
 from mabl.algo.returns import lambda_returns
 from mabl.models.actor_critic import Actor, AttentionCritic
 from mabl.models.nets import latent_index
-from mabl.models.world_model import BiLevelWorldModel, Latent
+from mabl.models.world_model import BiLevelWorldModel, Latent, level_features
 
 
 class Imagined(NamedTuple):
     """PPO rows: ``R = (H-1) * M`` rows (steps x starts), each holding all N agents."""
 
-    latent: Latent  # [R, N, .] row states; z as class indices [R, N, C] (compact, see nets.onehot_matmul)
+    latent: Latent  # [R, N, .] row states (global: [R, .] when shared, None when absent);
+    #                 z as class indices [R, N, C] (compact, see nets.onehot_matmul)
     action: torch.Tensor  # [R, N] int64
     log_prob: torch.Tensor  # [R, N]
     avail: torch.Tensor | None  # [R, N, A] bool, the sampled mask the action was drawn under
@@ -65,14 +66,15 @@ def imagine(
     keep: dict[str, list] = {k: [] for k in ("latent", "action", "log_prob", "avail")}
     values, rewards, conts = [], [], []
     for k in range(horizon):
-        values.append(critic(*latent))
+        values.append(critic(*level_features(*latent)))
         if k == horizon - 1:
             break
         avail_logits = model.avail_logits(latent)
         avail = sample_avail(avail_logits) if avail_logits is not None else None
         dist = torch.distributions.Categorical(logits=actor(latent.z_a, latent.h_a, avail))
         action = dist.sample()
-        compact = Latent(latent_index(latent.z_a, n_classes), latent.h_a, latent_index(latent.z_g, n_classes), latent.h_g)
+        compact = Latent(latent_index(latent.z_a, n_classes), latent.h_a,
+                         None if latent.z_g is None else latent_index(latent.z_g, n_classes), latent.h_g)
         for key, value in zip(keep, (compact, action, dist.log_prob(action), avail)):
             keep[key].append(value)
         latent, reward, cont = model.imagine_step(latent, F.one_hot(action, spec.n_actions).float())
@@ -87,7 +89,7 @@ def imagine(
         return x.flatten(0, 1)  # [H-1, M, ...] -> [R, ...]
 
     return Imagined(
-        latent=Latent(*(rows(torch.stack(field)) for field in zip(*keep["latent"]))),
+        latent=Latent(*(None if field[0] is None else rows(torch.stack(field)) for field in zip(*keep["latent"]))),
         action=rows(torch.stack(keep["action"])),
         log_prob=rows(torch.stack(keep["log_prob"])),
         avail=rows(torch.stack(keep["avail"])) if keep["avail"][0] is not None else None,

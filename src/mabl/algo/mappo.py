@@ -8,6 +8,7 @@ from torch import nn
 from mabl.algo.imagination import Imagined
 from mabl.config import PolicyConfig
 from mabl.models.actor_critic import Actor, AttentionCritic
+from mabl.models.world_model import level_features
 
 
 def ppo_actor_loss(
@@ -51,14 +52,14 @@ class MappoLearner:
             order = torch.randperm(rows, device=device, generator=generator)
             for index in order.split(cfg.minibatch):
                 avail = None if batch.avail is None else batch.avail[index]
-                latent = type(batch.latent)(*(t[index] for t in batch.latent))
+                latent = batch.latent.map(lambda t, i=index: t[i])
                 logits = self.actor(latent.z_a, latent.h_a, avail)  # new logits under the stored mask
                 actor_loss, entropy = ppo_actor_loss(
                     logits, batch.action[index], batch.log_prob[index], advantage[index],
                     cfg.clip, self.entropy_coef)
                 self._step(self.actor_opt, self.actor, actor_loss)
                 self.entropy_coef *= cfg.entropy_decay
-                value = self.critic(*latent)
+                value = self.critic(*level_features(*latent))
                 critic_loss = 0.5 * (value - batch.returns[index]).pow(2).mean()
                 self._step(self.critic_opt, self.critic, critic_loss)
                 for key, v in zip(sums, (actor_loss, critic_loss, entropy)):

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from mabl.models.distributions import balanced_kl
-from mabl.models.world_model import BiLevelWorldModel, Filtered
+from mabl.models.world_model import BiLevelWorldModel, Filtered, level_features
 
 
 class SequenceBatch(NamedTuple):
@@ -87,7 +87,8 @@ def _masked_mean(value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def world_model_loss(
     model: BiLevelWorldModel, batch: SequenceBatch, kl_balance: float
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], Filtered]:
-    """``L = KL_agent + KL_global + L_obs + L_reward + L_cont + L_avail + L_action`` (weights 1).
+    """``L = KL_agent + KL_global + L_obs + L_reward + L_cont + L_avail + L_action`` (weights 1;
+    no KL_global without a global level).
 
     Returns the loss, detached per-term metrics (tensors; no host sync here) and the filtered
     states (imagination starts from their posteriors).
@@ -99,28 +100,28 @@ def world_model_loss(
     cut = batch.obs.shape[0] - 1  # posterior states j = 0 .. T-2 carry losses
     real = (1.0 - batch.fake[:cut])[..., None, None]  # [T-1, B, 1, 1]
 
-    kl_agent = balanced_kl(filt.post_a_logits[:cut], filt.prior_a_logits[:cut], kl_balance).mean()
-    kl_global = balanced_kl(filt.post_g_logits[:cut], filt.prior_g_logits[:cut], kl_balance).mean()
+    terms = {"kl_agent": balanced_kl(filt.post_a_logits[:cut], filt.prior_a_logits[:cut], kl_balance).mean()}
+    if model.has_global:  # one term per level; MABL-SG's has no agent axis
+        terms["kl_global"] = balanced_kl(filt.post_g_logits[:cut], filt.prior_g_logits[:cut], kl_balance).mean()
 
-    z_a, h_a, z_g, h_g = (t[:cut] for t in post)  # posterior states j = 0 .. T-2
+    z_a, h_a, z_g, h_g = post.map(lambda t: t[:cut])  # posterior states j = 0 .. T-2
     obs_pred, dec_hidden = model.decode_obs(z_a, h_a)
     obs_err = F.smooth_l1_loss(obs_pred.float(), batch.obs[:cut], reduction="none").sum(-1, keepdim=True)
     obs_loss = _masked_mean(obs_err, real)
 
     h_a_next = filt.h_a_trans[1:]  # the transition out of posterior j, j = 0 .. T-2
-    h_g_next = filt.h_g_trans[1:]
+    h_g_next = None if filt.h_g_trans is None else filt.h_g_trans[1:]
     n_agents = spec.n_agents
     reward_pred = model.reward_head(z_a, h_a_next).squeeze(-1)  # [T-1, B, N]
     reward_target = batch.reward[1:, :, None].expand(-1, -1, n_agents)
     reward_loss = F.smooth_l1_loss(reward_pred.float(), reward_target)
-    cont_logit = model.cont_head(z_a, h_a_next, z_g, h_g_next).squeeze(-1)
+    cont_logit = model.cont_head(*level_features(z_a, h_a_next, z_g, h_g_next)).squeeze(-1)
     cont_target = (1.0 - batch.done[1:, :, None]).expand(-1, -1, n_agents)
     cont_loss = F.binary_cross_entropy_with_logits(cont_logit.float(), cont_target)
 
-    terms = {"kl_agent": kl_agent, "kl_global": kl_global, "obs": obs_loss, "reward": reward_loss,
-             "cont": cont_loss}
+    terms.update(obs=obs_loss, reward=reward_loss, cont=cont_loss)
     if model.avail_head is not None and batch.avail is not None:
-        avail_logit = model.avail_head(z_a, h_a, z_g, h_g).float()
+        avail_logit = model.avail_head(*level_features(z_a, h_a, z_g, h_g)).float()
         # Log-likelihood of the availability vector: independent Bernoullis summed over actions.
         avail_nll = F.binary_cross_entropy_with_logits(
             avail_logit, batch.avail[:cut].float(), reduction="none").sum(-1)
@@ -129,7 +130,7 @@ def world_model_loss(
     if model.cfg.action_decoder_input == "obs_decoder_hidden":
         action_out = model.action_decoder(dec_hidden).float()
     else:
-        action_out = model.action_decoder(z_a, h_a, z_g, h_g).float()
+        action_out = model.action_decoder(*level_features(z_a, h_a, z_g, h_g)).float()
     not_first = (~batch.first[:cut]).float()[..., None]  # [T-1, B, 1]
     if spec.discrete:
         action_err = F.cross_entropy(action_out.flatten(0, -2), batch.prev_action[:cut].flatten(),

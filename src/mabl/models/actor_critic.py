@@ -37,13 +37,18 @@ class Actor(nn.Module):
 class AttentionCritic(nn.Module):
     """V_i from every agent's ``[feat^a_i, feat^g_i]``: one self-attention layer over the agent axis.
 
+    ``levels=1`` (no global level: dreamer, mamba) reads ``feat^a_i`` only. Call it with
+    ``world_model.level_features(*latent)`` so a shared global latent arrives broadcast.
+
     Linear -> ReLU -> + sinusoidal agent-index encoding -> TransformerEncoderLayer (no dropout)
     -> ReLU -> Linear ReLU Linear -> one value per agent (code).
     """
 
-    def __init__(self, latent_dim: int, n_classes: int, deter: int, hidden: int, heads: int, n_agents: int):
+    def __init__(self, latent_dim: int, n_classes: int, deter: int, hidden: int, heads: int, n_agents: int,
+                 levels: int = 2):
         super().__init__()
-        self.embed = SplitLinear([latent_dim, deter, latent_dim, deter], hidden, {0: n_classes, 2: n_classes})
+        dims, onehot = [latent_dim, deter] * levels, {2 * i: n_classes for i in range(levels)}
+        self.embed = SplitLinear(dims, hidden, onehot)
         self.attention = nn.TransformerEncoderLayer(
             hidden, heads, dim_feedforward=hidden, dropout=0.0, batch_first=True
         )
@@ -51,10 +56,10 @@ class AttentionCritic(nn.Module):
         xavier_init(self)
         self.register_buffer("agent_code", sinusoidal_encoding(n_agents, hidden), persistent=False)
 
-    def forward(self, z_a: torch.Tensor, h_a: torch.Tensor, z_g: torch.Tensor, h_g: torch.Tensor) -> torch.Tensor:
-        """Both levels of every agent ``[..., N, .]`` -> values ``[..., N]``."""
-        lead = h_a.shape[:-2]
-        x = torch.relu(self.embed(z_a, h_a, z_g, h_g)) + self.agent_code
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        """``(z^a, h^a[, z^g, h^g])`` of every agent, each ``[..., N, .]`` -> values ``[..., N]``."""
+        lead = features[1].shape[:-2]
+        x = torch.relu(self.embed(*features)) + self.agent_code
         x = self.attention(x.flatten(0, -3) if lead else x.unsqueeze(0))
         x = x.view(*lead, *x.shape[-2:])
         return self.out(torch.relu(x)).squeeze(-1).float()

@@ -1,0 +1,424 @@
+"""Model-free MAPPO on real environment data (``--algo mappo``): the baseline without a world model.
+
+Algorithm and hyperparameters: Yu et al. 2022, "The Surprising Effectiveness of PPO in Cooperative
+Multi-Agent Games", MLP-policy variant; their recurrent rMAPPO is NOT implemented. A shared
+decentralized actor reads LayerNorm(own observation ++ one-hot agent index); a centralized critic
+reads LayerNorm(global state ++ one-hot agent index) and gives one value per agent; both are
+2-layer ReLU MLPs with orthogonal initialisation. Every hyperparameter comes from ``cfg.mappo``
+(:class:`mabl.config.MappoConfig`), whose defaults are Yu et al.'s SMAC table: 8 envs, 3200 steps
+per update, hidden 64, Adam lr 5e-4 eps 1e-5, 5 epochs, 1 minibatch, clip 0.2 (ratio and value),
+entropy 0.01, gamma 0.99, GAE lambda 0.95, Huber delta 10, value normalisation, grad-norm clip 10.
+
+Data layout: :meth:`ModelFreeMappo.collect` plays rounds in which every env runs one whole episode,
+all envs stepped in lockstep. Each episode becomes one column of a padded time-major batch:
+arrays are ``[T, B, N, ...]`` (T the longest episode, B episodes in start order, N agents) with
+``mask [T, B]`` True on real steps; column b starts at the episode's first step, so its last real
+step is ``L_b - 1``. For GAE, values are ``[T+1, B, N]`` with ``value[L_b, b]`` the value of the
+episode's final next state. A terminated episode is not bootstrapped (nothing follows its last
+step); a truncated one (time limit) bootstraps from the value of its final next state. Padding
+never enters a loss or a statistic: :meth:`ModelFreeMappo.update` keeps only the valid rows and
+shuffles those; a row is one env step and carries all N agents (agents stay a tensor axis).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mabl.config import RunConfig
+from mabl.envs.base import EnvSpec, MultiAgentEnv, TimeStep
+from mabl.errors import MablError
+from mabl.models.actor_critic import masked_logits
+from mabl.models.nets import mlp
+
+if TYPE_CHECKING:
+    from mabl.rollout import Episode
+
+POLICY_FORMAT = "mabl-policy"
+POLICY_VERSION = 1
+VALUE_NORM_BETA = 0.99999
+"""Decay of the value normaliser's running moments (Yu et al.'s ValueNorm)."""
+_ROW_DTYPES = {"obs": np.float32, "state": np.float32, "avail": bool, "action": np.int64, "reward": np.float32,
+               "done": bool}
+"""Episode row arrays as ``mabl.rollout.run_episode`` makes them (``done`` = terminated)."""
+
+
+def gae(reward: torch.Tensor, value: torch.Tensor, terminated: torch.Tensor, mask: torch.Tensor,
+        gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE(gamma, lambda) advantages and returns in the per-episode padded layout (module docstring).
+
+    ``reward, terminated, mask [T, B]``; ``value [T+1, B, *rest]`` (``rest`` e.g. the agent axis),
+    ``value[t] = V(s_t)`` and ``value[L_b, b]`` the final next state's value. A step flagged
+    terminated neither bootstraps nor carries later advantages back; the last real step of a
+    column that is not terminated (truncation) bootstraps from ``value[L_b]``. Returns
+    ``(advantage, returns)`` ``[T, B, *rest]``, zero on padding; padding values, even NaN, are never read.
+    """
+    extra = (1,) * (value.dim() - reward.dim())
+    reward, live, mask = (x.reshape(*x.shape, *extra) for x in (reward, ~terminated.bool(), mask.bool()))
+    advantage = torch.zeros_like(value[:-1])
+    running = torch.zeros_like(value[0])  # advantage of step t+1, zero past a column's end
+    for t in range(reward.shape[0] - 1, -1, -1):
+        delta = reward[t] + gamma * torch.where(live[t], value[t + 1], 0.0) - value[t]
+        running = torch.where(mask[t], delta + gamma * lam * torch.where(live[t], running, 0.0), 0.0)
+        advantage[t] = running
+    return advantage, torch.where(mask, advantage + value[:-1], 0.0)
+
+
+class ValueNormalizer:
+    """Running mean and variance of the value targets, one scalar statistic (Yu et al.'s ValueNorm).
+
+    The moments are exponential averages with decay ``beta`` (0.99999, theirs); the total weight
+    given so far, ``1 - beta^k``, is tracked as ``debias`` and divided out (as Adam's bias
+    correction), so the statistics are unbiased from the first update. The variance is floored at
+    1e-2 (theirs) so that near-constant targets are not blown up. Stored in float64.
+    """
+
+    def __init__(self, beta: float = VALUE_NORM_BETA, device: torch.device | str = "cpu"):
+        self.beta = beta
+        self.mean, self.mean_sq, self.debias = (torch.zeros((), dtype=torch.float64, device=device) for _ in range(3))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Fold in one batch of targets (any shape; every element counts once)."""
+        x = x.detach().double()
+        self.mean.mul_(self.beta).add_((1.0 - self.beta) * x.mean())
+        self.mean_sq.mul_(self.beta).add_((1.0 - self.beta) * x.square().mean())
+        self.debias.mul_(self.beta).add_(1.0 - self.beta)
+
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Debiased (mean, std)."""
+        debias = self.debias.clamp(min=1e-5)
+        mean = self.mean / debias
+        return mean, (self.mean_sq / debias - mean.square()).clamp(min=1e-2).sqrt()
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self.stats()
+        return ((x - mean) / std).to(x.dtype)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        mean, std = self.stats()
+        return (x * std + mean).to(x.dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"beta": self.beta, "mean": self.mean.cpu(), "mean_sq": self.mean_sq.cpu(), "debias": self.debias.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.beta = float(state["beta"])
+        for key in ("mean", "mean_sq", "debias"):
+            getattr(self, key).copy_(state[key])
+
+
+class AgentMlp(nn.Module):
+    """``LayerNorm(x_i ++ onehot(i))`` -> [Linear ReLU] x 2 -> Linear, for every agent i at once.
+
+    Orthogonal weights with gain sqrt(2) on hidden layers and ``out_gain`` on the output, zero
+    biases (Yu et al.). Input ``[..., N, in_dim]`` -> ``[..., N, out_dim]``.
+    """
+
+    def __init__(self, in_dim: int, n_agents: int, hidden: int, out_dim: int, out_gain: float):
+        super().__init__()
+        self.n_agents, self.hidden = n_agents, hidden
+        self.norm = nn.LayerNorm(in_dim + n_agents)
+        self.net = mlp(in_dim + n_agents, hidden, out_dim, 2)
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        for layer in linears:
+            nn.init.orthogonal_(layer.weight, gain=out_gain if layer is linears[-1] else math.sqrt(2.0))
+            nn.init.zeros_(layer.bias)
+        self.register_buffer("agent_id", torch.eye(n_agents), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = self.agent_id.expand(*x.shape[:-1], self.n_agents)
+        return self.net(self.norm(torch.cat([x, ids], dim=-1)))
+
+
+class MlpActor(AgentMlp):
+    """Shared decentralized actor: agent i's logits depend on agent i's observation only."""
+
+    def __init__(self, spec: EnvSpec, hidden: int):
+        super().__init__(spec.obs_dim, spec.n_agents, hidden, spec.n_actions, 0.01)
+
+    def forward(self, obs: torch.Tensor, avail: torch.Tensor | None = None) -> torch.Tensor:
+        """``obs [..., N, O]``, ``avail [..., N, A]`` or None -> masked logits ``[..., N, A]``."""
+        return masked_logits(super().forward(obs), avail)
+
+
+class MlpCritic(AgentMlp):
+    """Centralized critic: one value per agent from the global state and the agent's index."""
+
+    def __init__(self, spec: EnvSpec, hidden: int):
+        super().__init__(spec.state_dim, spec.n_agents, hidden, 1, 1.0)
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        """``state [..., G]`` -> values ``[..., N]``."""
+        per_agent = state.unsqueeze(-2).expand(*state.shape[:-1], self.n_agents, state.shape[-1])
+        return super().forward(per_agent).squeeze(-1)
+
+
+def clipped_surrogate_loss(logits: torch.Tensor, action: torch.Tensor, old_log_prob: torch.Tensor,
+                           advantage: torch.Tensor, clip: float, entropy_coef: float
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``-mean min(rho A, clip(rho) A) - entropy_coef * mean entropy`` over every (row, agent).
+
+    Returns (loss, entropy, approx_kl, clip_fraction); the last two are detached diagnostics,
+    approx_kl the non-negative estimator ``mean((rho - 1) - log rho)``.
+    """
+    log_probs = logits.log_softmax(-1)
+    log_ratio = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1) - old_log_prob
+    ratio = log_ratio.exp()
+    surrogate = torch.min(ratio * advantage, ratio.clamp(1.0 - clip, 1.0 + clip) * advantage).mean()
+    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()  # masked actions: exp() is exactly 0
+    with torch.no_grad():
+        approx_kl = ((ratio - 1.0) - log_ratio).mean()
+        clip_fraction = ((ratio - 1.0).abs() > clip).float().mean()
+    return -surrogate - entropy_coef * entropy, entropy, approx_kl, clip_fraction
+
+
+def clipped_value_loss(value: torch.Tensor, old_value: torch.Tensor, target: torch.Tensor, clip: float,
+                       delta: float) -> torch.Tensor:
+    """Mean of ``max(huber(target - v), huber(target - (v_old + clip(v - v_old, +-clip))))`` (Yu et al.)."""
+    clipped = old_value + (value - old_value).clamp(-clip, clip)
+    return torch.max(F.huber_loss(value, target, reduction="none", delta=delta),
+                     F.huber_loss(clipped, target, reduction="none", delta=delta)).mean()
+
+
+def _require_discrete(spec: EnvSpec) -> None:
+    if not spec.discrete:
+        raise MablError(f"--algo mappo supports discrete actions only; env {spec.name} has continuous actions")
+
+
+class MappoPolicy:
+    """The acting object over an :class:`MlpActor` (same interface as ``mabl.policy.DecentralizedPolicy``).
+
+    Stateless (no recurrence). Samples with ``generator`` when set, else with torch's global RNG.
+    """
+
+    def __init__(self, actor: MlpActor, env_spec: EnvSpec, device: torch.device | str = "cpu", seed: int | None = None):
+        _require_discrete(env_spec)
+        from mabl.policy import PolicySpec  # here, so that mabl.policy may import this module at top level
+
+        self.actor, self.env_spec, self.device = actor, env_spec, torch.device(device)
+        self.generator: torch.Generator | None = None
+        if seed is not None:
+            self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.spec = PolicySpec(n_agents=env_spec.n_agents, obs_dim=env_spec.obs_dim, n_actions=env_spec.n_actions)
+
+    def reset(self) -> None:
+        """Nothing to clear: the MLP policy has no memory."""
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, avail: np.ndarray | None = None, deterministic: bool = False
+            ) -> tuple[np.ndarray, dict[str, Any]]:
+        """``obs [N, O]``, ``avail [N, A]`` or None -> ``actions [N]`` int64, ``{"probs": [N, A]}``."""
+        n, o, a = self.spec.n_agents, self.spec.obs_dim, self.spec.n_actions
+        obs_t = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+        if obs_t.shape != (n, o):
+            raise MablError(f"policy.act: obs has shape {tuple(obs_t.shape)}, expected ({n}, {o})")
+        avail_t = None
+        if avail is not None:
+            avail_t = torch.as_tensor(np.asarray(avail, bool), device=self.device)
+            if avail_t.shape != (n, a):
+                raise MablError(f"policy.act: avail has shape {tuple(avail_t.shape)}, expected ({n}, {a})")
+        probs = self.actor(obs_t, avail_t).softmax(-1)
+        if deterministic:
+            action = probs.argmax(-1)
+        else:
+            action = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+        return action.cpu().numpy(), {"probs": probs.cpu().numpy()}
+
+    def to_payload(self) -> dict[str, Any]:
+        """The exported-policy dict (plain data and CPU tensors; ``torch.load(weights_only=True)`` reads it)."""
+        return {"format": POLICY_FORMAT, "version": POLICY_VERSION, "algo": "mappo",
+                "spec": dataclasses.asdict(self.env_spec), "hidden": self.actor.hidden,
+                "actor": {k: v.detach().cpu() for k, v in self.actor.state_dict().items()}}
+
+
+def mappo_policy_from_payload(payload: dict[str, Any], device: torch.device | str = "cpu",
+                              seed: int | None = None) -> MappoPolicy:
+    """Rebuild a :class:`MappoPolicy` from :meth:`MappoPolicy.to_payload` (no training code needed)."""
+    if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT or payload.get("algo") != "mappo":
+        raise MablError("not a mabl mappo policy (export one with `mabl export` from a --algo mappo run)")
+    if payload.get("version") != POLICY_VERSION:
+        raise MablError(f"policy format version {payload.get('version')}; this mabl reads {POLICY_VERSION}")
+    env_spec = EnvSpec(**payload["spec"])
+    actor = MlpActor(env_spec, int(payload["hidden"]))
+    actor.load_state_dict(payload["actor"])
+    return MappoPolicy(actor.to(device).eval(), env_spec, device, seed=seed)
+
+
+class Batch(NamedTuple):
+    """One update's data, per-episode padded and time-major (module docstring)."""
+
+    obs: torch.Tensor  # [T, B, N, O]
+    state: torch.Tensor  # [T, B, G]
+    avail: torch.Tensor | None  # [T, B, N, A] bool (True on padding), None without action masks
+    action: torch.Tensor  # [T, B, N] int64
+    log_prob: torch.Tensor  # [T, B, N] log-prob of the action when sampled
+    value: torch.Tensor  # [T, B, N] critic output at collection (normalised space when value_norm)
+    advantage: torch.Tensor  # [T, B, N] GAE, zero on padding
+    returns: torch.Tensor  # [T, B, N] value targets in real scale, zero on padding
+    mask: torch.Tensor  # [T, B] bool, True on real steps
+
+
+def _pad(arrays: list[np.ndarray], length: int, fill: Any = 0) -> np.ndarray:
+    """Stack ``[L_b, ...]`` arrays into ``[length, B, ...]``, ``fill`` after each one's end."""
+    out = np.full((length, len(arrays), *arrays[0].shape[1:]), fill, dtype=arrays[0].dtype)
+    for b, array in enumerate(arrays):
+        out[: len(array), b] = array
+    return out
+
+
+class ModelFreeMappo:
+    """Actor, critic, their Adam optimizers and the value normaliser; ``collect`` then ``update``."""
+
+    def __init__(self, spec: EnvSpec, cfg: RunConfig, device: torch.device | str):
+        _require_discrete(spec)
+        self.spec, self.cfg, self.device = spec, cfg.mappo, torch.device(device)
+        c = self.cfg
+        self.actor = MlpActor(spec, c.hidden).to(self.device)
+        self.critic = MlpCritic(spec, c.hidden).to(self.device)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr, eps=c.adam_eps)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr, eps=c.adam_eps)
+        self.value_norm = ValueNormalizer(device=self.device)
+
+    def _tensor(self, array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=dtype, device=self.device)
+
+    def _play_round(self, envs: list[MultiAgentEnv], next_seed: Callable[[], int]
+                    ) -> list[tuple[dict[str, list], TimeStep]]:
+        """One episode in every env, in lockstep: one batched actor call per step over the live envs.
+
+        Returns per env its step lists and its final TimeStep. Actions are sampled with torch's global
+        RNG (of the learner's device), so restoring the RNG state from a checkpoint reproduces them.
+        """
+        steps = [env.reset(seed=next_seed()) for env in envs]
+        keys = ["obs", "state", "action", "log_prob", "reward", "done"] + (["avail"] if self.spec.has_action_mask else [])
+        logs: list[dict[str, list]] = [{k: [] for k in keys} for _ in envs]
+        live = list(range(len(envs)))
+        while live:
+            obs = self._tensor(np.stack([steps[e].obs for e in live]))
+            avail = self._tensor(np.stack([steps[e].avail for e in live]), torch.bool) if "avail" in keys else None
+            log_probs = self.actor(obs, avail).log_softmax(-1)  # [E, N, A]
+            action = torch.multinomial(log_probs.exp().flatten(0, 1), 1).view(len(live), -1)
+            log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+            action_np, log_prob_np = action.cpu().numpy(), log_prob.cpu().numpy()
+            for k, e in enumerate(live):
+                ts, nxt = steps[e], envs[e].step(action_np[k])
+                row = {"obs": ts.obs, "state": ts.state, "avail": ts.avail, "action": action_np[k],
+                       "log_prob": log_prob_np[k], "reward": nxt.reward, "done": nxt.terminated}
+                for key, values in logs[e].items():
+                    values.append(row[key])
+                steps[e] = nxt
+            live = [e for e in live if not steps[e].done]
+        return list(zip(logs, steps))
+
+    @torch.no_grad()
+    def collect(self, envs: list[MultiAgentEnv], next_seed: Callable[[], int]) -> tuple[list[Episode], Batch]:
+        """Rounds of one episode per env until the episodes hold ``rollout_steps`` env steps.
+
+        Every env is reset with ``next_seed()`` at each round start (in env order); envs that finish
+        early wait for the round's end. Returns the ``mabl.rollout.Episode`` list in start order and
+        the padded :class:`Batch` (column b = episode b) with GAE advantages and returns.
+        """
+        from mabl.rollout import Episode  # here, so that mabl.policy (which mabl.rollout imports) may import this module
+
+        episodes: list[Episode] = []
+        old_log_probs: list[np.ndarray] = []
+        final_states: list[np.ndarray] = []
+        while sum(ep.length for ep in episodes) < self.cfg.rollout_steps:
+            for log, final in self._play_round(envs, next_seed):
+                rows = {k: np.asarray(v, _ROW_DTYPES[k]) for k, v in log.items() if k != "log_prob"}
+                info = final.info or {}
+                win = bool(info["win"]) if "win" in info else None
+                length = len(log["reward"])
+                episodes.append(Episode(rows, bool(final.terminated), float(sum(log["reward"])), length, win))
+                old_log_probs.append(np.asarray(log["log_prob"], np.float32))
+                final_states.append(np.asarray(final.state, np.float32))
+        return episodes, self._batch(episodes, old_log_probs, final_states)
+
+    def _batch(self, episodes: list[Episode], old_log_probs: list[np.ndarray], final_states: list[np.ndarray]) -> Batch:
+        """Pad the episodes into columns, evaluate the critic once on all states, run GAE."""
+        length = max(ep.length for ep in episodes)
+        col = lambda key: [ep.rows[key] for ep in episodes]
+        states = [np.concatenate([ep.rows["state"], s[None]]) for ep, s in zip(episodes, final_states)]
+        state_next = self._tensor(_pad(states, length + 1))  # [T+1, B, G], row L_b = final next state
+        mask = self._tensor(_pad([np.ones(ep.length, bool) for ep in episodes], length, False), torch.bool)
+        raw_value = self.critic(state_next)  # [T+1, B, N]
+        value = self.value_norm.denormalize(raw_value) if self.cfg.value_norm else raw_value
+        advantage, returns = gae(self._tensor(_pad(col("reward"), length)), value,
+                                 self._tensor(_pad(col("done"), length, False), torch.bool), mask,
+                                 self.cfg.gamma, self.cfg.gae_lambda)
+        avail = None
+        if self.spec.has_action_mask:
+            avail = self._tensor(_pad(col("avail"), length, True), torch.bool)
+        return Batch(obs=self._tensor(_pad(col("obs"), length)), state=state_next[:-1], avail=avail,
+                     action=self._tensor(_pad(col("action"), length), torch.int64),
+                     log_prob=self._tensor(_pad(old_log_probs, length)), value=raw_value[:-1],
+                     advantage=advantage, returns=returns, mask=mask)
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``epochs`` x ``minibatches`` shuffled minibatches of valid env-step rows (each with all agents).
+
+        Per minibatch one actor step (clipped surrogate, advantages normalised once over the valid
+        rows of the whole batch) and one critic step (clipped Huber value loss, in normalised space
+        when value_norm; the normaliser takes this batch's returns once, before the epochs). Returns
+        detached means over minibatches and ``samples`` = valid rows x epochs.
+        """
+        c = self.cfg
+        valid = batch.mask.flatten().nonzero().squeeze(1)
+        rows = {k: v.flatten(0, 1)[valid] for k, v in batch._asdict().items() if v is not None and k != "mask"}
+        advantage = rows["advantage"]
+        advantage = (advantage - advantage.mean()) / (advantage.std(correction=0) + 1e-5)
+        target = rows["returns"]
+        if c.value_norm:
+            self.value_norm.update(target)
+            target = self.value_norm.normalize(target)
+        n_rows = rows["action"].shape[0]
+        sums = torch.zeros(5, device=self.device)
+        count = 0
+        for _ in range(c.epochs):
+            for index in torch.randperm(n_rows, device=self.device).tensor_split(c.minibatches):
+                if len(index) == 0:  # more minibatches than rows
+                    continue
+                avail = rows["avail"][index] if "avail" in rows else None
+                actor_loss, entropy, kl, clip_fraction = clipped_surrogate_loss(
+                    self.actor(rows["obs"][index], avail), rows["action"][index], rows["log_prob"][index],
+                    advantage[index], c.clip, c.entropy)
+                self._step(self.actor_opt, self.actor, actor_loss)
+                critic_loss = clipped_value_loss(self.critic(rows["state"][index]), rows["value"][index], target[index],
+                                                 c.clip, c.huber_delta)
+                self._step(self.critic_opt, self.critic, critic_loss)
+                sums += torch.stack([actor_loss.detach(), critic_loss.detach(), entropy.detach(), kl, clip_fraction])
+                count += 1
+        means = sums / max(count, 1)
+        out = dict(zip(["actor_loss", "critic_loss", "entropy", "approx_kl", "clip_fraction"], means.unbind()))
+        out["samples"] = torch.tensor(float(n_rows * c.epochs), device=self.device)
+        return out
+
+    def _step(self, optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
+        optimizer.step()
+
+    def policy(self) -> MappoPolicy:
+        """An acting object over the live actor (sees later updates)."""
+        return MappoPolicy(self.actor, self.spec, self.device)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+                "value_norm": self.value_norm.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.value_norm.load_state_dict(state["value_norm"])
