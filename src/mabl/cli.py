@@ -229,7 +229,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     if not 0.0 <= args.ema < 1.0:
         raise MablError(f"--ema={args.ema} must be in [0, 1)")
     summary = write_report(args.dirs, args.out, window=args.window, ema=args.ema)
-    print(f"report {args.out}: " + ", ".join(str(p) for p in summary["written"]))
+    files = summary["files"]
+    skipped = summary.get("skipped") or []
+    print(f"report {args.out}: {files['table']}, {files['summary']}, {len(files['plots'])} plots"
+          + (f"; skipped {len(skipped)} runs (see {files['summary']})" if skipped else ""))
 
 
 def cmd_envs(args: argparse.Namespace) -> None:
