@@ -112,7 +112,9 @@ def test_eval_and_export(finished_run: Path, tmp_path: Path):
     assert policy.spec.n_agents == 3 and policy.spec.n_actions == 5 and policy.spec.obs_dim > 0
     # The exported file holds the decentralized part only.
     payload = torch.load(policy_file, weights_only=True)
-    assert set(payload) == {"format", "version", "spec", "model", "policy_hidden", "encoder", "actor"}
+    assert set(payload) == {"format", "version", "algo", "execution", "spec", "model", "policy_hidden", "encoder",
+                            "actor"}
+    assert payload["algo"] == "mabl" and payload["execution"] == "decentralized"
     assert not any("state_encoder" in k or "global" in k for k in payload["encoder"])
     # Same probabilities as the training-time actor on the same inputs (deterministic latents).
     agent, _, _ = _agent_from_run(str(finished_run))
