@@ -173,11 +173,12 @@ def cmd_export(args: argparse.Namespace) -> None:
     from mabl.policy import save_policy
 
     agent, cfg, spec = _agent_from_run(args.run_dir)
+    policy = agent.policy()
     if cfg.algo in MODEL_FREE:
-        atomic_torch_save(agent.policy().to_payload(), args.out)
+        atomic_torch_save(policy.to_payload(), args.out)
     else:
         save_policy(args.out, agent.world_model.agent, agent.actor, spec, cfg.model, cfg.policy.hidden, cfg.algo)
-    if agent.policy().spec.centralized:
+    if policy.spec.centralized:
         print(f"wrote JOINT policy ({cfg.algo}: centralized execution, every act() needs all {spec.n_agents} "
               f"agents' observations of the same step) for {spec.name} to {args.out}")
     else:

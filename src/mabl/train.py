@@ -192,13 +192,7 @@ class Trainer:
         c.learner_calls += 1
         c.policy_iterations += 1
         c.real_samples += int(metrics.pop("samples"))
-        elapsed = time.perf_counter() - t0
-        record = {"kind": "learner", "env_step": c.env_step, "learner_call": c.learner_calls,
-                  "model_updates": c.model_updates, "policy_iterations": c.policy_iterations,
-                  "real_samples": c.real_samples, "imagined_samples": c.imagined_samples,
-                  **_mean("policy/", [metrics]), "learner_s": elapsed}
-        self.log.write("metrics.jsonl", record, step=c.env_step)
-        return elapsed
+        return self._log_learner(t0, _mean("policy/", [metrics]))
 
     def _learner_calls_due(self) -> int:
         cfg, c = self.cfg.schedule, self.counters
@@ -227,11 +221,16 @@ class Trainer:
         c.learner_calls += 1
         c.model_updates += cfg.schedule.model_updates
         c.policy_iterations += cfg.schedule.policy_iterations
+        return self._log_learner(t0, {**_mean("model/", model_metrics), **_mean("policy/", policy_metrics)})
+
+    def _log_learner(self, t0: float, losses: dict[str, float]) -> float:
+        """Write one learner line (counters, mean losses, seconds since ``t0``); returns the seconds."""
+        c = self.counters
         elapsed = time.perf_counter() - t0
         record = {"kind": "learner", "env_step": c.env_step, "learner_call": c.learner_calls,
                   "model_updates": c.model_updates, "policy_iterations": c.policy_iterations,
                   "real_samples": c.real_samples, "imagined_samples": c.imagined_samples,
-                  **_mean("model/", model_metrics), **_mean("policy/", policy_metrics), "learner_s": elapsed}
+                  **losses, "learner_s": elapsed}
         self.log.write("metrics.jsonl", record, step=c.env_step)
         return elapsed
 

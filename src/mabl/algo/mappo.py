@@ -31,6 +31,14 @@ def normalized_advantage(returns: torch.Tensor, value: torch.Tensor, normalize: 
     return advantage
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor, grad_clip: float) -> None:
+    """One gradient step on ``loss`` for ``module``'s parameters, with gradient-norm clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+    optimizer.step()
+
+
 class MappoLearner:
     """Holds the actor/critic optimizers and the decaying entropy coefficient."""
 
@@ -68,10 +76,7 @@ class MappoLearner:
         return {k: v / count for k, v in sums.items()}
 
     def _step(self, optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
-        optimizer.step()
+        optimizer_step(optimizer, module, loss, self.cfg.grad_clip)
 
     def state_dict(self) -> dict:
         return {"actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mabl.algo.mappo import optimizer_step
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec, MultiAgentEnv, TimeStep
 from mabl.errors import MablError
@@ -402,10 +403,7 @@ class ModelFreeMappo:
         return out
 
     def _step(self, optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(module.parameters(), self.cfg.grad_clip)
-        optimizer.step()
+        optimizer_step(optimizer, module, loss, self.cfg.grad_clip)
 
     def policy(self) -> MappoPolicy:
         """An acting object over the live actor (sees later updates)."""
