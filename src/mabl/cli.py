@@ -164,6 +164,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     text = f"{env_name}: {result['episodes']} episodes, mean return {result['mean_return']:.3f}"
     if "win_rate" in result:
         text += f", win rate {result['win_rate']:.1%}"
+    for key in sorted(k for k in result if k.startswith("mean_") and k not in ("mean_return", "mean_length")):
+        text += f", {key.replace('_', ' ')} {result[key]:.3f}"
     print(text + f", mean length {result['mean_length']:.1f}")
 
 

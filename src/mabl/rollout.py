@@ -18,6 +18,15 @@ class Episode:
     ret: float
     length: int
     win: bool | None
+    metrics: dict[str, float] | None = None
+    """The env's own end-of-episode numbers (``info["metrics"]`` of the final step), e.g. Flatland's
+    ``arrived_fraction``; logged next to the return."""
+
+
+def episode_metrics(info: dict | None) -> dict[str, float] | None:
+    """``info["metrics"]`` of a final step as plain floats, or None when the env reports none."""
+    metrics = (info or {}).get("metrics")
+    return {str(k): float(v) for k, v in metrics.items()} if metrics else None
 
 
 def run_episode(env: MultiAgentEnv, policy: DecentralizedPolicy, seed: int, deterministic: bool = False) -> Episode:
@@ -45,4 +54,4 @@ def run_episode(env: MultiAgentEnv, policy: DecentralizedPolicy, seed: int, dete
     arrays = {k: np.asarray(v) for k, v in rows.items()}
     arrays["reward"] = arrays["reward"].astype(np.float32)
     win = bool(info["win"]) if "win" in info else None
-    return Episode(arrays, bool(step.terminated), total, len(rows["reward"]), win)
+    return Episode(arrays, bool(step.terminated), total, len(rows["reward"]), win, episode_metrics(info))

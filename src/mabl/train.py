@@ -154,6 +154,7 @@ class Trainer:
                           "return": episode.ret, "length": episode.length, "sps": sps}
                 if episode.win is not None:
                     record["win"] = episode.win
+                record.update(episode.metrics or {})
                 self.log.write("metrics.jsonl", record, step=c.env_step)
 
             if self.model_free:
@@ -309,6 +310,8 @@ def evaluate_policy(env, policy, episodes: int, seeds: list[int], deterministic:
     wins = [r.win for r in results if r.win is not None]
     if wins:
         out["win_rate"] = float(np.mean(wins))
+    for key in sorted({k for r in results for k in (r.metrics or {})}):
+        out[f"mean_{key}"] = float(np.mean([r.metrics[key] for r in results if r.metrics and key in r.metrics]))
     return out
 
 

@@ -26,8 +26,12 @@ ENV_NAMES = [
     "smax:3s5z",
     "smax:3s5z_vs_3s6z",
     "mpe:simple_spread",
+    "flatland:5_agents",
+    "flatland:10_agents",
+    "mamujoco:Humanoid-9|8",
+    "mamujoco:HumanoidStandup-9|8",
 ]
-REQUIRED_PACKAGE = {"smax": "jaxmarl", "mpe": "mpe2"}
+REQUIRED_PACKAGE = {"smax": "jaxmarl", "mpe": "mpe2", "flatland": "flatland", "mamujoco": "gymnasium_robotics"}
 N_EPISODES = 3
 
 
@@ -168,7 +172,7 @@ def test_smax_truncates_at_the_episode_limit(monkeypatch):
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("foo:bar", r"unknown env 'foo:bar': families are smax, pettingzoo, mpe; examples: "),
+        ("foo:bar", r"unknown env 'foo:bar': families are smax, pettingzoo, mpe, flatland, mamujoco, smac; examples: "),
         ("3m", r"unknown env '3m'"),
         ("smax:3s_vs_9z", r"unknown SMAX map '3s_vs_9z': maps are 3m, .*3s_vs_4z"),
         ("mpe:no_such_task", r"unknown MPE task 'mpe:no_such_task'"),

@@ -327,7 +327,8 @@ class ModelFreeMappo:
         early wait for the round's end. Returns the ``mabl.rollout.Episode`` list in start order and
         the padded :class:`Batch` (column b = episode b) with GAE advantages and returns.
         """
-        from mabl.rollout import Episode  # here, so that mabl.policy (which mabl.rollout imports) may import this module
+        # imported here, so that mabl.policy (which mabl.rollout imports) may import this module
+        from mabl.rollout import Episode, episode_metrics
 
         episodes: list[Episode] = []
         old_log_probs: list[np.ndarray] = []
@@ -338,7 +339,8 @@ class ModelFreeMappo:
                 info = final.info or {}
                 win = bool(info["win"]) if "win" in info else None
                 length = len(log["reward"])
-                episodes.append(Episode(rows, bool(final.terminated), float(sum(log["reward"])), length, win))
+                episodes.append(Episode(rows, bool(final.terminated), float(sum(log["reward"])), length, win,
+                                        episode_metrics(info)))
                 old_log_probs.append(np.asarray(log["log_prob"], np.float32))
                 final_states.append(np.asarray(final.state, np.float32))
         return episodes, self._batch(episodes, old_log_probs, final_states)

@@ -12,7 +12,10 @@ Arrays (numpy, fixed shapes for the whole episode; dead agents stay in, masked):
 - ``reward`` float, the team reward of the step
 - ``terminated`` bool (the episode ended in the env's own terms: win, loss, all done)
 - ``truncated`` bool (the time limit ``spec.episode_limit`` was reached)
-- ``info`` dict; ``info["win"]`` (bool) where the env defines a win, only on the final step
+- ``info`` dict; ``info["win"]`` (bool) where the env defines a win, only on the final step;
+  ``info["metrics"]`` (dict of name -> float) on the final step for the env's own episode measures
+  (Flatland: ``arrived_fraction``), logged in each episode line of ``metrics.jsonl`` and averaged by
+  ``mabl eval`` as ``mean_<name>``
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Names are ``<family>:<task>``:
 
 - ``smax:<map>``: a SMAX map (:data:`mabl.envs.smax.SMAX_MAPS`), needs ``jaxmarl``;
 - ``pettingzoo:<module.path>``: any module with a PettingZoo ``parallel_env``;
+- ``flatland:<task>``: Flatland railway tasks (:data:`mabl.envs.flatland.FLATLAND_TASKS`), needs ``flatland-rl``;
+- ``mamujoco:<scenario>-<agent_conf>``: multi-agent MuJoCo (``mamujoco:Humanoid-9|8``), needs
+  ``gymnasium-robotics``;
+- ``smac:<map>``: StarCraft II SMAC (oxwhirl's ``smac`` and the game; not installable here);
 - aliases (:data:`ALIASES`), e.g. ``mpe:simple_spread`` for ``pettingzoo:mpe2.simple_spread_v3``.
 
 Adapters, and the packages behind them, are imported only when an env of theirs is made.
@@ -15,7 +19,7 @@ from mabl.envs.base import MultiAgentEnv
 from mabl.envs.checks import CheckedEnv
 from mabl.errors import MablError
 
-FAMILIES = ("smax", "pettingzoo", "mpe")
+FAMILIES = ("smax", "pettingzoo", "mpe", "flatland", "mamujoco", "smac")
 
 ALIASES: dict[str, str] = {"mpe:simple_spread": "pettingzoo:mpe2.simple_spread_v3"}
 """Short names for tasks of the open-ended families."""
@@ -23,9 +27,14 @@ ALIASES: dict[str, str] = {"mpe:simple_spread": "pettingzoo:mpe2.simple_spread_v
 
 def list_envs() -> list[str]:
     """The named tasks (``pettingzoo:`` also takes any other module path)."""
+    from mabl.envs.flatland import FLATLAND_TASKS
+    from mabl.envs.mamujoco import MAMUJOCO_TASKS
+    from mabl.envs.smac import SMAC_MAPS
     from mabl.envs.smax import SMAX_MAPS
 
-    return [f"smax:{map_name}" for map_name in SMAX_MAPS] + list(ALIASES)
+    return ([f"smax:{map_name}" for map_name in SMAX_MAPS] + [f"flatland:{task}" for task in FLATLAND_TASKS]
+            + [f"mamujoco:{task}" for task in MAMUJOCO_TASKS] + [f"smac:{map_name}" for map_name in SMAC_MAPS]
+            + list(ALIASES))
 
 
 def make_env(name: str, seed: int = 0) -> MultiAgentEnv:
@@ -43,6 +52,18 @@ def make_env(name: str, seed: int = 0) -> MultiAgentEnv:
         from mabl.envs.pettingzoo import PettingZooEnv
 
         env = PettingZooEnv(task, seed=seed)
+    elif family == "flatland" and task:
+        from mabl.envs.flatland import FlatlandEnv
+
+        env = FlatlandEnv(task, seed=seed)
+    elif family == "mamujoco" and task:
+        from mabl.envs.mamujoco import make_mamujoco
+
+        env = make_mamujoco(task, seed=seed)
+    elif family == "smac" and task:
+        from mabl.envs.smac import SmacEnv
+
+        env = SmacEnv(task, seed=seed)
     elif family == "mpe":
         raise MablError(
             f"unknown MPE task '{name}': known are {', '.join(ALIASES)}; any other MPE task is "
@@ -51,6 +72,7 @@ def make_env(name: str, seed: int = 0) -> MultiAgentEnv:
     else:
         raise MablError(
             f"unknown env '{name}': families are {', '.join(FAMILIES)}; "
-            "examples: smax:3s_vs_4z, mpe:simple_spread, pettingzoo:mpe2.simple_spread_v3"
+            "examples: smax:3s_vs_4z, flatland:5_agents, mamujoco:Humanoid-9|8, mpe:simple_spread, "
+            "pettingzoo:mpe2.simple_spread_v3"
         )
     return CheckedEnv(env)

@@ -1,0 +1,3 @@
+"""StarCraft II SMAC maps (placeholder: the adapter is being written)."""
+
+SMAC_MAPS: dict[str, dict] = {}
