@@ -76,6 +76,8 @@ class PolicyConfig:
     critic_lr: float = _f(1e-3, "critic Adam learning rate [code]")
     actor_weight_decay: float = _f(1e-5, "actor Adam weight decay [code]")
     grad_clip: float = _f(100.0, "actor and critic gradient-norm clip [code]")
+    init_std: float = _f(0.5, "continuous actions: initial std of the Gaussian actor, in units of half the "
+                         "action range (mabl.actions) [ours]")
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class MappoConfig:
     huber_delta: float = _f(10.0, "Huber loss delta of the value loss [Yu et al.]")
     value_norm: bool = _f(True, "normalise value targets with running statistics [Yu et al.]")
     grad_clip: float = _f(10.0, "gradient-norm clip of actor and critic [Yu et al.]")
+    init_std: float = _f(0.5, "continuous actions: initial std of the Gaussian actor, in units of half the "
+                         "action range (mabl.actions) [ours]")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mabl.actions import to_env_action
 from mabl.config import ModelConfig
 from mabl.envs.base import EnvSpec
 from mabl.errors import MablError
@@ -43,6 +44,9 @@ class PolicySpec:
     obs_dim: int
     n_actions: int | None = None
     action_dim: int | None = None
+    action_low: float | None = None
+    """Continuous actions: the bounds every returned action lies in (None for discrete)."""
+    action_high: float | None = None
     centralized: bool = False
     """True when an agent's action depends on other agents' observations (centralized execution)."""
 
@@ -63,10 +67,7 @@ class DecentralizedPolicy:
         if seed is not None:
             self.generator = torch.Generator(device=self.device)
             self.generator.manual_seed(seed)
-        self.spec = PolicySpec(
-            n_agents=env_spec.n_agents, obs_dim=env_spec.obs_dim,
-            n_actions=env_spec.n_actions if env_spec.discrete else None,
-            action_dim=None if env_spec.discrete else env_spec.action_dim, centralized=self.centralized)
+        self.spec = policy_spec(env_spec, self.centralized)
         self.reset()
 
     def reset(self) -> None:
@@ -78,26 +79,53 @@ class DecentralizedPolicy:
     @torch.no_grad()
     def act(self, obs: np.ndarray, avail: np.ndarray | None = None, deterministic: bool = False
             ) -> tuple[np.ndarray, dict[str, Any]]:
-        """``obs [N, O]``, ``avail [N, A]`` or None -> ``actions [N]``, ``{"probs": [N, A]}``."""
-        spec = self.spec
-        obs_t = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
-        if obs_t.shape != (spec.n_agents, spec.obs_dim):
-            raise MablError(f"policy.act: obs has shape {tuple(obs_t.shape)}, expected ({spec.n_agents}, {spec.obs_dim})")
-        avail_t = None
-        if avail is not None:
-            avail_t = torch.as_tensor(np.asarray(avail, bool), device=self.device)
-            if avail_t.shape != (spec.n_agents, spec.n_actions):
-                raise MablError(f"policy.act: avail has shape {tuple(avail_t.shape)}, "
-                                f"expected ({spec.n_agents}, {spec.n_actions})")
+        """One step for all agents.
+
+        Discrete: ``obs [N, O]``, ``avail [N, A]`` or None -> ``actions [N]`` int64,
+        ``{"probs": [N, A]}``. Continuous: ``actions [N, D]`` float32 within the spec's bounds,
+        ``{"mean": [N, D], "std": [D]}`` of the Gaussian in normalised units (:mod:`mabl.actions`);
+        ``deterministic`` acts with the (clipped) mean.
+        """
+        obs_t, avail_t = check_act_inputs(self.spec, obs, avail, self.device)
         self.h, self.z = self.encoder.step(self.h, self.z, self.prev_action, obs_t, deterministic, self.generator)
-        logits = self.actor(self.z, self.h, avail_t)
-        probs = logits.softmax(-1)
+        out = self.actor(self.z, self.h, avail_t)
+        if self.actor.continuous:
+            std = self.actor.dist(self.z, self.h).base_dist.scale[0]
+            u = out if deterministic else out + std * torch.randn(out.shape, generator=self.generator, device=out.device)
+            self.prev_action = u.clamp(-1.0, 1.0)  # what the world model saw in training: mabl.actions
+            action = to_env_action(u, self.env_spec.action_low, self.env_spec.action_high)
+            return action.cpu().numpy().astype(np.float32), {"mean": out.cpu().numpy(), "std": std.cpu().numpy()}
+        probs = out.softmax(-1)
         if deterministic:
             action = probs.argmax(-1)
         else:
             action = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
-        self.prev_action = F.one_hot(action, spec.n_actions).float()
+        self.prev_action = F.one_hot(action, self.spec.n_actions).float()
         return action.cpu().numpy(), {"probs": probs.cpu().numpy()}
+
+
+def policy_spec(env_spec: EnvSpec, centralized: bool = False) -> PolicySpec:
+    """The :class:`PolicySpec` of a policy acting in an env of ``env_spec``."""
+    if env_spec.discrete:
+        return PolicySpec(env_spec.n_agents, env_spec.obs_dim, n_actions=env_spec.n_actions, centralized=centralized)
+    return PolicySpec(env_spec.n_agents, env_spec.obs_dim, action_dim=env_spec.action_dim,
+                      action_low=env_spec.action_low, action_high=env_spec.action_high, centralized=centralized)
+
+
+def check_act_inputs(spec: PolicySpec, obs: np.ndarray, avail: np.ndarray | None, device: torch.device
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``act``'s inputs as tensors, or a one-line MablError naming the wrong shape and the right one."""
+    obs_t = torch.as_tensor(np.asarray(obs, np.float32), device=device)
+    if obs_t.shape != (spec.n_agents, spec.obs_dim):
+        raise MablError(f"policy.act: obs has shape {tuple(obs_t.shape)}, expected ({spec.n_agents}, {spec.obs_dim})")
+    if avail is None:
+        return obs_t, None
+    if spec.n_actions is None:
+        raise MablError("policy.act: avail given, but this policy has continuous actions (no action masks); pass None")
+    avail_t = torch.as_tensor(np.asarray(avail, bool), device=device)
+    if avail_t.shape != (spec.n_agents, spec.n_actions):
+        raise MablError(f"policy.act: avail has shape {tuple(avail_t.shape)}, expected ({spec.n_agents}, {spec.n_actions})")
+    return obs_t, avail_t
 
 
 class JointPolicy(DecentralizedPolicy):
@@ -148,7 +176,7 @@ def load_policy(path: str, device: str = "cpu", seed: int | None = None) -> Dece
     model_cfg = ModelConfig(**payload["model"])
     encoder = AgentEncoder(env_spec, model_cfg, mixer=payload.get("execution") == "centralized")
     actor = Actor(encoder.latent_dim, model_cfg.n_classes, model_cfg.deter, payload["policy_hidden"],
-                  env_spec.n_actions)
+                  env_spec.action_size, continuous=not env_spec.discrete)
     encoder.load_state_dict(payload["encoder"])
     actor.load_state_dict(payload["actor"])
     dev = torch.device(device)

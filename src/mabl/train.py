@@ -111,8 +111,6 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.env = make_env(cfg.env, seed=cfg.seed)
         spec = self.spec = self.env.spec
-        if not spec.discrete:
-            raise MablError(f"env {cfg.env} has continuous actions; --algo {cfg.algo} supports discrete actions so far")
         check_run_dir_config(self.run_dir, cfg)
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)

@@ -435,8 +435,3 @@ def test_policy_acts_and_payload_round_trip():
     with pytest.raises(MablError):
         mappo_policy_from_payload({**payload, "algo": "mabl"})
 
-
-def test_continuous_spec_is_rejected():
-    spec = EnvSpec("cont", n_agents=2, obs_dim=3, state_dim=4, discrete=False, action_dim=2)
-    with pytest.raises(MablError, match="discrete"):
-        ModelFreeMappo(spec, _config(), torch.device("cpu"))

@@ -131,7 +131,7 @@ def test_mabl_sg_global_posterior_reads_every_agent_and_state():
     steps, b = 4, 2
     obs = torch.randn(steps, b, N, OBS, generator=gen)
     state = torch.randn(steps, b, G, generator=gen)
-    prev_action = action_input(torch.randint(0, A, (steps, b, N), generator=gen), A, True)
+    prev_action = action_input(torch.randint(0, A, (steps, b, N), generator=gen), agent.spec)
     first = torch.zeros(steps, b, dtype=torch.bool)
 
     def post_g(o, s):

@@ -33,7 +33,7 @@ class MablAgent:
         # Dropout (MAMBA's mixer) is on in world-model training only; acting and imagination are eval.
         self.world_model.eval()
         sizes = (self.world_model.latent_dim, cfg.model.n_classes, cfg.model.deter, cfg.policy.hidden)
-        self.actor = Actor(*sizes, spec.n_actions).to(device)
+        self.actor = Actor(*sizes, spec.action_size, continuous=not spec.discrete, init_std=cfg.policy.init_std).to(device)
         levels = 2 if self.world_model.has_global else 1
         self.critic = AttentionCritic(*sizes, cfg.policy.attn_heads, spec.n_agents, levels).to(device)
         self.model_opt = torch.optim.Adam(self.world_model.parameters(), lr=cfg.model.lr)
@@ -84,7 +84,7 @@ class MablAgent:
         """Filter fresh windows and imagine from every posterior state but the last of each window."""
         batch = self.to_batch(rows)
         with self.autocast():
-            prev_action = action_input(batch.prev_action, self.spec.action_size, self.spec.discrete)
+            prev_action = action_input(batch.prev_action, self.spec)
             filt = self.world_model.observe(batch.obs, batch.state, prev_action, batch.first)
             # SPEC §3: the first T-1 posterior states of each window: [T-1, B, N, .] -> [M, N, .]
             start = filt.post.map(lambda t: t[:-1].float()).flatten(0, 1)

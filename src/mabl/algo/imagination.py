@@ -23,7 +23,7 @@ class Imagined(NamedTuple):
 
     latent: Latent  # [R, N, .] row states (global: [R, .] when shared, None when absent);
     #                 z as class indices [R, N, C] (compact, see nets.onehot_matmul)
-    action: torch.Tensor  # [R, N] int64
+    action: torch.Tensor  # [R, N] int64, or [R, N, D] raw Gaussian samples (continuous, mabl.actions)
     log_prob: torch.Tensor  # [R, N]
     avail: torch.Tensor | None  # [R, N, A] bool, the sampled mask the action was drawn under
     value: torch.Tensor  # [R, N]  V(row state) at imagination time
@@ -55,10 +55,10 @@ def imagine(
 ) -> Imagined:
     """Roll the priors ``horizon`` states from ``start`` (fields ``[M, N, ·]``) and compute returns.
 
-    State k (k = 0 .. H-1) gives V_k; states 0 .. H-2 also act: a_k is sampled under a mask
-    sampled from the avail head, and the transition gives r_k (reward head, mean over agents) and
-    c_k (continuation probability, a soft multiplicative discount). Returns follow SPEC §3 with
-    R_{H-1} = V_{H-1}; the rows are states 0 .. H-2.
+    State k (k = 0 .. H-1) gives V_k; states 0 .. H-2 also act: a_k is sampled (under a mask
+    sampled from the avail head when the env has masks; from the Gaussian for continuous actions),
+    and the transition gives r_k (reward head, mean over agents) and c_k (continuation probability,
+    a soft multiplicative discount). Returns follow SPEC §3 with R_{H-1} = V_{H-1}; the rows are states 0 .. H-2.
     """
     spec = model.spec
     n_classes = model.cfg.n_classes
@@ -71,13 +71,15 @@ def imagine(
             break
         avail_logits = model.avail_logits(latent)
         avail = sample_avail(avail_logits) if avail_logits is not None else None
-        dist = torch.distributions.Categorical(logits=actor(latent.z_a, latent.h_a, avail))
+        dist = actor.dist(latent.z_a, latent.h_a, avail)
         action = dist.sample()
         compact = Latent(latent_index(latent.z_a, n_classes), latent.h_a,
                          None if latent.z_g is None else latent_index(latent.z_g, n_classes), latent.h_g)
         for key, value in zip(keep, (compact, action, dist.log_prob(action), avail)):
             keep[key].append(value)
-        latent, reward, cont = model.imagine_step(latent, F.one_hot(action, spec.n_actions).float())
+        # the world model sees what the env would execute: one-hot, or the clipped vector in [-1, 1]
+        action_in = F.one_hot(action, spec.n_actions).float() if spec.discrete else action.clamp(-1.0, 1.0)
+        latent, reward, cont = model.imagine_step(latent, action_in)
         rewards.append(reward)
         conts.append(cont)
     value = torch.stack(values).float()  # [H, M, N]

@@ -12,11 +12,14 @@ from mabl.models.world_model import level_features
 
 
 def ppo_actor_loss(
-    logits: torch.Tensor, action: torch.Tensor, old_log_prob: torch.Tensor, advantage: torch.Tensor,
-    clip: float, entropy_coef: float,
+    policy: torch.Tensor | torch.distributions.Distribution, action: torch.Tensor, old_log_prob: torch.Tensor,
+    advantage: torch.Tensor, clip: float, entropy_coef: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``-(mean min(rho A, clip(rho, 1-e, 1+e) A)) - beta * mean entropy``; returns (loss, entropy)."""
-    dist = torch.distributions.Categorical(logits=logits)
+    """``-(mean min(rho A, clip(rho, 1-e, 1+e) A)) - beta * mean entropy``; returns (loss, entropy).
+
+    ``policy``: the action distribution (``log_prob``/``entropy`` per agent), or categorical logits.
+    """
+    dist = torch.distributions.Categorical(logits=policy) if isinstance(policy, torch.Tensor) else policy
     ratio = torch.exp(dist.log_prob(action) - old_log_prob)
     surrogate = torch.min(ratio * advantage, ratio.clamp(1.0 - clip, 1.0 + clip) * advantage)
     entropy = dist.entropy().mean()
@@ -61,9 +64,9 @@ class MappoLearner:
             for index in order.split(cfg.minibatch):
                 avail = None if batch.avail is None else batch.avail[index]
                 latent = batch.latent.map(lambda t, i=index: t[i])
-                logits = self.actor(latent.z_a, latent.h_a, avail)  # new logits under the stored mask
+                dist = self.actor.dist(latent.z_a, latent.h_a, avail)  # new policy under the stored mask
                 actor_loss, entropy = ppo_actor_loss(
-                    logits, batch.action[index], batch.log_prob[index], advantage[index],
+                    dist, batch.action[index], batch.log_prob[index], advantage[index],
                     cfg.clip, self.entropy_coef)
                 self._step(self.actor_opt, self.actor, actor_loss)
                 self.entropy_coef *= cfg.entropy_decay

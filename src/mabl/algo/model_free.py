@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mabl.actions import LOG_STD_MAX, LOG_STD_MIN, gaussian, to_env_action
 from mabl.algo.mappo import optimizer_step
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec, MultiAgentEnv, TimeStep
@@ -140,14 +141,26 @@ class AgentMlp(nn.Module):
 
 
 class MlpActor(AgentMlp):
-    """Shared decentralized actor: agent i's logits depend on agent i's observation only."""
+    """Shared decentralized actor: agent i's output depends on agent i's observation only.
 
-    def __init__(self, spec: EnvSpec, hidden: int):
-        super().__init__(spec.obs_dim, spec.n_agents, hidden, spec.n_actions, 0.01)
+    Discrete: masked logits. Continuous: the mean of a diagonal Gaussian with a learned
+    state-independent log std starting at ``log(init_std)`` (the convention of :mod:`mabl.actions`).
+    """
+
+    def __init__(self, spec: EnvSpec, hidden: int, init_std: float = 0.5):
+        super().__init__(spec.obs_dim, spec.n_agents, hidden, spec.action_size, 0.01)
+        self.continuous = not spec.discrete
+        self.log_std = nn.Parameter(torch.full((spec.action_size,), math.log(init_std))) if self.continuous else None
 
     def forward(self, obs: torch.Tensor, avail: torch.Tensor | None = None) -> torch.Tensor:
-        """``obs [..., N, O]``, ``avail [..., N, A]`` or None -> masked logits ``[..., N, A]``."""
-        return masked_logits(super().forward(obs), avail)
+        """``obs [..., N, O]``, ``avail [..., N, A]`` or None -> masked logits ``[..., N, A]`` (or means)."""
+        out = super().forward(obs)
+        return out if self.continuous else masked_logits(out, avail)
+
+    def dist(self, obs: torch.Tensor, avail: torch.Tensor | None = None) -> torch.distributions.Distribution:
+        """The action distribution per agent (``log_prob`` / ``entropy`` give ``[..., N]``)."""
+        out = self(obs, avail)
+        return gaussian(out, self.log_std) if self.continuous else torch.distributions.Categorical(logits=out)
 
 
 class MlpCritic(AgentMlp):
@@ -162,19 +175,24 @@ class MlpCritic(AgentMlp):
         return super().forward(per_agent).squeeze(-1)
 
 
-def clipped_surrogate_loss(logits: torch.Tensor, action: torch.Tensor, old_log_prob: torch.Tensor,
-                           advantage: torch.Tensor, clip: float, entropy_coef: float
+def clipped_surrogate_loss(policy: torch.Tensor | torch.distributions.Distribution, action: torch.Tensor,
+                           old_log_prob: torch.Tensor, advantage: torch.Tensor, clip: float, entropy_coef: float
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``-mean min(rho A, clip(rho) A) - entropy_coef * mean entropy`` over every (row, agent).
 
-    Returns (loss, entropy, approx_kl, clip_fraction); the last two are detached diagnostics,
-    approx_kl the non-negative estimator ``mean((rho - 1) - log rho)``.
+    ``policy``: categorical logits ``[..., N, A]``, or any action distribution (the Gaussian of
+    continuous actions). Returns (loss, entropy, approx_kl, clip_fraction); the last two are
+    detached diagnostics, approx_kl the non-negative estimator ``mean((rho - 1) - log rho)``.
     """
-    log_probs = logits.log_softmax(-1)
-    log_ratio = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1) - old_log_prob
+    if isinstance(policy, torch.Tensor):
+        log_probs = policy.log_softmax(-1)
+        log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1).mean()  # masked actions: exp() is exactly 0
+    else:
+        log_prob, entropy = policy.log_prob(action), policy.entropy().mean()
+    log_ratio = log_prob - old_log_prob
     ratio = log_ratio.exp()
     surrogate = torch.min(ratio * advantage, ratio.clamp(1.0 - clip, 1.0 + clip) * advantage).mean()
-    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()  # masked actions: exp() is exactly 0
     with torch.no_grad():
         approx_kl = ((ratio - 1.0) - log_ratio).mean()
         clip_fraction = ((ratio - 1.0).abs() > clip).float().mean()
@@ -189,11 +207,6 @@ def clipped_value_loss(value: torch.Tensor, old_value: torch.Tensor, target: tor
                      F.huber_loss(clipped, target, reduction="none", delta=delta)).mean()
 
 
-def _require_discrete(spec: EnvSpec) -> None:
-    if not spec.discrete:
-        raise MablError(f"--algo mappo supports discrete actions only; env {spec.name} has continuous actions")
-
-
 class MappoPolicy:
     """The acting object over an :class:`MlpActor` (same interface as ``mabl.policy.DecentralizedPolicy``).
 
@@ -201,14 +214,13 @@ class MappoPolicy:
     """
 
     def __init__(self, actor: MlpActor, env_spec: EnvSpec, device: torch.device | str = "cpu", seed: int | None = None):
-        _require_discrete(env_spec)
-        from mabl.policy import PolicySpec  # here, so that mabl.policy may import this module at top level
+        from mabl.policy import policy_spec  # here, so that mabl.policy may import this module at top level
 
         self.actor, self.env_spec, self.device = actor, env_spec, torch.device(device)
         self.generator: torch.Generator | None = None
         if seed is not None:
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
-        self.spec = PolicySpec(n_agents=env_spec.n_agents, obs_dim=env_spec.obs_dim, n_actions=env_spec.n_actions)
+        self.spec = policy_spec(env_spec)
 
     def reset(self) -> None:
         """Nothing to clear: the MLP policy has no memory."""
@@ -216,16 +228,17 @@ class MappoPolicy:
     @torch.no_grad()
     def act(self, obs: np.ndarray, avail: np.ndarray | None = None, deterministic: bool = False
             ) -> tuple[np.ndarray, dict[str, Any]]:
-        """``obs [N, O]``, ``avail [N, A]`` or None -> ``actions [N]`` int64, ``{"probs": [N, A]}``."""
-        n, o, a = self.spec.n_agents, self.spec.obs_dim, self.spec.n_actions
-        obs_t = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
-        if obs_t.shape != (n, o):
-            raise MablError(f"policy.act: obs has shape {tuple(obs_t.shape)}, expected ({n}, {o})")
-        avail_t = None
-        if avail is not None:
-            avail_t = torch.as_tensor(np.asarray(avail, bool), device=self.device)
-            if avail_t.shape != (n, a):
-                raise MablError(f"policy.act: avail has shape {tuple(avail_t.shape)}, expected ({n}, {a})")
+        """``obs [N, O]``, ``avail [N, A]`` or None -> ``actions [N]`` int64, ``{"probs": [N, A]}``;
+        continuous: ``actions [N, D]`` float32 in the spec's bounds, ``{"mean", "std"}`` (normalised units)."""
+        from mabl.policy import check_act_inputs
+
+        obs_t, avail_t = check_act_inputs(self.spec, obs, avail, self.device)
+        if self.actor.continuous:
+            mean, std = self.actor(obs_t), self.actor.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+            u = mean if deterministic else mean + std * torch.randn(mean.shape, generator=self.generator,
+                                                                    device=self.device)
+            action = to_env_action(u, self.env_spec.action_low, self.env_spec.action_high)
+            return action.cpu().numpy().astype(np.float32), {"mean": mean.cpu().numpy(), "std": std.cpu().numpy()}
         probs = self.actor(obs_t, avail_t).softmax(-1)
         if deterministic:
             action = probs.argmax(-1)
@@ -248,7 +261,7 @@ def mappo_policy_from_payload(payload: dict[str, Any], device: torch.device | st
     if payload.get("version") != POLICY_VERSION:
         raise MablError(f"policy format version {payload.get('version')}; this mabl reads {POLICY_VERSION}")
     env_spec = EnvSpec(**payload["spec"])
-    actor = MlpActor(env_spec, int(payload["hidden"]))
+    actor = MlpActor(env_spec, int(payload["hidden"]))  # log_std (continuous) comes from the state dict
     actor.load_state_dict(payload["actor"])
     return MappoPolicy(actor.to(device).eval(), env_spec, device, seed=seed)
 
@@ -259,7 +272,7 @@ class Batch(NamedTuple):
     obs: torch.Tensor  # [T, B, N, O]
     state: torch.Tensor  # [T, B, G]
     avail: torch.Tensor | None  # [T, B, N, A] bool (True on padding), None without action masks
-    action: torch.Tensor  # [T, B, N] int64
+    action: torch.Tensor  # [T, B, N] int64, or [T, B, N, D] raw Gaussian samples (continuous)
     log_prob: torch.Tensor  # [T, B, N] log-prob of the action when sampled
     value: torch.Tensor  # [T, B, N] critic output at collection (normalised space when value_norm)
     advantage: torch.Tensor  # [T, B, N] GAE, zero on padding
@@ -279,14 +292,14 @@ class ModelFreeMappo:
     """Actor, critic, their Adam optimizers and the value normaliser; ``collect`` then ``update``."""
 
     def __init__(self, spec: EnvSpec, cfg: RunConfig, device: torch.device | str):
-        _require_discrete(spec)
         self.spec, self.cfg, self.device = spec, cfg.mappo, torch.device(device)
         c = self.cfg
-        self.actor = MlpActor(spec, c.hidden).to(self.device)
+        self.actor = MlpActor(spec, c.hidden, c.init_std).to(self.device)
         self.critic = MlpCritic(spec, c.hidden).to(self.device)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr, eps=c.adam_eps)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr, eps=c.adam_eps)
         self.value_norm = ValueNormalizer(device=self.device)
+        self._row_dtypes = {**_ROW_DTYPES, "action": np.int64 if spec.discrete else np.float32}
 
     def _tensor(self, array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=self.device)
@@ -299,20 +312,28 @@ class ModelFreeMappo:
         RNG (of the learner's device), so restoring the RNG state from a checkpoint reproduces them.
         """
         steps = [env.reset(seed=next_seed()) for env in envs]
-        keys = ["obs", "state", "action", "log_prob", "reward", "done"] + (["avail"] if self.spec.has_action_mask else [])
+        keys = ["obs", "state", "action", "sample", "log_prob", "reward", "done"] + (
+            ["avail"] if self.spec.has_action_mask else [])
         logs: list[dict[str, list]] = [{k: [] for k in keys} for _ in envs]
         live = list(range(len(envs)))
         while live:
             obs = self._tensor(np.stack([steps[e].obs for e in live]))
             avail = self._tensor(np.stack([steps[e].avail for e in live]), torch.bool) if "avail" in keys else None
-            log_probs = self.actor(obs, avail).log_softmax(-1)  # [E, N, A]
-            action = torch.multinomial(log_probs.exp().flatten(0, 1), 1).view(len(live), -1)
-            log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-            action_np, log_prob_np = action.cpu().numpy(), log_prob.cpu().numpy()
+            if self.actor.continuous:  # raw Gaussian sample u for PPO, the clipped and scaled one for the env
+                dist = self.actor.dist(obs)
+                sample = dist.sample()  # [E, N, D]
+                log_prob = dist.log_prob(sample)
+                action = to_env_action(sample, self.spec.action_low, self.spec.action_high)
+            else:
+                log_probs = self.actor(obs, avail).log_softmax(-1)  # [E, N, A]
+                action = sample = torch.multinomial(log_probs.exp().flatten(0, 1), 1).view(len(live), -1)
+                log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+            action_np, sample_np, log_prob_np = action.cpu().numpy(), sample.cpu().numpy(), log_prob.cpu().numpy()
             for k, e in enumerate(live):
                 ts, nxt = steps[e], envs[e].step(action_np[k])
                 row = {"obs": ts.obs, "state": ts.state, "avail": ts.avail, "action": action_np[k],
-                       "log_prob": log_prob_np[k], "reward": nxt.reward, "done": nxt.terminated}
+                       "sample": sample_np[k], "log_prob": log_prob_np[k], "reward": nxt.reward,
+                       "done": nxt.terminated}
                 for key, values in logs[e].items():
                     values.append(row[key])
                 steps[e] = nxt
@@ -332,21 +353,28 @@ class ModelFreeMappo:
 
         episodes: list[Episode] = []
         old_log_probs: list[np.ndarray] = []
+        samples: list[np.ndarray] = []
         final_states: list[np.ndarray] = []
         while sum(ep.length for ep in episodes) < self.cfg.rollout_steps:
             for log, final in self._play_round(envs, next_seed):
-                rows = {k: np.asarray(v, _ROW_DTYPES[k]) for k, v in log.items() if k != "log_prob"}
+                rows = {k: np.asarray(v, self._row_dtypes[k]) for k, v in log.items() if k not in ("log_prob", "sample")}
                 info = final.info or {}
                 win = bool(info["win"]) if "win" in info else None
                 length = len(log["reward"])
                 episodes.append(Episode(rows, bool(final.terminated), float(sum(log["reward"])), length, win,
                                         episode_metrics(info)))
                 old_log_probs.append(np.asarray(log["log_prob"], np.float32))
+                samples.append(np.asarray(log["sample"], self._row_dtypes["action"]))
                 final_states.append(np.asarray(final.state, np.float32))
-        return episodes, self._batch(episodes, old_log_probs, final_states)
+        return episodes, self._batch(episodes, samples, old_log_probs, final_states)
 
-    def _batch(self, episodes: list[Episode], old_log_probs: list[np.ndarray], final_states: list[np.ndarray]) -> Batch:
-        """Pad the episodes into columns, evaluate the critic once on all states, run GAE."""
+    def _batch(self, episodes: list[Episode], samples: list[np.ndarray], old_log_probs: list[np.ndarray],
+               final_states: list[np.ndarray]) -> Batch:
+        """Pad the episodes into columns, evaluate the critic once on all states, run GAE.
+
+        ``samples``: the actions as the actor drew them (the raw Gaussian sample for continuous
+        actions, :mod:`mabl.actions`; the index itself for discrete ones).
+        """
         length = max(ep.length for ep in episodes)
         col = lambda key: [ep.rows[key] for ep in episodes]
         states = [np.concatenate([ep.rows["state"], s[None]]) for ep, s in zip(episodes, final_states)]
@@ -361,7 +389,7 @@ class ModelFreeMappo:
         if self.spec.has_action_mask:
             avail = self._tensor(_pad(col("avail"), length, True), torch.bool)
         return Batch(obs=self._tensor(_pad(col("obs"), length)), state=state_next[:-1], avail=avail,
-                     action=self._tensor(_pad(col("action"), length), torch.int64),
+                     action=self._tensor(_pad(samples, length), torch.int64 if self.spec.discrete else torch.float32),
                      log_prob=self._tensor(_pad(old_log_probs, length)), value=raw_value[:-1],
                      advantage=advantage, returns=returns, mask=mask)
 
@@ -390,8 +418,10 @@ class ModelFreeMappo:
                 if len(index) == 0:  # more minibatches than rows
                     continue
                 avail = rows["avail"][index] if "avail" in rows else None
+                obs = rows["obs"][index]
+                policy = self.actor.dist(obs) if self.actor.continuous else self.actor(obs, avail)
                 actor_loss, entropy, kl, clip_fraction = clipped_surrogate_loss(
-                    self.actor(rows["obs"][index], avail), rows["action"][index], rows["log_prob"][index],
+                    policy, rows["action"][index], rows["log_prob"][index],
                     advantage[index], c.clip, c.entropy)
                 self._step(self.actor_opt, self.actor, actor_loss)
                 critic_loss = clipped_value_loss(self.critic(rows["state"][index]), rows["value"][index], target[index],

@@ -42,6 +42,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from mabl.actions import normalize_action
+from mabl.envs.base import EnvSpec
 from mabl.models.distributions import balanced_kl
 from mabl.models.world_model import BiLevelWorldModel, Filtered, level_features
 
@@ -74,9 +76,12 @@ def shift_window(rows: dict[str, torch.Tensor]) -> SequenceBatch:
     )
 
 
-def action_input(action: torch.Tensor, n_actions: int, discrete: bool) -> torch.Tensor:
-    """What the networks see of an action: one-hot ``[..., A]`` (discrete) or the vector itself."""
-    return F.one_hot(action, n_actions).float() if discrete else action.float()
+def action_input(action: torch.Tensor, spec: EnvSpec) -> torch.Tensor:
+    """What the networks see of a stored action: one-hot ``[..., A]`` (discrete) or the executed
+    vector in normalised units ``[-1, 1]`` (continuous, :mod:`mabl.actions`)."""
+    if spec.discrete:
+        return F.one_hot(action, spec.n_actions).float()
+    return normalize_action(action, spec.action_low, spec.action_high)
 
 
 def _masked_mean(value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -94,7 +99,7 @@ def world_model_loss(
     states (imagination starts from their posteriors).
     """
     spec = model.spec
-    prev_action = action_input(batch.prev_action, spec.action_size, spec.discrete)
+    prev_action = action_input(batch.prev_action, spec)
     filt = model.observe(batch.obs, batch.state, prev_action, batch.first)
     post = filt.post
     cut = batch.obs.shape[0] - 1  # posterior states j = 0 .. T-2 carry losses
@@ -136,7 +141,8 @@ def world_model_loss(
         action_err = F.cross_entropy(action_out.flatten(0, -2), batch.prev_action[:cut].flatten(),
                                      reduction="none").view(action_out.shape[:-1])
     else:
-        action_err = F.mse_loss(action_out, batch.prev_action[:cut].float(), reduction="none").sum(-1)
+        # regression on the executed action in normalised units (the unit-variance Gaussian NLL up to 1/2)
+        action_err = F.mse_loss(action_out, prev_action[:cut], reduction="none").sum(-1)
     terms["action"] = _masked_mean(action_err, not_first)
 
     loss = sum(terms.values())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
+from mabl.actions import gaussian
 from mabl.models.nets import SplitLinear, SplitMLP, mlp, sinusoidal_encoding, xavier_init
 
 MASKED_LOGIT = -1e10
@@ -21,17 +24,30 @@ def masked_logits(logits: torch.Tensor, avail: torch.Tensor | None) -> torch.Ten
 class Actor(nn.Module):
     """pi(a^i | z^a_i, h^a_i): agent features only, shared weights, no agent id (code).
 
-    Latents ``z`` may be one-hot ``[..., N, C*K]`` or class indices ``[..., N, C]``.
+    Latents ``z`` may be one-hot ``[..., N, C*K]`` or class indices ``[..., N, C]``. Discrete: a
+    categorical over ``action_size`` actions. ``continuous``: a diagonal Gaussian over
+    ``action_size`` dimensions with a learned state-independent log std starting at
+    ``log(init_std)`` (the convention of :mod:`mabl.actions`).
     """
 
-    def __init__(self, latent_dim: int, n_classes: int, deter: int, hidden: int, n_actions: int):
+    def __init__(self, latent_dim: int, n_classes: int, deter: int, hidden: int, action_size: int,
+                 continuous: bool = False, init_std: float = 0.5):
         super().__init__()
-        self.net = SplitMLP([latent_dim, deter], hidden, n_actions, 2, nn.ReLU, {0: n_classes})
+        self.net = SplitMLP([latent_dim, deter], hidden, action_size, 2, nn.ReLU, {0: n_classes})
         xavier_init(self)
+        self.continuous = continuous
+        self.log_std = nn.Parameter(torch.full((action_size,), math.log(init_std))) if continuous else None
 
     def forward(self, z_a: torch.Tensor, h_a: torch.Tensor, avail: torch.Tensor | None = None) -> torch.Tensor:
-        """Masked logits ``[..., N, A]``."""
-        return masked_logits(self.net(z_a, h_a).float(), avail)
+        """Masked logits ``[..., N, A]`` (discrete) or the Gaussian's mean ``[..., N, D]`` (continuous)."""
+        out = self.net(z_a, h_a).float()
+        return out if self.continuous else masked_logits(out, avail)
+
+    def dist(self, z_a: torch.Tensor, h_a: torch.Tensor, avail: torch.Tensor | None = None
+             ) -> torch.distributions.Distribution:
+        """The action distribution per agent (``log_prob`` / ``entropy`` give ``[..., N]``)."""
+        out = self(z_a, h_a, avail)
+        return gaussian(out, self.log_std) if self.continuous else torch.distributions.Categorical(logits=out)
 
 
 class AttentionCritic(nn.Module):
