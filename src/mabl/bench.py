@@ -1,4 +1,5 @@
-"""``mabl bench speed``: learner speed on synthetic batches of a map's sizes.
+"""``mabl bench speed``: learner speed on synthetic batches of a map's sizes; ``mabl bench env``:
+an env adapter's steps per second under uniform random actions.
 
 What it runs is fixed by the preset and the map's sizes (not by an env), so numbers are
 comparable across machines and commits: world-model updates on ``batch_size`` windows of
@@ -144,3 +145,34 @@ def format_result(r: SpeedResult, as_json: bool = False) -> str:
                      f"{wm / r.model_update_ms:.2f}x, {pi / r.policy_iteration_ms:.2f}x, "
                      f"{ep / r.learner_s_per_episode:.2f}x faster")
     return "\n".join(lines)
+
+
+def bench_env(name: str, steps: int, seed: int = 0) -> dict:
+    """Step env ``name`` (through mabl's adapter and its checks) ``steps`` times with uniform random
+    actions (among the available ones); resets are timed separately, not counted as steps."""
+    from mabl.envs import make_env
+
+    env = make_env(name, seed=seed)
+    spec, rng = env.spec, np.random.default_rng(seed)
+    reset_s, step_s, episodes, done = 0.0, 0.0, 0, True
+    timestep = None
+    for _ in range(steps):
+        if done:
+            start = time.perf_counter()
+            timestep = env.reset()
+            reset_s += time.perf_counter() - start
+            episodes += 1
+        if spec.discrete:
+            scores = rng.random((spec.n_agents, spec.n_actions))
+            if timestep.avail is not None:
+                scores = np.where(timestep.avail, scores, -1.0)
+            action = scores.argmax(-1)
+        else:
+            action = rng.uniform(spec.action_low, spec.action_high, (spec.n_agents, spec.action_dim)).astype(np.float32)
+        start = time.perf_counter()
+        timestep = env.step(action)
+        step_s += time.perf_counter() - start
+        done = timestep.done
+    env.close()
+    return {"env": name, "steps": steps, "episodes": episodes, "env_steps_per_s": steps / step_s,
+            "reset_ms": 1000 * reset_s / max(episodes, 1)}

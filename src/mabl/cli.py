@@ -73,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--repeats", type=int, default=5, help="timed world-model updates (default 5)")
     speed.add_argument("--policy-repeats", type=int, default=2, help="timed policy iterations (default 2)")
     speed.add_argument("--json", action="store_true", help="print one JSON object")
+    envb = bench_sub.add_parser("env", help="env-steps/s of an environment adapter under uniform random actions")
+    envb.add_argument("--env", required=True, help="env name, e.g. flatland:5_agents (see `mabl envs`)")
+    envb.add_argument("--steps", type=int, default=2000, help="timed env steps (default 2000)")
+    envb.add_argument("--seed", type=int, default=0)
+    envb.add_argument("--json", action="store_true", help="print one JSON object")
 
     sw = sub.add_parser("sweep", help="run algorithms x tasks x seeds, locally or on a Ray cluster", description=(
         "Each run is an ordinary run directory OUT/<env>/<algo>/seed<k>. Re-running the same sweep skips "
@@ -188,6 +193,20 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.bench_command == "env":
+        import json
+
+        from mabl.bench import bench_env
+
+        if args.steps <= 0:
+            raise MablError(f"--steps={args.steps} must be > 0")
+        result = bench_env(args.env, args.steps, args.seed)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"{result['env']}: {result['env_steps_per_s']:.0f} env-steps/s ({result['steps']} steps, "
+                  f"{result['episodes']} episodes, reset {result['reset_ms']:.1f} ms, random actions)")
+        return
     import torch
 
     from mabl.bench import bench_speed, format_result

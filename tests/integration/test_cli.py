@@ -168,6 +168,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
     (["eval", "--run-dir", "/nonexistent/run"], ["/nonexistent/run"]),
     (["eval", "--policy", "/nonexistent/p.pt"], ["/nonexistent/p.pt"]),
     (["bench", "speed", "--map", "nowhere"], ["nowhere", "3s_vs_4z"]),
+    (["bench", "env", "--env", "nope:thing"], ["nope:thing", "flatland"]),
+    (["bench", "env", "--env", "mpe:simple_spread", "--steps", "0"], ["--steps=0"]),
 ])
 def test_bad_input_gives_one_line(args, needles, tmp_path):
     if args[0] == "train":
@@ -175,6 +177,14 @@ def test_bad_input_gives_one_line(args, needles, tmp_path):
     assert_one_line_error(mabl(*args, check=False), *needles)
     if args[0] == "train":
         assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_bench_env_prints_steps_per_second():
+    out = mabl("bench", "env", "--env", "mpe:simple_spread", "--steps", "60", "--json").stdout
+    result = json.loads(out)
+    assert result["env"] == "mpe:simple_spread" and result["steps"] == 60
+    assert result["episodes"] == 3  # MPE episodes last 25 steps: resets at steps 0, 25 and 50
+    assert result["env_steps_per_s"] > 0
 
 
 def test_broken_checkpoints_are_refused_without_damage(finished_run: Path, tmp_path: Path):
