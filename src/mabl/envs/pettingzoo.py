@@ -25,6 +25,9 @@ How PettingZoo's per-agent dicts become the contract's arrays:
   time limit) or the adapter's own limit was reached, and never both (termination wins).
 - ``episode_limit``: the env's ``max_cycles`` (MPE: 25 by default), or the ``episode_limit``
   argument, the smaller when both are known; the adapter truncates there itself.
+
+Other families that are PettingZoo envs underneath (``mamujoco:``) build their ``ParallelEnv``
+themselves and wrap it with :meth:`PettingZooEnv.from_parallel_env`, under their own name.
 """
 
 from __future__ import annotations
@@ -82,16 +85,37 @@ class PettingZooEnv:
 
     def __init__(self, env_id: str, seed: int = 0, *, episode_limit: int | None = None, **kwargs: Any) -> None:
         try:
-            from gymnasium import spaces
+            import gymnasium  # noqa: F401  (PettingZoo's own dependency: missing means no PettingZoo)
         except ImportError:
             raise MablError("pettingzoo envs need pettingzoo: pip install 'mabl[pettingzoo]'") from None
 
         module = _import_env_module(env_id)
         if module.__name__.startswith("mpe2."):
             kwargs.setdefault("continuous_actions", False)
-        self._env = module.parallel_env(**kwargs)
+        self._setup(module.parallel_env(**kwargs), f"pettingzoo:{env_id}", seed, episode_limit)
+
+    @classmethod
+    def from_parallel_env(
+        cls, parallel_env: Any, *, name: str, seed: int = 0, episode_limit: int | None = None
+    ) -> PettingZooEnv:
+        """Wrap an already-built ``ParallelEnv`` (mappings as in the module docstring).
+
+        Args:
+            parallel_env: the PettingZoo ``ParallelEnv``; the adapter owns it from now on (closes it).
+            name: the spec's name, e.g. ``"mamujoco:Humanoid-9|8"``.
+            seed: as for the constructor.
+            episode_limit: as for the constructor (required when the env has no ``max_cycles``).
+        """
+        env = cls.__new__(cls)
+        env._setup(parallel_env, name, seed, episode_limit)
+        return env
+
+    def _setup(self, parallel_env: Any, name: str, seed: int, episode_limit: int | None) -> None:
+        """Read the spaces of ``parallel_env``, reset it once with ``seed`` and build the spec."""
+        from gymnasium import spaces
+
+        self._env = parallel_env
         self._agents: list[str] = list(self._env.possible_agents)
-        name = f"pettingzoo:{env_id}"
         n_agents = len(self._agents)
 
         obs_spaces = [self._env.observation_space(agent) for agent in self._agents]
