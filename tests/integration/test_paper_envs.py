@@ -64,6 +64,17 @@ def test_exported_continuous_policy_acts_within_bounds(algo, humanoid_runs, tmp_
     assert "2 episodes" in result and "mean return" in result
 
 
+@pytest.mark.parametrize(("env", "package"), [("flatland:10_agents", "flatland"),
+                                              ("mamujoco:HumanoidStandup-9|8", "gymnasium_robotics")])
+def test_mabl_trains_on_the_other_paper_tasks(env, package, tmp_path):
+    pytest.importorskip(package)
+    train("mabl", env, tmp_path / "run", steps=150)
+    episodes, learner = records(tmp_path / "run", "episode"), records(tmp_path / "run", "learner")
+    assert episodes[-1]["env_step"] >= 150 and learner
+    assert all(np.isfinite(v) for r in learner for k, v in r.items() if k != "kind")
+    assert learner[-1]["imagined_samples"] > 0
+
+
 @pytest.mark.parametrize("algo", ["mabl", "mappo"])
 def test_flatland_trains_and_logs_arrived_fraction(algo, tmp_path):
     pytest.importorskip("flatland")
