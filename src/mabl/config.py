@@ -46,6 +46,13 @@ class ModelConfig:
         "'both_levels' features (paper §3.1.2)",
         ("obs_decoder_hidden", "both_levels"),
     )
+    input_transform: str = _f(
+        "none",
+        "what the world model does to observations and states before reading them, also the target of "
+        "the observation decoder: 'none' (released code) or 'symlog' = sign(x) log(1 + |x|) (DreamerV3), "
+        "for unnormalised inputs such as MAMuJoCo's contact forces (values in the thousands) [ours]",
+        ("none", "symlog"),
+    )
     kl_balance: float = _f(0.8, "KL balancing: weight of KL(sg(q)||p); 1-x goes to KL(q||sg(p)) [code]")
     lr: float = _f(3e-4, "world-model Adam learning rate [code]")
     grad_clip: float = _f(100.0, "world-model gradient-norm clip [code]")

@@ -111,7 +111,8 @@ def world_model_loss(
 
     z_a, h_a, z_g, h_g = post.map(lambda t: t[:cut])  # posterior states j = 0 .. T-2
     obs_pred, dec_hidden = model.decode_obs(z_a, h_a)
-    obs_err = F.smooth_l1_loss(obs_pred.float(), batch.obs[:cut], reduction="none").sum(-1, keepdim=True)
+    obs_target = model.agent.transform(batch.obs[:cut])  # model.input_transform: identity unless 'symlog'
+    obs_err = F.smooth_l1_loss(obs_pred.float(), obs_target, reduction="none").sum(-1, keepdim=True)
     obs_loss = _masked_mean(obs_err, real)
 
     h_a_next = filt.h_a_trans[1:]  # the transition out of posterior j, j = 0 .. T-2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -88,6 +89,19 @@ def _scratch(shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -
             _SCRATCH.clear()
         buf = _SCRATCH[key] = torch.empty(shape, dtype=dtype, device=device)
     return buf
+
+
+def symlog(x: torch.Tensor) -> torch.Tensor:
+    """``sign(x) log(1 + |x|)``: squashes large magnitudes, near identity around 0 (DreamerV3)."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+INPUT_TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"none": identity, "symlog": symlog}
+"""``model.input_transform``: applied to observations and states wherever the world model reads them."""
 
 
 def latent_index(z: torch.Tensor, n_classes: int) -> torch.Tensor:

@@ -40,7 +40,7 @@ from torch import nn
 from mabl.config import ModelConfig
 from mabl.envs.base import EnvSpec
 from mabl.models.distributions import mode_onehot, sample_onehot
-from mabl.models.nets import LatentHead, SplitLinear, SplitMLP, mlp, xavier_init
+from mabl.models.nets import INPUT_TRANSFORMS, LatentHead, SplitLinear, SplitMLP, mlp, xavier_init
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,7 @@ class AgentEncoder(nn.Module):
         super().__init__()
         hid, z, k = cfg.hidden, cfg.n_categoricals * cfg.n_classes, cfg.n_classes
         self.deter, self.latent_dim = cfg.deter, z
+        self.transform = INPUT_TRANSFORMS[cfg.input_transform]  # on observations (and the state, world model)
         # Encoder: `encoder_layers` Linear layers, ReLU between, linear output [code].
         self.obs_encoder = mlp(spec.obs_dim, hid, hid, cfg.encoder_layers - 1)
         self.agent_input = SplitLinear([spec.action_size, z], hid, {1: k})  # [own previous action, z^a]
@@ -177,7 +178,7 @@ class AgentEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(h^a_{t-1}, z^a_{t-1}, a_{t-1}, o_t) -> (h^a_t, z^a_t)`` for ``[..., N, ·]`` inputs."""
         h_a = self.transition(h_a, z_a, prev_action)
-        logits = self.agent_posterior(h_a, self.obs_encoder(obs))
+        logits = self.agent_posterior(h_a, self.obs_encoder(self.transform(obs)))
         if deterministic:
             return h_a, mode_onehot(logits)
         return h_a, sample_onehot(logits, straight_through=False, generator=generator)
@@ -284,14 +285,14 @@ class BiLevelWorldModel(nn.Module):
         device = obs.device
         agent, has_global = self.agent, self.has_global
         # Work that does not depend on the recurrence: all time steps at once.
-        embed_o = agent.obs_encoder(obs)  # [T, B, N, hid]
+        embed_o = agent.obs_encoder(agent.transform(obs))  # [T, B, N, hid]
         pre_agent_act = agent.agent_input.part(0, prev_action, bias=True)  # [T, B, N, hid]
         pre_agent_post = agent.agent_posterior.first.part(1, embed_o, bias=True)  # [T, B, N, hid]
         # The state a reset episode starts from: the acting path's first step (zero previous
         # action, zero latent, zero GRU state).
         h_a_start = agent.start_state(n)  # [N, D]
         if has_global:
-            embed_s = self.state_encoder(state)  # [T, B, hid]
+            embed_s = self.state_encoder(agent.transform(state))  # [T, B, hid]
             pre_global_act = self._joint_action(self.global_input.part(0, prev_action.flatten(-2), bias=True))
             pre_global_post = self._joint_action(self.global_posterior.first.part(1, embed_s, bias=True))
             zero = torch.zeros(1, self.deter, device=device)
