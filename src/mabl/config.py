@@ -267,13 +267,27 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+ADDED_FIELDS: dict[str, Any] = {
+    "policy.init_std": 0.5,
+    "mappo.init_std": 0.5,
+    "model.input_transform": "none",
+}
+"""Fields added after run directories of earlier versions were written, with the value that
+reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
+transform before ``input_transform``). A saved config without them gets these values, so runs and
+checkpoints made by an earlier mabl still resume and evaluate."""
+
+
 def from_dict(data: dict[str, Any]) -> RunConfig:
-    """Rebuild a config from ``to_dict`` output; unknown keys are an error (foreign file)."""
+    """Rebuild a config from ``to_dict`` output; any other missing field is an error (foreign file)."""
     cfg = RunConfig()
     for path, _, _ in iter_fields(cfg):
         node = data
         for part in path.split("."):
             if not isinstance(node, dict) or part not in node:
+                if path in ADDED_FIELDS:
+                    node = ADDED_FIELDS[path]
+                    break
                 raise MablError(f"config is missing field '{path}'")
             node = node[part]
         cfg = replace_path(cfg, path, coerce(cfg, path, node))

@@ -1,0 +1,37 @@
+"""Saved configs of earlier versions (run directories, checkpoints) still load: fields added later
+take the values that reproduce the earlier behaviour; anything else missing marks a foreign file."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from mabl.config import ADDED_FIELDS, RunConfig, from_dict, get_path, to_dict
+from mabl.errors import MablError
+
+
+def _without(data: dict, path: str) -> dict:
+    data = copy.deepcopy(data)
+    *parents, leaf = path.split(".")
+    node = data
+    for part in parents:
+        node = node[part]
+    del node[leaf]
+    return data
+
+
+def test_fields_added_later_take_their_earlier_behaviour():
+    saved = to_dict(RunConfig(algo="dreamer", seed=3))
+    for path in ADDED_FIELDS:
+        saved = _without(saved, path)
+    cfg = from_dict(saved)
+    assert (cfg.algo, cfg.seed) == ("dreamer", 3)
+    assert {path: get_path(cfg, path) for path in ADDED_FIELDS} == {
+        "policy.init_std": 0.5, "mappo.init_std": 0.5, "model.input_transform": "none"}
+
+
+@pytest.mark.parametrize("path", ["model.hidden", "algo", "schedule.model_updates"])
+def test_other_missing_fields_mark_a_foreign_file(path):
+    with pytest.raises(MablError, match=f"missing field '{path}'"):
+        from_dict(_without(to_dict(RunConfig()), path))
