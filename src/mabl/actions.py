@@ -37,7 +37,26 @@ def normalize_action(action: torch.Tensor, low: float, high: float) -> torch.Ten
     return (action.float() - low) * (2.0 / (high - low)) - 1.0
 
 
+def action_std(log_std: torch.Tensor) -> torch.Tensor:
+    """The Gaussian actor's standard deviation ``[D]`` from its (clamped) log std parameter."""
+    return log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
+
+
 def gaussian(mean: torch.Tensor, log_std: torch.Tensor) -> torch.distributions.Distribution:
     """The diagonal Gaussian over the last axis: ``log_prob`` and ``entropy`` sum over the D dims."""
-    std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp().expand_as(mean)
-    return torch.distributions.Independent(torch.distributions.Normal(mean, std), 1)
+    return torch.distributions.Independent(torch.distributions.Normal(mean, action_std(log_std).expand_as(mean)), 1)
+
+
+def action_distribution(out: torch.Tensor, log_std: torch.Tensor | None) -> torch.distributions.Distribution:
+    """An actor's distribution: the Gaussian when it has a ``log_std`` (continuous), else categorical
+    over the (masked) logits ``out``."""
+    return torch.distributions.Categorical(logits=out) if log_std is None else gaussian(out, log_std)
+
+
+def act_gaussian(mean: torch.Tensor, log_std: torch.Tensor, deterministic: bool, low: float, high: float,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One acting step of the Gaussian actor: ``u`` (the mean when ``deterministic``, else a sample
+    drawn with ``generator``), the executed action in ``[low, high]`` and the std ``[D]``."""
+    std = action_std(log_std)
+    u = mean if deterministic else mean + std * torch.randn(mean.shape, generator=generator, device=mean.device)
+    return u, to_env_action(u, low, high), std

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mabl.actions import to_env_action
+from mabl.actions import act_gaussian
 from mabl.config import ModelConfig
 from mabl.envs.base import EnvSpec
 from mabl.errors import MablError
@@ -90,10 +90,9 @@ class DecentralizedPolicy:
         self.h, self.z = self.encoder.step(self.h, self.z, self.prev_action, obs_t, deterministic, self.generator)
         out = self.actor(self.z, self.h, avail_t)
         if self.actor.continuous:
-            std = self.actor.dist(self.z, self.h).base_dist.scale[0]
-            u = out if deterministic else out + std * torch.randn(out.shape, generator=self.generator, device=out.device)
+            u, action, std = act_gaussian(out, self.actor.log_std, deterministic, self.env_spec.action_low,
+                                          self.env_spec.action_high, self.generator)
             self.prev_action = u.clamp(-1.0, 1.0)  # what the world model saw in training: mabl.actions
-            action = to_env_action(u, self.env_spec.action_low, self.env_spec.action_high)
             return action.cpu().numpy().astype(np.float32), {"mean": out.cpu().numpy(), "std": std.cpu().numpy()}
         probs = out.softmax(-1)
         if deterministic:

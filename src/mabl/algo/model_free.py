@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mabl.actions import LOG_STD_MAX, LOG_STD_MIN, gaussian, to_env_action
+from mabl.actions import act_gaussian, action_distribution, to_env_action
 from mabl.algo.mappo import optimizer_step
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec, MultiAgentEnv, TimeStep
@@ -159,8 +159,7 @@ class MlpActor(AgentMlp):
 
     def dist(self, obs: torch.Tensor, avail: torch.Tensor | None = None) -> torch.distributions.Distribution:
         """The action distribution per agent (``log_prob`` / ``entropy`` give ``[..., N]``)."""
-        out = self(obs, avail)
-        return gaussian(out, self.log_std) if self.continuous else torch.distributions.Categorical(logits=out)
+        return action_distribution(self(obs, avail), self.log_std)
 
 
 class MlpCritic(AgentMlp):
@@ -234,10 +233,9 @@ class MappoPolicy:
 
         obs_t, avail_t = check_act_inputs(self.spec, obs, avail, self.device)
         if self.actor.continuous:
-            mean, std = self.actor(obs_t), self.actor.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX).exp()
-            u = mean if deterministic else mean + std * torch.randn(mean.shape, generator=self.generator,
-                                                                    device=self.device)
-            action = to_env_action(u, self.env_spec.action_low, self.env_spec.action_high)
+            mean = self.actor(obs_t)
+            _, action, std = act_gaussian(mean, self.actor.log_std, deterministic, self.env_spec.action_low,
+                                          self.env_spec.action_high, self.generator)
             return action.cpu().numpy().astype(np.float32), {"mean": mean.cpu().numpy(), "std": std.cpu().numpy()}
         probs = self.actor(obs_t, avail_t).softmax(-1)
         if deterministic:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from mabl.actions import gaussian
+from mabl.actions import action_distribution
 from mabl.models.nets import SplitLinear, SplitMLP, mlp, sinusoidal_encoding, xavier_init
 
 MASKED_LOGIT = -1e10
@@ -46,8 +46,7 @@ class Actor(nn.Module):
     def dist(self, z_a: torch.Tensor, h_a: torch.Tensor, avail: torch.Tensor | None = None
              ) -> torch.distributions.Distribution:
         """The action distribution per agent (``log_prob`` / ``entropy`` give ``[..., N]``)."""
-        out = self(z_a, h_a, avail)
-        return gaussian(out, self.log_std) if self.continuous else torch.distributions.Categorical(logits=out)
+        return action_distribution(self(z_a, h_a, avail), self.log_std)
 
 
 class AttentionCritic(nn.Module):
