@@ -7,42 +7,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_ctde import OBS, SPEC, A, G, N, _replay  # the same fake spec and random replay
 
 from mabl.algo.agent import MablAgent
 from mabl.algo.world_model_loss import action_input, world_model_loss
-from mabl.envs.base import EnvSpec
 from mabl.policy import DecentralizedPolicy, JointPolicy, latent_policy
 from mabl.presets import build_config
-from mabl.replay import SequenceReplay
 
-N, OBS, G, A = 3, 7, 9, 5
-SPEC = EnvSpec(name="fake", n_agents=N, obs_dim=OBS, state_dim=G, discrete=True, n_actions=A,
-               has_action_mask=True, episode_limit=50)
 MODEL_BASED = ["mabl", "mabl-sg", "dreamer", "mamba"]
 
 
 def _agent(algo: str, seed: int = 0, preset: str = "debug", **overrides) -> MablAgent:
     torch.manual_seed(seed)
     return MablAgent(SPEC, build_config(preset, {"algo": algo, **overrides}), torch.device("cpu"))
-
-
-def _replay(seed: int = 0) -> SequenceReplay:
-    rng = np.random.default_rng(seed)
-    replay = SequenceReplay(SPEC, 1000)
-    for length, terminated in [(12, True), (9, False), (15, True)]:
-        avail = rng.random((length, N, A)) < 0.7
-        avail[..., 0] = True
-        done = np.zeros(length, bool)
-        done[-1] = terminated
-        replay.add_episode({
-            "obs": rng.standard_normal((length, N, OBS)).astype(np.float32),
-            "state": rng.standard_normal((length, G)).astype(np.float32),
-            "action": rng.integers(0, A, (length, N)),
-            "reward": rng.standard_normal(length).astype(np.float32),
-            "done": done,
-            "avail": avail,
-        }, terminated, rng)
-    return replay
 
 
 def _batch(agent: MablAgent, seed: int = 1):
