@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from mabl.actions import normalize_action
 from mabl.envs.base import EnvSpec
 from mabl.models.distributions import balanced_kl
-from mabl.models.world_model import BiLevelWorldModel, Filtered, level_features
+from mabl.models.world_model import BiLevelWorldModel, Filtered
 
 
 class SequenceBatch(NamedTuple):
@@ -109,34 +109,29 @@ def world_model_loss(
     if model.has_global:  # one term per level; MABL-SG's has no agent axis
         terms["kl_global"] = balanced_kl(filt.post_g_logits[:cut], filt.prior_g_logits[:cut], kl_balance).mean()
 
-    z_a, h_a, z_g, h_g = post.map(lambda t: t[:cut])  # posterior states j = 0 .. T-2
-    obs_pred, dec_hidden = model.decode_obs(z_a, h_a)
-    obs_target = model.agent.transform(batch.obs[:cut])  # model.input_transform: identity unless 'symlog'
-    obs_err = F.smooth_l1_loss(obs_pred.float(), obs_target, reduction="none").sum(-1, keepdim=True)
-    obs_loss = _masked_mean(obs_err, real)
-
     h_a_next = filt.h_a_trans[1:]  # the transition out of posterior j, j = 0 .. T-2
     h_g_next = None if filt.h_g_trans is None else filt.h_g_trans[1:]
+    heads = model.loss_heads(post.map(lambda t: t[:cut]), h_a_next, h_g_next)  # posterior states j = 0 .. T-2
+    obs_target = model.agent.transform(batch.obs[:cut])  # model.input_transform: identity unless 'symlog'
+    obs_err = F.smooth_l1_loss(heads["obs"].float(), obs_target, reduction="none").sum(-1, keepdim=True)
+    obs_loss = _masked_mean(obs_err, real)
+
     n_agents = spec.n_agents
-    reward_pred = model.reward_head(z_a, h_a_next).squeeze(-1)  # [T-1, B, N]
+    reward_pred = heads["reward"].squeeze(-1)  # [T-1, B, N]
     reward_target = batch.reward[1:, :, None].expand(-1, -1, n_agents)
     reward_loss = F.smooth_l1_loss(reward_pred.float(), reward_target)
-    cont_logit = model.cont_head(*level_features(z_a, h_a_next, z_g, h_g_next)).squeeze(-1)
+    cont_logit = heads["cont"].squeeze(-1)
     cont_target = (1.0 - batch.done[1:, :, None]).expand(-1, -1, n_agents)
     cont_loss = F.binary_cross_entropy_with_logits(cont_logit.float(), cont_target)
 
     terms.update(obs=obs_loss, reward=reward_loss, cont=cont_loss)
-    if model.avail_head is not None and batch.avail is not None:
-        avail_logit = model.avail_head(*level_features(z_a, h_a, z_g, h_g)).float()
+    if "avail" in heads and batch.avail is not None:
         # Log-likelihood of the availability vector: independent Bernoullis summed over actions.
         avail_nll = F.binary_cross_entropy_with_logits(
-            avail_logit, batch.avail[:cut].float(), reduction="none").sum(-1)
+            heads["avail"].float(), batch.avail[:cut].float(), reduction="none").sum(-1)
         terms["avail"] = avail_nll.mean()
 
-    if model.cfg.action_decoder_input == "obs_decoder_hidden":
-        action_out = model.action_decoder(dec_hidden).float()
-    else:
-        action_out = model.action_decoder(*level_features(z_a, h_a, z_g, h_g)).float()
+    action_out = heads["action"].float()
     not_first = (~batch.first[:cut]).float()[..., None]  # [T-1, B, 1]
     if spec.discrete:
         action_err = F.cross_entropy(action_out.flatten(0, -2), batch.prev_action[:cut].flatten(),

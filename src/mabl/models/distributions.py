@@ -9,6 +9,25 @@ KL_EPS = 1e-7
 """Added inside every log of the categorical KL, as in the released code."""
 
 
+class _SampleOneHot(torch.autograd.Function):
+    """An exact one-hot sample of ``probs [..., K]`` by inverse CDF, with the straight-through
+    gradient: backward passes the incoming gradient to ``probs`` unchanged.
+
+    This is ``onehot + probs - sg(probs)`` of DreamerV2 without its two full-size temporaries, and
+    its forward value is exactly 0/1 (the sum-and-subtract form is only within rounding of it).
+    """
+
+    @staticmethod
+    def forward(ctx, probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        # the first class whose cumulative probability reaches u (clamped against rounding of the sum)
+        index = torch.searchsorted(probs.cumsum(-1), uniform).clamp_max_(probs.shape[-1] - 1)
+        return torch.zeros_like(probs).scatter_(-1, index, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
 def sample_onehot(
     logits: torch.Tensor, straight_through: bool = True, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -16,21 +35,19 @@ def sample_onehot(
 
     The forward value is an exact one-hot sample of softmax(logits), drawn by inverse CDF (one
     uniform number per categorical rather than K Gumbel numbers). With ``straight_through`` the
-    gradient flows as if the output were the probabilities: ``onehot + probs - sg(probs)``
-    (DreamerV2; no unimix, as the released code).
+    gradient flows as if the output were the probabilities (DreamerV2's ``onehot + probs -
+    sg(probs)``; no unimix, as the released code).
     """
-    probs = logits.float().softmax(-1)
+    probs = F.softmax(logits, -1, dtype=torch.float32)
     shape = probs.shape[:-1] + (1,)
     # (torch.compile cannot trace an explicit generator argument, so pass one only when given.)
     if generator is None:
         uniform = torch.rand(shape, device=probs.device)
     else:
         uniform = torch.rand(shape, device=probs.device, generator=generator)
-    index = (probs.detach().cumsum(-1) < uniform).sum(-1).clamp_max(probs.shape[-1] - 1)
-    onehot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
-    if straight_through and logits.requires_grad:
-        onehot = onehot + probs - probs.detach()
-    return onehot.flatten(-2)
+    if not (straight_through and logits.requires_grad):
+        probs = probs.detach()
+    return _SampleOneHot.apply(probs, uniform).flatten(-2)
 
 
 def mode_onehot(logits: torch.Tensor) -> torch.Tensor:
@@ -52,17 +69,23 @@ class _BalancedKL(torch.autograd.Function):
 
         posterior: dKL/dq_k = log(q_k+e) - log(p_k+e) + q_k/(q_k+e)   -> softmax backward, x (1-b)
         prior:     dKL/dp_k = -q_k/(p_k+e)                            -> softmax backward, x b
+
+    The softmax backward ``y * (d - <y, d>)`` ignores constants added to ``d``, so the posterior
+    side uses ``q/(q+e) - 1 = -e/(q+e)``. Every large temporary is made once and then updated in
+    place: at the paper's sizes (2,160 rows x 32 x 32 per level) this is elementwise work bound
+    by memory traffic, and half the passes of the plain form (measured 25-28 ms -> 13-14 ms per
+    level on the 2-core CPU, forward + backward).
     """
 
     @staticmethod
     def forward(ctx, q_logits: torch.Tensor, p_logits: torch.Tensor, balance: float) -> torch.Tensor:
-        q = q_logits.float().softmax(-1)
-        p = p_logits.float().softmax(-1)
-        log_ratio = (q + KL_EPS).log() - (p + KL_EPS).log()
+        q = F.softmax(q_logits, -1, dtype=torch.float32)
+        p = F.softmax(p_logits, -1, dtype=torch.float32)
+        log_ratio = torch.add(q, KL_EPS).log_().sub_(torch.add(p, KL_EPS).log_())
         ctx.save_for_backward(q, p, log_ratio)
         ctx.balance = balance
         ctx.dtypes = (q_logits.dtype, p_logits.dtype)
-        return (q * log_ratio).sum(-1).mean(-1)
+        return torch.linalg.vecdot(q, log_ratio).mean(-1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -70,11 +93,14 @@ class _BalancedKL(torch.autograd.Function):
         g = (grad / q.shape[-2])[..., None, None]  # mean over the categoricals
         grad_q = grad_p = None
         if ctx.needs_input_grad[0]:
-            u = log_ratio + q / (q + KL_EPS)
-            grad_q = ((1.0 - ctx.balance) * g * q * (u - (q * u).sum(-1, keepdim=True))).to(ctx.dtypes[0])
+            u = torch.add(log_ratio, torch.add(q, KL_EPS).reciprocal_(), alpha=-KL_EPS).mul_(q)  # q * d
+            u.addcmul_(q, u.sum(-1, keepdim=True), value=-1.0)  # q * (d - <q, d>)
+            grad_q = u.mul_(g * (1.0 - ctx.balance)).to(ctx.dtypes[0])
         if ctx.needs_input_grad[1]:
-            v = -q / (p + KL_EPS)
-            grad_p = (ctx.balance * g * p * (v - (p * v).sum(-1, keepdim=True))).to(ctx.dtypes[1])
+            v = torch.add(p, KL_EPS)
+            torch.div(q, v, out=v).mul_(p)  # p * q/(p+e) = -p * d
+            v.addcmul_(p, v.sum(-1, keepdim=True), value=-1.0)
+            grad_p = v.mul_(g * -ctx.balance).to(ctx.dtypes[1])
         return grad_q, grad_p, None
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -60,12 +61,36 @@ class _OneHotMatmul(torch.autograd.Function):
         table, index, value = ctx.saved_tensors
         dtype = ctx.compute_dtype
         grad = grad.to(dtype)
-        grad_z = (grad @ table.to(dtype).t()).to(table.dtype) if ctx.needs_input_grad[0] else None
+        grad_z = (grad @ _cast_cached(table, dtype).t()).to(table.dtype) if ctx.needs_input_grad[0] else None
         grad_table = None
         if ctx.needs_input_grad[1]:
             dense = _scratch((index.shape[0], table.shape[0]), dtype, grad.device).zero_()
             grad_table = (dense.scatter_(1, index, value.to(dtype)).t() @ grad).to(table.dtype)
         return grad_z, grad_table, None, None
+
+
+_CASTS: dict[tuple[int, torch.dtype], tuple[weakref.ref, int, torch.Tensor]] = {}
+
+
+def _cast_cached(table: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``table.to(dtype)``, reused while ``table`` is the same object, unmodified (its version
+    counter changes with every in-place update, e.g. an optimizer step).
+
+    The recurrent filter multiplies the same weight table at every step, so without this its
+    backward casts it ~20 times per update. Like autocast's own weight cache, but also valid
+    inside backward.
+    """
+    if table.dtype == dtype:
+        return table
+    key = (id(table), dtype)
+    hit = _CASTS.get(key)
+    if hit is not None and hit[0]() is table and hit[1] == table._version:
+        return hit[2]
+    if len(_CASTS) >= 64:
+        _CASTS.clear()
+    cast = table.detach().to(dtype)
+    _CASTS[key] = (weakref.ref(table), table._version, cast)
+    return cast
 
 
 _SCRATCH: dict[tuple, torch.Tensor] = {}
@@ -114,17 +139,108 @@ def onehot_matmul(z: torch.Tensor, table: torch.Tensor, n_classes: int) -> torch
     ``[..., C*K]`` (gradients flow to them, straight-through; an all-zero categorical contributes
     zero) or as class indices ``[..., C]`` (int)."""
     if z.is_floating_point():
-        groups = z.detach().reshape(-1, z.shape[-1] // n_classes, n_classes)
-        value, index = groups.max(-1)  # [R, C]: the non-zero entry's value (0 if none) and class
+        flat_index, value = _onehot_parts(z, n_classes)
         flat_z = z.reshape(-1, z.shape[-1])
-        lead = z.shape[:-1]
     else:
-        lead, index = z.shape[:-1], z.reshape(-1, z.shape[-1])
+        index = z.reshape(-1, z.shape[-1])
+        flat_index = index + _class_offsets(index.shape[-1], n_classes, z.device)
         value = torch.ones(index.shape, dtype=table.dtype, device=z.device)
         flat_z = z.new_zeros(0)
-    flat_index = index + torch.arange(index.shape[-1], device=z.device) * n_classes
+    lead = z.shape[:-1]
     out = _OneHotMatmul.apply(flat_z, table, flat_index, value.to(table.dtype))
     return out.view(*lead, table.shape[1])
+
+
+_OFFSETS: dict[tuple, torch.Tensor] = {}
+
+
+def _class_offsets(n_categoricals: int, n_classes: int, device: torch.device) -> torch.Tensor:
+    """``[0, K, 2K, ...]`` (int64, ``[C]``): categorical c's classes start at row c*K of a table."""
+    key = (n_categoricals, n_classes, device)
+    if key not in _OFFSETS:
+        _OFFSETS[key] = torch.arange(n_categoricals, device=device) * n_classes
+    return _OFFSETS[key]
+
+
+def _onehot_parts(z: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat table rows ``[R, C]`` (int64) and values ``[R, C]`` of a one-hot latent ``[..., C*K]``."""
+    groups = z.detach().reshape(-1, z.shape[-1] // n_classes, n_classes)
+    value, index = groups.max(-1)  # the non-zero entry's value (0 for an all-zero categorical) and class
+    return index + _class_offsets(index.shape[-1], n_classes, z.device), value
+
+
+class _StepGather(torch.autograd.Function):
+    """One step's ``z @ table`` of a :class:`StepTable`: forward a gather, backward the dense
+    straight-through gradient for ``z`` now and the table's share for later (see there)."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, table: torch.Tensor, index: torch.Tensor, value: torch.Tensor,
+                owner: StepTable) -> torch.Tensor:
+        ctx.save_for_backward(index, value)
+        ctx.owner = owner
+        return F.embedding_bag(index, table, mode="sum", per_sample_weights=value.to(table.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        index, value = ctx.saved_tensors
+        owner = ctx.owner
+        grad = grad.to(owner.compute_dtype)
+        grad_z = None
+        if ctx.needs_input_grad[0]:
+            grad_z = (grad @ _cast_cached(owner.weight, owner.compute_dtype).t()).to(owner.weight.dtype)
+        if ctx.needs_input_grad[1]:
+            owner.pending.append((index, value, grad))  # the table's share, formed in _StepTableRoot.backward
+        return grad_z, None, None, None, None
+
+
+class _StepTableRoot(torch.autograd.Function):
+    """The table as the steps see it. Autograd runs its backward once, after every step's backward
+    (they all depend on it); it turns the steps' saved gradients into the table's gradient with
+    one dense matmul over all steps."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, owner: StepTable) -> torch.Tensor:
+        ctx.owner = owner
+        ctx.set_materialize_grads(False)  # the steps pass it no gradient (None), only their saved shares
+        return table.view_as(table)
+
+    @staticmethod
+    def backward(ctx, _none: None):
+        owner = ctx.owner
+        pending, owner.pending = owner.pending, []
+        if not pending:
+            return None, None
+        index = torch.cat([p[0] for p in pending])
+        value = torch.cat([p[1] for p in pending]).to(owner.compute_dtype)
+        grad = torch.cat([p[2] for p in pending])
+        dense = _scratch((index.shape[0], owner.weight.shape[0]), owner.compute_dtype, grad.device).zero_()
+        return (dense.scatter_(1, index, value).t() @ grad).to(owner.weight.dtype), None
+
+
+class StepTable:
+    """``z_j @ table`` at every step j of a recurrent loop, for one-hot latents ``z_j`` that carry a
+    straight-through gradient (the filter's own samples feeding the next step).
+
+    Equal to :func:`onehot_matmul` at every step, in value and in every gradient. The difference
+    is when the table's gradient is formed: not as one small ``[C*K, R] x [R, out]`` matmul per
+    step (19 per update, each with its own dense one-hot) but as one over all steps, when the
+    backward reaches the table. Make one per forward pass; its backward must run once (no
+    ``retain_graph``).
+    """
+
+    def __init__(self, weight: torch.Tensor, n_classes: int):
+        self.weight, self.n_classes = weight, n_classes
+        device = weight.device.type
+        # the autocast dtype, as autocast's own linear would use (one-hot is exact in bf16)
+        self.compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.root = _StepTableRoot.apply(weight, self) if weight.requires_grad and torch.is_grad_enabled() else weight
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        """``z @ table`` for a one-hot latent ``z [..., C*K]``."""
+        index, value = _onehot_parts(z, self.n_classes)
+        out = _StepGather.apply(z.reshape(-1, z.shape[-1]), self.root, index, value, self)
+        return out.view(*z.shape[:-1], self.weight.shape[1])
 
 
 class SplitLinear(nn.Module):
@@ -171,6 +287,41 @@ class SplitLinear(nn.Module):
         return out
 
 
+def fused_split_linears(layers: dict[str, tuple[SplitLinear, tuple[torch.Tensor, ...]]]) -> dict[str, torch.Tensor]:
+    """The outputs of several :class:`SplitLinear` layers ``{name: (layer, inputs)}``, each equal to
+    ``layer(*inputs)``, with every input tensor that several layers read multiplied once.
+
+    Inputs are grouped by identity (the same tensor object). A categorical latent read by k
+    layers becomes one gather over the k tables side by side, and its backward one
+    ``[R, k*out] x [k*out, C*K]`` matmul and one dense one-hot instead of k of each (plus k-1
+    full-size gradient sums); a dense input becomes one matmul over the stacked weights.
+    """
+    groups: dict[int, list[tuple[str, int]]] = {}
+    tensors: dict[int, torch.Tensor] = {}
+    for name, (layer, inputs) in layers.items():
+        assert len(inputs) == len(layer.in_dims), (name, len(inputs), layer.in_dims)
+        for i, x in enumerate(inputs):
+            groups.setdefault(id(x), []).append((name, i))
+            tensors[id(x)] = x
+    out = {name: layer.bias for name, (layer, _) in layers.items()}
+    for key, users in groups.items():
+        x = tensors[key]
+        if len(users) == 1:
+            name, i = users[0]
+            parts = [layers[name][0].part(i, x)]
+        else:
+            weights = [layers[name][0].weights[i] for name, i in users]
+            first_layer, first_index = layers[users[0][0]][0], users[0][1]
+            if first_index in first_layer.onehot:  # tables [C*K, out]: side by side along out
+                wide = onehot_matmul(x, torch.cat(weights, 1), first_layer.onehot[first_index])
+            else:  # Linear weights [out, in]: stacked along out
+                wide = F.linear(x, torch.cat(weights, 0))
+            parts = wide.split([w.shape[1] if first_index in first_layer.onehot else w.shape[0] for w in weights], -1)
+        for (name, _), part in zip(users, parts):
+            out[name] = part + out[name]
+    return out
+
+
 class SplitMLP(nn.Module):
     """An MLP whose first layer is a :class:`SplitLinear` over several inputs (e.g. ``z, h``)."""
 
@@ -181,8 +332,12 @@ class SplitMLP(nn.Module):
         self.act = act()
         self.rest = mlp(hidden, hidden, out_dim, layers - 1, act)
 
+    def from_pre(self, pre: torch.Tensor) -> torch.Tensor:
+        """Finish the MLP from its first layer's output (e.g. from :func:`fused_split_linears`)."""
+        return self.rest(self.act(pre))
+
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
-        return self.rest(self.act(self.first(*xs)))
+        return self.from_pre(self.first(*xs))
 
 
 class LatentHead(nn.Module):

@@ -40,7 +40,16 @@ from torch import nn
 from mabl.config import ModelConfig
 from mabl.envs.base import EnvSpec
 from mabl.models.distributions import mode_onehot, sample_onehot
-from mabl.models.nets import INPUT_TRANSFORMS, LatentHead, SplitLinear, SplitMLP, mlp, xavier_init
+from mabl.models.nets import (
+    INPUT_TRANSFORMS,
+    LatentHead,
+    SplitLinear,
+    SplitMLP,
+    StepTable,
+    fused_split_linears,
+    mlp,
+    xavier_init,
+)
 
 
 @dataclass(frozen=True)
@@ -238,10 +247,33 @@ class BiLevelWorldModel(nn.Module):
         g = () if self.shared_global else (n,)
         return Latent(zeros(n, self.latent_dim), zeros(n, self.deter), zeros(*g, self.latent_dim), zeros(*g, self.deter))
 
-    def decode_obs(self, z_a: torch.Tensor, h_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Observation reconstruction and the decoder's last hidden layer (action-decoder input)."""
-        hidden = torch.relu(self.obs_decoder_body(z_a, h_a))
-        return self.obs_decoder_out(hidden), hidden
+    def loss_heads(self, post: Latent, h_a_next: torch.Tensor, h_g_next: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Every head the world-model loss reads, from posterior states ``post`` and the transitions
+        out of them (``h_*_next``): ``obs`` (reconstruction), ``obs_hidden`` (the decoder's last
+        hidden layer), ``reward`` and ``cont`` (from ``(z_t, h_{t+1})``), ``avail`` (when the env
+        has masks) and ``action`` (decoder output). Each equals calling that head alone; their first
+        layers run as one :func:`fused_split_linears`, so each latent is multiplied once for all
+        the heads that read it.
+        """
+        z_a, h_a, z_g, h_g = post
+        both = level_features(z_a, h_a, z_g, h_g)
+        first: dict[str, tuple[SplitLinear, tuple[torch.Tensor, ...]]] = {
+            "obs": (self.obs_decoder_body.first, (z_a, h_a)),
+            "reward": (self.reward_head.first, (z_a, h_a_next)),
+            "cont": (self.cont_head.first, level_features(z_a, h_a_next, z_g, h_g_next)),
+        }
+        if self.avail_head is not None:
+            first["avail"] = (self.avail_head.first, both)
+        if self.cfg.action_decoder_input != "obs_decoder_hidden":
+            first["action"] = (self.action_decoder.first, both)
+        pre = fused_split_linears(first)
+        hidden = torch.relu(self.obs_decoder_body.from_pre(pre["obs"]))
+        out = {"obs": self.obs_decoder_out(hidden), "obs_hidden": hidden,
+               "reward": self.reward_head.from_pre(pre["reward"]), "cont": self.cont_head.from_pre(pre["cont"])}
+        if self.avail_head is not None:
+            out["avail"] = self.avail_head.from_pre(pre["avail"])
+        out["action"] = self.action_decoder(hidden) if "action" not in pre else self.action_decoder.from_pre(pre["action"])
+        return out
 
     def agent_transition(self, h_a: torch.Tensor, z_a: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """Agent recurrent model on own action ``[..., N, A]``: h^a_t from (h^a, z^a, a^i)_{t-1}."""
@@ -299,31 +331,48 @@ class BiLevelWorldModel(nn.Module):
             h_g_start = self.global_gru(torch.relu(self.global_input.bias)[None], zero)  # [1, D]
             g_reset_shape = (batch, 1) if self.shared_global else (batch, 1, 1)
 
+        # The samples of step j are multiplied into the next step's GRU input (and, for z^a, into
+        # this step's global posterior) right after they are drawn, one gather for all their
+        # readers; StepTable forms the tables' gradients once for all steps.
+        k = self.cfg.n_classes
+        hid = self.cfg.hidden
+        z_a_tables = [agent.agent_input.weights[1]]
+        post_reads_z_a = has_global and self.cfg.global_posterior_on == "agent_posterior"
+        if post_reads_z_a:
+            z_a_tables.append(self.global_posterior.first.weights[2])
+        z_a_step = StepTable(torch.cat(z_a_tables, 1) if len(z_a_tables) > 1 else z_a_tables[0], k)
+        z_g_step = StepTable(self.global_input.weights[1], k) if has_global else None
+
         prev = self.initial((batch,), device)
+        next_a = 0.0  # z @ W of the zero initial latents
+        next_g = None if prev.h_g is None else prev.h_g.new_zeros(*prev.h_g.shape[:-1], hid)
         trans_a, trans_g, posts_a, posts_g, states = [], [], [], [], []
         for j in range(steps):  # the recurrence: h_j needs the posterior sample of step j-1
             reset = first[j].view(batch, 1, 1)
             # Transition from the previous posterior with this row's previous action.
-            x_a = agent.gru_input(pre_agent_act[j] + agent.agent_input.part(1, prev.z_a))
+            x_a = agent.gru_input(pre_agent_act[j] + next_a)
             h_a_trans = agent.agent_gru(x_a.flatten(0, 1), prev.h_a.flatten(0, 1)).view(batch, n, -1)
             # The filter continues from the transition unless obs[j] starts a new episode.
             h_a = torch.where(reset, h_a_start, h_a_trans)
             post_a = agent.agent_posterior.from_pre(pre_agent_post[j] + agent.agent_posterior.first.part(0, h_a))
             z_a = sample_onehot(post_a)
+            z_a_proj = z_a_step(z_a)  # [B, N, hid (+ hid)]
+            next_a = z_a_proj[..., :hid]
             z_g = h_g = None
             if has_global:
                 g_reset = first[j].view(g_reset_shape)
-                x_g = torch.relu(pre_global_act[j] + self.global_input.part(1, prev.z_g))
+                x_g = torch.relu(pre_global_act[j] + next_g)
                 h_g_trans = self.global_gru(x_g.flatten(0, -2), prev.h_g.flatten(0, -2)).view_as(prev.h_g)
                 h_g = torch.where(g_reset, h_g_start, h_g_trans)
                 g_pre = pre_global_post[j] + self.global_posterior.first.part(0, h_g)
-                if self.cfg.global_posterior_on == "agent_posterior":
-                    g_in = self.global_posterior.first.part(2, z_a)  # [B, N, hid]
+                if post_reads_z_a:
+                    g_in = z_a_proj[..., hid:]  # [B, N, hid]
                     g_in = g_in.mean(-2) if self.shared_global else g_in  # MABL-SG: mean over agents
                 else:  # z^g_{t-1}, zero at an episode start like the rest of the carried state
                     g_in = self.global_posterior.first.part(2, torch.where(g_reset, 0.0, prev.z_g))
                 post_g = self.global_posterior.from_pre(g_pre + g_in)
                 z_g = sample_onehot(post_g)
+                next_g = z_g_step(z_g)
                 trans_g.append(h_g_trans)
                 posts_g.append(post_g)
             prev = Latent(z_a, h_a, z_g, h_g)
