@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mabl.algo.imagination import Imagined, imagine
-from mabl.algo.mappo import MappoLearner
+from mabl.algo.mappo import MappoLearner, adam
 from mabl.algo.world_model_loss import SequenceBatch, action_input, shift_window, world_model_loss
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec
@@ -36,7 +36,7 @@ class MablAgent:
         self.actor = Actor(*sizes, spec.action_size, continuous=not spec.discrete, init_std=cfg.policy.init_std).to(device)
         levels = 2 if self.world_model.has_global else 1
         self.critic = AttentionCritic(*sizes, cfg.policy.attn_heads, spec.n_agents, levels).to(device)
-        self.model_opt = torch.optim.Adam(self.world_model.parameters(), lr=cfg.model.lr)
+        self.model_opt = adam(self.world_model.parameters(), lr=cfg.model.lr)
         self.mappo = MappoLearner(self.actor, self.critic, cfg.policy)
 
     def autocast(self):

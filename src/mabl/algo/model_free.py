@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mabl.actions import act_gaussian, action_distribution, to_env_action
-from mabl.algo.mappo import optimizer_step
+from mabl.algo.mappo import adam, optimizer_step
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec, MultiAgentEnv, TimeStep
 from mabl.errors import MablError
@@ -294,8 +294,8 @@ class ModelFreeMappo:
         c = self.cfg
         self.actor = MlpActor(spec, c.hidden, c.init_std).to(self.device)
         self.critic = MlpCritic(spec, c.hidden).to(self.device)
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.lr, eps=c.adam_eps)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.lr, eps=c.adam_eps)
+        self.actor_opt = adam(self.actor.parameters(), lr=c.lr, eps=c.adam_eps)
+        self.critic_opt = adam(self.critic.parameters(), lr=c.lr, eps=c.adam_eps)
         self.value_norm = ValueNormalizer(device=self.device)
         self._row_dtypes = {**_ROW_DTYPES, "action": np.int64 if spec.discrete else np.float32}
 
