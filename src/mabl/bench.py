@@ -50,7 +50,10 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str = "cpu", amp: bool = False,
-                model_repeats: int = 5, policy_repeats: int = 2, seed: int = 0) -> SpeedResult:
+                model_repeats: int = 10, policy_repeats: int = 3, seed: int = 0) -> SpeedResult:
+    """Time ``model_repeats`` world-model updates and ``policy_repeats`` policy iterations after a
+    warm-up; each phase reports the **median** of its repeats (a shared machine's bursts of
+    interference move a mean far more than a median)."""
     from mabl.algo.agent import MablAgent
     from mabl.presets import build_config
     from mabl.replay import SequenceReplay
@@ -92,13 +95,14 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
     ppo(imagination())
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    _sync(dev)
-    t0 = time.perf_counter()
+    model_times = []
     for _ in range(model_repeats):
+        _sync(dev)
+        t0 = time.perf_counter()
         model_update()
-    _sync(dev)
-    model_ms = (time.perf_counter() - t0) / model_repeats * 1e3
-    imag_total = ppo_total = 0.0
+        _sync(dev)
+        model_times.append(time.perf_counter() - t0)
+    imag_times, ppo_times = [], []
     for _ in range(policy_repeats):
         t0 = time.perf_counter()
         rollout = imagination()
@@ -106,9 +110,10 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
         t1 = time.perf_counter()
         ppo(rollout)
         _sync(dev)
-        imag_total += t1 - t0
-        ppo_total += time.perf_counter() - t1
-    imag_ms, ppo_ms = imag_total / policy_repeats * 1e3, ppo_total / policy_repeats * 1e3
+        imag_times.append(t1 - t0)
+        ppo_times.append(time.perf_counter() - t1)
+    model_ms = float(np.median(model_times)) * 1e3
+    imag_ms, ppo_ms = float(np.median(imag_times)) * 1e3, float(np.median(ppo_times)) * 1e3
     sched = cfg.schedule
     if dev.type == "cuda":
         peak = torch.cuda.max_memory_allocated(dev) / 2**20

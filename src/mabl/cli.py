@@ -70,8 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     speed.add_argument("--amp", action="store_true", help="bf16 autocast for the learner")
     speed.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    speed.add_argument("--repeats", type=int, default=5, help="timed world-model updates (default 5)")
-    speed.add_argument("--policy-repeats", type=int, default=2, help="timed policy iterations (default 2)")
+    speed.add_argument("--repeats", type=int, default=10,
+                       help="timed world-model updates; the median is reported (default 10)")
+    speed.add_argument("--policy-repeats", type=int, default=3,
+                       help="timed policy iterations; the median is reported (default 3)")
     speed.add_argument("--json", action="store_true", help="print one JSON object")
     envb = bench_sub.add_parser("env", help="env-steps/s of an environment adapter under uniform random actions")
     envb.add_argument("--env", required=True, help="env name, e.g. flatland:5_agents (see `mabl envs`)")
