@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from mabl.models.distributions import sample_onehot
-from mabl.models.nets import LatentHead, SplitLinear, SplitMLP, latent_index, onehot_matmul, sinusoidal_encoding
+from mabl.models.nets import (
+    LatentHead,
+    SplitLinear,
+    SplitMLP,
+    latent_index,
+    onehot_matmul,
+    onehot_weight_grad,
+    sinusoidal_encoding,
+)
 
 C, K = 4, 4  # categoricals x classes (debug-like)
 
@@ -186,3 +194,22 @@ def test_sinusoidal_encoding_values():
             angle = pos / (10000 ** (2 * i / 6))
             assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
             assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_onehot_weight_grad_sparse_and_dense_forms_equal_the_definition(dtype):
+    """Both forms of ``Z^T g`` (sparse CSR on the CPU, dense scatter + matmul on GPUs) against an
+    explicit loop over rows and categoricals, including all-zero categoricals (value 0)."""
+    gen = torch.Generator().manual_seed(0)
+    rows, cats, classes, out = 37, 4, 5, 6
+    index = torch.randint(0, classes, (rows, cats), generator=gen) + torch.arange(cats) * classes
+    value = (torch.rand(rows, cats, generator=gen) < 0.8).float()  # some categoricals all-zero
+    grad = torch.randn(rows, out, generator=gen).to(dtype)
+    expected = torch.zeros(cats * classes, out)
+    for r in range(rows):
+        for c in range(cats):
+            expected[index[r, c]] += value[r, c] * grad[r].float()
+    for sparse in (True, False):
+        got = onehot_weight_grad(index, value, grad, cats * classes, sparse=sparse).float()
+        tol = 1e-5 if dtype == torch.float32 or sparse else 5e-2  # dense bf16 rounds its output
+        torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
