@@ -52,9 +52,7 @@ class _OneHotMatmul(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, table: torch.Tensor, index: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(table, index, value)
-        device = table.device.type
-        # Under autocast the backward matmuls run in the autocast dtype, as autocast's own linear does.
-        ctx.compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else table.dtype
+        ctx.compute_dtype = _compute_dtype(table)
         return F.embedding_bag(index, table, mode="sum", per_sample_weights=value)
 
     @staticmethod
@@ -62,11 +60,24 @@ class _OneHotMatmul(torch.autograd.Function):
         table, index, value = ctx.saved_tensors
         dtype = ctx.compute_dtype
         grad = grad.to(dtype)
-        grad_z = (grad @ _cast_cached(table, dtype).t()).to(table.dtype) if ctx.needs_input_grad[0] else None
+        grad_z = _straight_through_grad(grad, table) if ctx.needs_input_grad[0] else None
         grad_table = None
         if ctx.needs_input_grad[1]:
             grad_table = onehot_weight_grad(index, value, grad, table.shape[0]).to(table.dtype)
         return grad_z, grad_table, None, None
+
+
+def _compute_dtype(table: torch.Tensor) -> torch.dtype:
+    """The dtype of a one-hot product's backward matmuls: autocast's while it is on (as autocast's
+    own linear would use; one-hot is exact in bf16), else the table's."""
+    device = table.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else table.dtype
+
+
+def _straight_through_grad(grad: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """``dz = grad @ table.T`` in ``grad``'s dtype, returned in the table's: the dense gradient of
+    the one-hot input (the straight-through path)."""
+    return (grad @ _cast_cached(table, grad.dtype).t()).to(table.dtype)
 
 
 def onehot_weight_grad(index: torch.Tensor, value: torch.Tensor, grad: torch.Tensor, n_rows: int,
@@ -213,9 +224,7 @@ class _StepGather(torch.autograd.Function):
         index, value = ctx.saved_tensors
         owner = ctx.owner
         grad = grad.to(owner.compute_dtype)
-        grad_z = None
-        if ctx.needs_input_grad[0]:
-            grad_z = (grad @ _cast_cached(owner.weight, owner.compute_dtype).t()).to(owner.weight.dtype)
+        grad_z = _straight_through_grad(grad, owner.weight) if ctx.needs_input_grad[0] else None
         if ctx.needs_input_grad[1]:
             owner.pending.append((index, value, grad))  # the table's share, formed in _StepTableRoot.backward
         return grad_z, None, None, None, None
@@ -224,7 +233,7 @@ class _StepGather(torch.autograd.Function):
 class _StepTableRoot(torch.autograd.Function):
     """The table as the steps see it. Autograd runs its backward once, after every step's backward
     (they all depend on it); it turns the steps' saved gradients into the table's gradient with
-    one dense matmul over all steps."""
+    one product over all steps (:func:`onehot_weight_grad`)."""
 
     @staticmethod
     def forward(ctx, table: torch.Tensor, owner: StepTable) -> torch.Tensor:
@@ -239,7 +248,7 @@ class _StepTableRoot(torch.autograd.Function):
         if not pending:
             return None, None
         index = torch.cat([p[0] for p in pending])
-        value = torch.cat([p[1] for p in pending]).to(owner.compute_dtype)
+        value = torch.cat([p[1] for p in pending])
         grad = torch.cat([p[2] for p in pending])
         return onehot_weight_grad(index, value, grad, owner.weight.shape[0]).to(owner.weight.dtype), None
 
@@ -249,17 +258,15 @@ class StepTable:
     straight-through gradient (the filter's own samples feeding the next step).
 
     Equal to :func:`onehot_matmul` at every step, in value and in every gradient. The difference
-    is when the table's gradient is formed: not as one small ``[C*K, R] x [R, out]`` matmul per
-    step (19 per update, each with its own dense one-hot) but as one over all steps, when the
+    is when the table's gradient is formed: not as one small ``[C*K, R] x [R, out]`` product per
+    step (19 per update) but as one over all steps, when the
     backward reaches the table. Make one per forward pass; its backward must run once (no
     ``retain_graph``).
     """
 
     def __init__(self, weight: torch.Tensor, n_classes: int):
         self.weight, self.n_classes = weight, n_classes
-        device = weight.device.type
-        # the autocast dtype, as autocast's own linear would use (one-hot is exact in bf16)
-        self.compute_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+        self.compute_dtype = _compute_dtype(weight)
         self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.root = _StepTableRoot.apply(weight, self) if weight.requires_grad and torch.is_grad_enabled() else weight
 
@@ -343,7 +350,7 @@ def fused_split_linears(layers: dict[str, tuple[SplitLinear, tuple[torch.Tensor,
                 wide = onehot_matmul(x, torch.cat(weights, 1), first_layer.onehot[first_index])
             else:  # Linear weights [out, in]: stacked along out
                 wide = F.linear(x, torch.cat(weights, 0))
-            parts = wide.split([w.shape[1] if first_index in first_layer.onehot else w.shape[0] for w in weights], -1)
+            parts = wide.split([layers[name][0].bias.shape[0] for name, _ in users], -1)
         for (name, _), part in zip(users, parts):
             out[name] = part + out[name]
     return out

@@ -249,11 +249,10 @@ class BiLevelWorldModel(nn.Module):
 
     def loss_heads(self, post: Latent, h_a_next: torch.Tensor, h_g_next: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Every head the world-model loss reads, from posterior states ``post`` and the transitions
-        out of them (``h_*_next``): ``obs`` (reconstruction), ``obs_hidden`` (the decoder's last
-        hidden layer), ``reward`` and ``cont`` (from ``(z_t, h_{t+1})``), ``avail`` (when the env
-        has masks) and ``action`` (decoder output). Each equals calling that head alone; their first
-        layers run as one :func:`fused_split_linears`, so each latent is multiplied once for all
-        the heads that read it.
+        out of them (``h_*_next``): ``obs`` (reconstruction), ``reward`` and ``cont`` (from
+        ``(z_t, h_{t+1})``), ``avail`` (when the env has masks) and ``action`` (decoder output).
+        Each equals calling that head alone; their first layers run as one
+        :func:`fused_split_linears`, so each latent is multiplied once for all the heads that read it.
         """
         z_a, h_a, z_g, h_g = post
         both = level_features(z_a, h_a, z_g, h_g)
@@ -268,7 +267,7 @@ class BiLevelWorldModel(nn.Module):
             first["action"] = (self.action_decoder.first, both)
         pre = fused_split_linears(first)
         hidden = torch.relu(self.obs_decoder_body.from_pre(pre["obs"]))
-        out = {"obs": self.obs_decoder_out(hidden), "obs_hidden": hidden,
+        out = {"obs": self.obs_decoder_out(hidden),
                "reward": self.reward_head.from_pre(pre["reward"]), "cont": self.cont_head.from_pre(pre["cont"])}
         if self.avail_head is not None:
             out["avail"] = self.avail_head.from_pre(pre["avail"])
