@@ -42,6 +42,8 @@ def export_base(ref: str, into: pathlib.Path) -> None:
 
 
 def build(package: str, map_name: str, amp: bool, seed: int = 0):
+    from mabl.bench import fill_random_episodes  # the working tree's (sys.path is set in main)
+
     bench = importlib.import_module(f"{package}.bench")
     base = importlib.import_module(f"{package}.envs.base")
     agent_mod = importlib.import_module(f"{package}.algo.agent")
@@ -53,17 +55,8 @@ def build(package: str, map_name: str, amp: bool, seed: int = 0):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     agent = agent_mod.MablAgent(spec, presets.build_config("paper", {"amp": amp}), torch.device("cpu"))
-    replay = replay_mod.SequenceReplay(spec, 20_000)
-    while replay.real_rows < 10_000:  # the same random episodes as `mabl bench speed`
-        length = int(rng.integers(20, 120))
-        avail = rng.random((length, n, a)) < 0.7
-        avail[..., 0] = True
-        replay.add_episode({
-            "obs": rng.normal(size=(length, n, o)).astype(np.float32),
-            "state": rng.normal(size=(length, g)).astype(np.float32),
-            "action": rng.integers(0, a, size=(length, n)),
-            "reward": rng.normal(size=length).astype(np.float32),
-            "done": np.arange(length) == length - 1, "avail": avail}, terminated=True, rng=rng)
+    # the same random episodes as `mabl bench speed`, by the current version's filler (it only calls add_episode)
+    replay = fill_random_episodes(replay_mod.SequenceReplay(spec, 20_000), bench.MAP_SIZES[map_name], rng)
     return agent, replay, rng
 
 

@@ -27,6 +27,23 @@ MAP_SIZES: dict[str, tuple[int, int, int, int]] = {
 }
 
 
+def fill_random_episodes(replay, sizes: tuple[int, int, int, int], rng: np.random.Generator, rows: int = 10_000):
+    """Add random terminated episodes of ``sizes`` (N, A, O, G) to ``replay`` until it holds ``rows``
+    real rows (random lengths 20-119, ~70% of actions available); returns ``replay``."""
+    n, a, o, g = sizes
+    while replay.real_rows < rows:
+        length = int(rng.integers(20, 120))
+        avail = rng.random((length, n, a)) < 0.7
+        avail[..., 0] = True
+        replay.add_episode({
+            "obs": rng.normal(size=(length, n, o)).astype(np.float32),
+            "state": rng.normal(size=(length, g)).astype(np.float32),
+            "action": rng.integers(0, a, size=(length, n)),
+            "reward": rng.normal(size=length).astype(np.float32),
+            "done": np.arange(length) == length - 1, "avail": avail}, terminated=True, rng=rng)
+    return replay
+
+
 @dataclass
 class SpeedResult:
     map: str
@@ -69,17 +86,7 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     agent = MablAgent(spec, cfg, dev)
-    replay = SequenceReplay(spec, 20_000)
-    while replay.real_rows < 10_000:
-        length = int(rng.integers(20, 120))
-        avail = rng.random((length, n, a)) < 0.7
-        avail[..., 0] = True
-        replay.add_episode({
-            "obs": rng.normal(size=(length, n, o)).astype(np.float32),
-            "state": rng.normal(size=(length, g)).astype(np.float32),
-            "action": rng.integers(0, a, size=(length, n)),
-            "reward": rng.normal(size=length).astype(np.float32),
-            "done": np.arange(length) == length - 1, "avail": avail}, terminated=True, rng=rng)
+    replay = fill_random_episodes(SequenceReplay(spec, 20_000), MAP_SIZES[map_name], rng)
 
     def model_update() -> None:
         agent.train_world_model(replay.sample(cfg.model.batch_size, cfg.model.seq_len, rng))
