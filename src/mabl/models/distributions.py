@@ -11,27 +11,32 @@ KL_EPS = 1e-7
 
 class _SampleOneHot(torch.autograd.Function):
     """An exact one-hot sample of ``probs [..., K]`` by inverse CDF, with the straight-through
-    gradient: backward passes the incoming gradient to ``probs`` unchanged.
+    gradient: backward passes the incoming gradient to ``probs`` unchanged. Also returns the
+    sampled class ``[..., 1]`` (int64, no gradient).
 
     This is ``onehot + probs - sg(probs)`` of DreamerV2 without its two full-size temporaries, and
     its forward value is exactly 0/1 (the sum-and-subtract form is only within rounding of it).
     """
 
     @staticmethod
-    def forward(ctx, probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, probs: torch.Tensor, uniform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # the first class whose cumulative probability reaches u (clamped against rounding of the sum)
         index = torch.searchsorted(probs.cumsum(-1), uniform).clamp_max_(probs.shape[-1] - 1)
-        return torch.zeros_like(probs).scatter_(-1, index, 1.0)
+        ctx.mark_non_differentiable(index)
+        return torch.zeros_like(probs).scatter_(-1, index, 1.0), index
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx, grad: torch.Tensor, _grad_index: None):
         return grad, None
 
 
 def sample_onehot(
-    logits: torch.Tensor, straight_through: bool = True, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Sample one class per categorical from ``logits [..., C, K]``; return ``[..., C*K]``.
+    logits: torch.Tensor, straight_through: bool = True, generator: torch.Generator | None = None,
+    return_index: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Sample one class per categorical from ``logits [..., C, K]``; return ``[..., C*K]`` (and,
+    with ``return_index``, the sampled classes ``[..., C]`` int64, so that a gather need not
+    recover them from the one-hot).
 
     The forward value is an exact one-hot sample of softmax(logits), drawn by inverse CDF (one
     uniform number per categorical rather than K Gumbel numbers). With ``straight_through`` the
@@ -47,7 +52,8 @@ def sample_onehot(
         uniform = torch.rand(shape, device=probs.device, generator=generator)
     if not (straight_through and logits.requires_grad):
         probs = probs.detach()
-    return _SampleOneHot.apply(probs, uniform).flatten(-2)
+    sample, index = _SampleOneHot.apply(probs, uniform)
+    return (sample.flatten(-2), index.squeeze(-1)) if return_index else sample.flatten(-2)
 
 
 def mode_onehot(logits: torch.Tensor) -> torch.Tensor:

@@ -210,22 +210,28 @@ def _onehot_parts(z: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.
 
 class _StepGather(torch.autograd.Function):
     """One step's ``z @ table`` of a :class:`StepTable`: forward a gather, backward the dense
-    straight-through gradient for ``z`` now and the table's share for later (see there)."""
+    straight-through gradient for ``z`` now and the table's share for later (see there).
+    ``value`` None means every categorical is one-hot (value 1)."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, table: torch.Tensor, index: torch.Tensor, value: torch.Tensor,
-                owner: StepTable) -> torch.Tensor:
+    def forward(ctx, z: torch.Tensor, table: torch.Tensor, index: torch.Tensor, value: torch.Tensor | None,
+                owner: StepTable) -> tuple[torch.Tensor, ...]:
         ctx.save_for_backward(index, value)
         ctx.owner = owner
-        return F.embedding_bag(index, table, mode="sum", per_sample_weights=value.to(table.dtype))
+        weights = None if value is None else value.to(table.dtype)
+        out = F.embedding_bag(index, table, mode="sum", per_sample_weights=weights)
+        return out if owner.splits is None else tuple(out.split(owner.splits, -1))
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx, *grads: torch.Tensor):
         index, value = ctx.saved_tensors
         owner = ctx.owner
+        grad = torch.cat(grads, -1) if len(grads) > 1 else grads[0]  # one dense gradient for all parts
         grad = grad.to(owner.compute_dtype)
         grad_z = _straight_through_grad(grad, owner.weight) if ctx.needs_input_grad[0] else None
         if ctx.needs_input_grad[1]:
+            if value is None:
+                value = torch.ones(index.shape, dtype=torch.float32, device=index.device)
             owner.pending.append((index, value, grad))  # the table's share, formed in _StepTableRoot.backward
         return grad_z, None, None, None, None
 
@@ -262,19 +268,35 @@ class StepTable:
     step (19 per update) but as one over all steps, when the
     backward reaches the table. Make one per forward pass; its backward must run once (no
     ``retain_graph``).
+
+    ``splits`` cuts the output columns into parts, returned as a tuple (the readers of several
+    tables side by side): their gradients meet in one tensor in backward, not as full-width
+    zero-padded slice gradients.
     """
 
-    def __init__(self, weight: torch.Tensor, n_classes: int):
+    def __init__(self, weight: torch.Tensor, n_classes: int, splits: list[int] | None = None):
         self.weight, self.n_classes = weight, n_classes
+        self.splits = None if splits is None else list(splits)
+        assert splits is None or sum(splits) == weight.shape[1], (splits, weight.shape)
         self.compute_dtype = _compute_dtype(weight)
         self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self.root = _StepTableRoot.apply(weight, self) if weight.requires_grad and torch.is_grad_enabled() else weight
 
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        """``z @ table`` for a one-hot latent ``z [..., C*K]``."""
-        index, value = _onehot_parts(z, self.n_classes)
-        out = _StepGather.apply(z.reshape(-1, z.shape[-1]), self.root, index, value, self)
-        return out.view(*z.shape[:-1], self.weight.shape[1])
+    def __call__(self, z: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """``z @ table`` for a one-hot latent ``z [..., C*K]`` (a tuple of its ``splits`` parts when
+        the table has them). ``index [..., C]``, the classes of an exact one-hot ``z`` (as
+        :func:`~mabl.models.distributions.sample_onehot` returns them), saves recovering them."""
+        if index is None:
+            flat_index, value = _onehot_parts(z, self.n_classes)
+        else:
+            flat_index = index.reshape(-1, index.shape[-1])
+            flat_index = flat_index + _class_offsets(flat_index.shape[-1], self.n_classes, z.device)
+            value = None
+        out = _StepGather.apply(z.reshape(-1, z.shape[-1]), self.root, flat_index, value, self)
+        lead = z.shape[:-1]
+        if isinstance(out, tuple):
+            return tuple(part.view(*lead, part.shape[-1]) for part in out)
+        return out.view(*lead, self.weight.shape[1])
 
 
 class SplitLinear(nn.Module):

@@ -339,8 +339,14 @@ class BiLevelWorldModel(nn.Module):
         post_reads_z_a = has_global and self.cfg.global_posterior_on == "agent_posterior"
         if post_reads_z_a:
             z_a_tables.append(self.global_posterior.first.weights[2])
-        z_a_step = StepTable(torch.cat(z_a_tables, 1) if len(z_a_tables) > 1 else z_a_tables[0], k)
+        z_a_step = StepTable(torch.cat(z_a_tables, 1) if len(z_a_tables) > 1 else z_a_tables[0], k,
+                             [hid] * len(z_a_tables))
         z_g_step = StepTable(self.global_input.weights[1], k) if has_global else None
+        # Per-step views taken once: indexing a [T, ...] tensor at every step would give it T
+        # full-size zero-padded gradients to sum in backward; unbind's backward stacks them once.
+        pre_agent_act, pre_agent_post = pre_agent_act.unbind(0), pre_agent_post.unbind(0)
+        if has_global:
+            pre_global_act, pre_global_post = pre_global_act.unbind(0), pre_global_post.unbind(0)
 
         prev = self.initial((batch,), device)
         next_a = 0.0  # z @ W of the zero initial latents
@@ -354,9 +360,9 @@ class BiLevelWorldModel(nn.Module):
             # The filter continues from the transition unless obs[j] starts a new episode.
             h_a = torch.where(reset, h_a_start, h_a_trans)
             post_a = agent.agent_posterior.from_pre(pre_agent_post[j] + agent.agent_posterior.first.part(0, h_a))
-            z_a = sample_onehot(post_a)
-            z_a_proj = z_a_step(z_a)  # [B, N, hid (+ hid)]
-            next_a = z_a_proj[..., :hid]
+            z_a, z_a_class = sample_onehot(post_a, return_index=True)
+            z_a_proj = z_a_step(z_a, z_a_class)  # ([B, N, hid], [B, N, hid] when the global posterior reads z^a)
+            next_a = z_a_proj[0]
             z_g = h_g = None
             if has_global:
                 g_reset = first[j].view(g_reset_shape)
@@ -365,13 +371,13 @@ class BiLevelWorldModel(nn.Module):
                 h_g = torch.where(g_reset, h_g_start, h_g_trans)
                 g_pre = pre_global_post[j] + self.global_posterior.first.part(0, h_g)
                 if post_reads_z_a:
-                    g_in = z_a_proj[..., hid:]  # [B, N, hid]
+                    g_in = z_a_proj[1]  # [B, N, hid]
                     g_in = g_in.mean(-2) if self.shared_global else g_in  # MABL-SG: mean over agents
                 else:  # z^g_{t-1}, zero at an episode start like the rest of the carried state
                     g_in = self.global_posterior.first.part(2, torch.where(g_reset, 0.0, prev.z_g))
                 post_g = self.global_posterior.from_pre(g_pre + g_in)
-                z_g = sample_onehot(post_g)
-                next_g = z_g_step(z_g)
+                z_g, z_g_class = sample_onehot(post_g, return_index=True)
+                next_g = z_g_step(z_g, z_g_class)
                 trans_g.append(h_g_trans)
                 posts_g.append(post_g)
             prev = Latent(z_a, h_a, z_g, h_g)
