@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 from mabl.envs.base import EnvSpec
 from mabl.errors import MablError
@@ -44,6 +47,60 @@ def fill_random_episodes(replay, sizes: tuple[int, int, int, int], rng: np.rando
     return replay
 
 
+def _is_sparse(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.layout in (torch.sparse_csr, torch.sparse_coo)
+
+
+class MatmulFlops(TorchDispatchMode):
+    """Counts the floating-point operations of the matrix products run inside it (forward and
+    backward: matmuls, convolutions, attention kernels, with torch's own formulas), 2 per
+    multiply-add. A product with a sparse operand counts its non-zeros only (``2 nnz n``), i.e.
+    the work done, not that of the dense product it equals. Gathers (embedding bags) count 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        sparse = [a for a in args if _is_sparse(a)]
+        if sparse:
+            if func._overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.matmul):
+                self.flops += 2 * sparse[0]._nnz() * out.shape[-1]
+        else:
+            formula = flop_registry.get(func._overloadpacket)
+            if formula is not None:
+                self.flops += int(formula(*args, **kwargs, out_val=out))
+        return out
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of the matrix products ``fn()`` runs (see :class:`MatmulFlops`)."""
+    with MatmulFlops() as counter:
+        fn()
+    return counter.flops
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of one ``[size, size] x [size, size]`` product in ``dtype`` on ``device`` (best of
+    ``repeats``, after a warm-up): what the device's matrix units reach on a large, easy shape."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for i in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:
+            best = min(best, time.perf_counter() - t0)
+    return 2 * size**3 / best
+
+
 @dataclass
 class SpeedResult:
     map: str
@@ -59,6 +116,17 @@ class SpeedResult:
     model_updates_per_call: int
     policy_iterations_per_call: int
     peak_memory_mb: float
+    model_update_gflop: float
+    imagination_gflop: float
+    ppo_gflop: float
+    matmul_gflops: float
+    """The device's rate on one large matrix product in the run's precision (bf16 with ``--amp``)."""
+
+    def achieved_gflops(self) -> dict[str, float]:
+        """GFLOP/s of matrix work each phase achieves (its counted FLOPs over its median time)."""
+        return {"model_update": self.model_update_gflop / self.model_update_ms * 1e3,
+                "imagination": self.imagination_gflop / self.imagination_ms * 1e3,
+                "ppo": self.ppo_gflop / self.ppo_ms * 1e3}
 
 
 def _sync(device: torch.device) -> None:
@@ -119,6 +187,17 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
         _sync(dev)
         imag_times.append(t1 - t0)
         ppo_times.append(time.perf_counter() - t1)
+    # The matrix work of one more of each phase (counting makes every op slower, so not timed).
+    model_flops = count_flops(model_update)
+    rollout = None
+
+    def imagine_once() -> None:
+        nonlocal rollout
+        rollout = imagination()
+
+    imag_flops = count_flops(imagine_once)
+    ppo_flops = count_flops(lambda: ppo(rollout))
+    rate = matmul_rate(dev, torch.bfloat16 if amp else torch.float32)
     model_ms = float(np.median(model_times)) * 1e3
     imag_ms, ppo_ms = float(np.median(imag_times)) * 1e3, float(np.median(ppo_times)) * 1e3
     sched = cfg.schedule
@@ -131,7 +210,8 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
         model_update_ms=model_ms, policy_iteration_ms=imag_ms + ppo_ms, imagination_ms=imag_ms, ppo_ms=ppo_ms,
         learner_s_per_episode=(sched.model_updates * model_ms + sched.policy_iterations * (imag_ms + ppo_ms)) / 1e3,
         model_updates_per_call=sched.model_updates, policy_iterations_per_call=sched.policy_iterations,
-        peak_memory_mb=peak)
+        peak_memory_mb=peak, model_update_gflop=model_flops / 1e9, imagination_gflop=imag_flops / 1e9,
+        ppo_gflop=ppo_flops / 1e9, matmul_gflops=rate / 1e9)
 
 
 ANCHOR = {"3s_vs_4z": (820.0, 18000.0, 121.0), "corridor": (1571.0, 38800.0, 250.0)}
@@ -141,7 +221,13 @@ learner seconds per episode (BENCHMARKS.md)."""
 
 def format_result(r: SpeedResult, as_json: bool = False) -> str:
     if as_json:
-        return json.dumps(r.__dict__)
+        return json.dumps({**r.__dict__, "achieved_gflops": r.achieved_gflops()})
+    rate = r.achieved_gflops()
+
+    def work(phase: str, gflop: float) -> str:
+        return (f"{gflop:8.2f} GFLOP, {rate[phase]:5.0f} GFLOP/s = {rate[phase] / r.matmul_gflops:4.0%} of the"
+                f" matmul rate")
+
     lines = [
         f"mabl bench speed  map={r.map} preset={r.preset} device={r.device} amp={r.amp} threads={r.threads}",
         f"  world-model update : {r.model_update_ms:9.1f} ms",
@@ -150,6 +236,10 @@ def format_result(r: SpeedResult, as_json: bool = False) -> str:
         f"  learner / episode  : {r.learner_s_per_episode:9.2f} s   ({r.model_updates_per_call} model updates +"
         f" {r.policy_iterations_per_call} policy iterations)",
         f"  peak memory        : {r.peak_memory_mb:9.0f} MB ({'GPU allocated' if 'cuda' in r.device else 'process RSS'})",
+        f"  matrix work (matmul rate of this device, {'bf16' if r.amp else 'fp32'}: {r.matmul_gflops:.0f} GFLOP/s)",
+        f"    world-model update {work('model_update', r.model_update_gflop)}",
+        f"    imagination        {work('imagination', r.imagination_gflop)}",
+        f"    PPO epochs         {work('ppo', r.ppo_gflop)}",
     ]
     if r.preset == "paper" and r.map in ANCHOR and r.device == "cpu":
         wm, pi, ep = ANCHOR[r.map]

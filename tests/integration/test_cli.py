@@ -187,6 +187,21 @@ def test_bench_env_prints_steps_per_second():
     assert result["env_steps_per_s"] > 0
 
 
+def test_bench_speed_reports_every_phase_and_its_matrix_work():
+    out = mabl("bench", "speed", "--preset", "debug", "--repeats", "2", "--policy-repeats", "1", "--json").stdout
+    r = json.loads(out)
+    assert r["map"] == "3s_vs_4z" and r["preset"] == "debug"
+    assert r["policy_iteration_ms"] == r["imagination_ms"] + r["ppo_ms"]
+    per_call = (r["model_updates_per_call"] * r["model_update_ms"]
+                + r["policy_iterations_per_call"] * r["policy_iteration_ms"])
+    assert abs(r["learner_s_per_episode"] - per_call / 1e3) < 1e-9
+    for phase, gflop, ms in (("model_update", "model_update_gflop", "model_update_ms"),
+                             ("imagination", "imagination_gflop", "imagination_ms"), ("ppo", "ppo_gflop", "ppo_ms")):
+        assert r[gflop] > 0
+        assert abs(r["achieved_gflops"][phase] - r[gflop] / r[ms] * 1e3) < 1e-6
+    assert r["matmul_gflops"] > 0
+
+
 def test_broken_checkpoints_are_refused_without_damage(finished_run: Path, tmp_path: Path):
     import shutil
 
