@@ -27,6 +27,14 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 """Range the Gaussian actor's log standard deviation is clamped to (normalised units)."""
 
 
+def one_hot(index: torch.Tensor, n_classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``F.one_hot(index, n_classes)`` as ``dtype`` ``[..., n_classes]``, by a scatter: it never reads
+    values back to the host (``F.one_hot`` checks its range with a host read on the CPU), and an
+    index outside ``[0, n_classes)`` is still an error on the CPU."""
+    out = torch.zeros(*index.shape, n_classes, dtype=dtype, device=index.device)
+    return out.scatter_(-1, index.unsqueeze(-1), 1.0)
+
+
 def to_env_action(u: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """Raw Gaussian samples (normalised units) -> executed actions in ``[low, high]``."""
     return low + (u.clamp(-1.0, 1.0) + 1.0) * (0.5 * (high - low))
@@ -44,13 +52,19 @@ def action_std(log_std: torch.Tensor) -> torch.Tensor:
 
 def gaussian(mean: torch.Tensor, log_std: torch.Tensor) -> torch.distributions.Distribution:
     """The diagonal Gaussian over the last axis: ``log_prob`` and ``entropy`` sum over the D dims."""
-    return torch.distributions.Independent(torch.distributions.Normal(mean, action_std(log_std).expand_as(mean)), 1)
+    normal = torch.distributions.Normal(mean, action_std(log_std).expand_as(mean), validate_args=False)
+    return torch.distributions.Independent(normal, 1, validate_args=False)
 
 
 def action_distribution(out: torch.Tensor, log_std: torch.Tensor | None) -> torch.distributions.Distribution:
     """An actor's distribution: the Gaussian when it has a ``log_std`` (continuous), else categorical
-    over the (masked) logits ``out``."""
-    return torch.distributions.Categorical(logits=out) if log_std is None else gaussian(out, log_std)
+    over the (masked) logits ``out``.
+
+    Argument validation is off: it checks values with host reads (a GPU synchronisation at every
+    construction and ``log_prob``), and the learner builds these from its own tensors."""
+    if log_std is None:
+        return torch.distributions.Categorical(logits=out, validate_args=False)
+    return gaussian(out, log_std)
 
 
 def act_gaussian(mean: torch.Tensor, log_std: torch.Tensor, deterministic: bool, low: float, high: float,

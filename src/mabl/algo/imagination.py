@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
+from mabl.actions import one_hot
 from mabl.algo.returns import lambda_returns
 from mabl.models.actor_critic import Actor, AttentionCritic
 from mabl.models.nets import latent_index
@@ -39,7 +39,7 @@ def sample_avail(logits: torch.Tensor) -> torch.Tensor:
     """
     avail = torch.bernoulli(torch.sigmoid(logits)).bool()
     empty = ~avail.any(-1, keepdim=True)
-    best = F.one_hot(logits.argmax(-1), logits.shape[-1]).bool()
+    best = one_hot(logits.argmax(-1), logits.shape[-1], torch.bool)
     return avail | (empty & best)
 
 
@@ -78,7 +78,7 @@ def imagine(
         for key, value in zip(keep, (compact, action, dist.log_prob(action), avail)):
             keep[key].append(value)
         # the world model sees what the env would execute: one-hot, or the clipped vector in [-1, 1]
-        action_in = F.one_hot(action, spec.n_actions).float() if spec.discrete else action.clamp(-1.0, 1.0)
+        action_in = one_hot(action, spec.n_actions) if spec.discrete else action.clamp(-1.0, 1.0)
         latent, reward, cont = model.imagine_step(latent, action_in)
         rewards.append(reward)
         conts.append(cont)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mabl.actions import action_distribution
 from mabl.algo.imagination import Imagined
 from mabl.config import PolicyConfig
 from mabl.models.actor_critic import Actor, AttentionCritic
@@ -19,7 +20,7 @@ def ppo_actor_loss(
 
     ``policy``: the action distribution (``log_prob``/``entropy`` per agent), or categorical logits.
     """
-    dist = torch.distributions.Categorical(logits=policy) if isinstance(policy, torch.Tensor) else policy
+    dist = action_distribution(policy, None) if isinstance(policy, torch.Tensor) else policy
     ratio = torch.exp(dist.log_prob(action) - old_log_prob)
     surrogate = torch.min(ratio * advantage, ratio.clamp(1.0 - clip, 1.0 + clip) * advantage)
     entropy = dist.entropy().mean()

@@ -42,7 +42,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from mabl.actions import normalize_action
+from mabl.actions import normalize_action, one_hot
 from mabl.envs.base import EnvSpec
 from mabl.models.distributions import balanced_kl
 from mabl.models.world_model import BiLevelWorldModel, Filtered
@@ -80,7 +80,7 @@ def action_input(action: torch.Tensor, spec: EnvSpec) -> torch.Tensor:
     """What the networks see of a stored action: one-hot ``[..., A]`` (discrete) or the executed
     vector in normalised units ``[-1, 1]`` (continuous, :mod:`mabl.actions`)."""
     if spec.discrete:
-        return F.one_hot(action, spec.n_actions).float()
+        return one_hot(action, spec.n_actions)
     return normalize_action(action, spec.action_low, spec.action_high)
 
 

@@ -80,6 +80,12 @@ def _straight_through_grad(grad: torch.Tensor, table: torch.Tensor) -> torch.Ten
     return (grad @ _cast_cached(table, grad.dtype).t()).to(table.dtype)
 
 
+SPARSE_ONEHOT_GRAD: bool | None = None
+"""How :func:`onehot_weight_grad` forms one-hot table gradients: None picks the sparse product on
+the CPU and the dense one elsewhere; True / False force one form everywhere (tests run the GPU's
+form on the CPU with False)."""
+
+
 def onehot_weight_grad(index: torch.Tensor, value: torch.Tensor, grad: torch.Tensor, n_rows: int,
                        sparse: bool | None = None) -> torch.Tensor:
     """``Z^T @ grad`` for the sparse one-hot ``Z [R, n_rows]`` with ``Z[r, index[r, c]] = value[r, c]``:
@@ -89,10 +95,11 @@ def onehot_weight_grad(index: torch.Tensor, value: torch.Tensor, grad: torch.Ten
     1/K of the multiply-adds of the dense product, exact fp32 sums whatever the autocast dtype,
     and 2.2x faster than the dense bf16 matmul at the paper's sizes (R = 2,160 rows, 32 x 32
     classes, out 256-1024: 3.4 -> 1.7 ms and 11.9 -> 5.4 ms). Elsewhere (GPU), the dense
-    product with a scattered one-hot in ``grad``'s dtype. ``sparse`` overrides the choice (tests).
+    product with a scattered one-hot in ``grad``'s dtype. ``sparse`` (else
+    :data:`SPARSE_ONEHOT_GRAD`) overrides the choice.
     """
     if sparse is None:
-        sparse = grad.device.type == "cpu"
+        sparse = SPARSE_ONEHOT_GRAD if SPARSE_ONEHOT_GRAD is not None else grad.device.type == "cpu"
     if not sparse:
         dense = _scratch((index.shape[0], n_rows), grad.dtype, grad.device).zero_()
         return dense.scatter_(1, index, value.to(grad.dtype)).t() @ grad
