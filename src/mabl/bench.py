@@ -107,6 +107,7 @@ class SpeedResult:
     preset: str
     device: str
     amp: bool
+    compiled: bool
     threads: int
     model_update_ms: float
     policy_iteration_ms: float
@@ -135,7 +136,7 @@ def _sync(device: torch.device) -> None:
 
 
 def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str = "cpu", amp: bool = False,
-                model_repeats: int = 10, policy_repeats: int = 3, seed: int = 0) -> SpeedResult:
+                model_repeats: int = 10, policy_repeats: int = 3, seed: int = 0, compile: bool = False) -> SpeedResult:
     """Time ``model_repeats`` world-model updates and ``policy_repeats`` policy iterations after a
     warm-up; each phase reports the **median** of its repeats (a shared machine's bursts of
     interference move a mean far more than a median)."""
@@ -149,7 +150,7 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
     n, a, o, g = MAP_SIZES[map_name]
     spec = EnvSpec(name=f"bench:{map_name}", n_agents=n, obs_dim=o, state_dim=g, discrete=True, n_actions=a,
                    has_action_mask=True, episode_limit=200)
-    cfg = build_config(preset, {"amp": amp, "device": device})
+    cfg = build_config(preset, {"amp": amp, "device": device, "compile": compile})
     dev = resolve_device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -166,7 +167,7 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
         with agent.autocast():
             agent.mappo.update(rollout)
 
-    model_update()  # warm-up (allocator, kernels, lazy init)
+    model_update()  # warm-up (allocator, kernels, lazy init; compilation with --compile)
     ppo(imagination())
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -187,7 +188,9 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
         _sync(dev)
         imag_times.append(t1 - t0)
         ppo_times.append(time.perf_counter() - t1)
-    # The matrix work of one more of each phase (counting makes every op slower, so not timed).
+    # The matrix work of one more of each phase (counting makes every op slower, so not timed),
+    # on the eager path: a compiled graph's kernels are not seen op by op.
+    agent.model_loss, agent.imagine_fn = agent.eager_model_loss, agent.imagine_batch
     model_flops = count_flops(model_update)
     rollout = None
 
@@ -206,7 +209,7 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     return SpeedResult(
-        map=map_name, preset=preset, device=str(dev), amp=amp, threads=torch.get_num_threads(),
+        map=map_name, preset=preset, device=str(dev), amp=amp, compiled=compile, threads=torch.get_num_threads(),
         model_update_ms=model_ms, policy_iteration_ms=imag_ms + ppo_ms, imagination_ms=imag_ms, ppo_ms=ppo_ms,
         learner_s_per_episode=(sched.model_updates * model_ms + sched.policy_iterations * (imag_ms + ppo_ms)) / 1e3,
         model_updates_per_call=sched.model_updates, policy_iterations_per_call=sched.policy_iterations,
@@ -229,14 +232,16 @@ def format_result(r: SpeedResult, as_json: bool = False) -> str:
                 f" matmul rate")
 
     lines = [
-        f"mabl bench speed  map={r.map} preset={r.preset} device={r.device} amp={r.amp} threads={r.threads}",
+        f"mabl bench speed  map={r.map} preset={r.preset} device={r.device} amp={r.amp} compile={r.compiled}"
+        f" threads={r.threads}",
         f"  world-model update : {r.model_update_ms:9.1f} ms",
         f"  policy iteration   : {r.policy_iteration_ms:9.1f} ms  (imagination {r.imagination_ms:.1f} ms"
         f" + PPO {r.ppo_ms:.1f} ms)",
         f"  learner / episode  : {r.learner_s_per_episode:9.2f} s   ({r.model_updates_per_call} model updates +"
         f" {r.policy_iterations_per_call} policy iterations)",
         f"  peak memory        : {r.peak_memory_mb:9.0f} MB ({'GPU allocated' if 'cuda' in r.device else 'process RSS'})",
-        f"  matrix work (matmul rate of this device, {'bf16' if r.amp else 'fp32'}: {r.matmul_gflops:.0f} GFLOP/s)",
+        f"  matrix work (matmul rate of this device, {'bf16' if r.amp else 'fp32'}: {r.matmul_gflops:.0f} GFLOP/s)"
+        + (" -- counted on the eager path; compiled graphs multiply one-hots densely" if r.compiled else ""),
         f"    world-model update {work('model_update', r.model_update_gflop)}",
         f"    imagination        {work('imagination', r.imagination_gflop)}",
         f"    PPO epochs         {work('ppo', r.ppo_gflop)}",

@@ -3,7 +3,7 @@
     mabl train [--env smax:3s_vs_4z] [--preset paper] [--steps N] [--seed S] [--run-dir DIR] [--model.hidden 128 ...]
     mabl eval --run-dir DIR | --policy FILE [--episodes N]
     mabl export --run-dir DIR --out FILE
-    mabl bench speed [--preset paper] [--map 3s_vs_4z] [--device cpu|cuda] [--amp] [--json]
+    mabl bench speed [--preset paper] [--map 3s_vs_4z] [--device cpu|cuda] [--amp] [--compile] [--json]
     mabl sweep --algos mabl,mappo --envs smax:3m --seeds 0,1,2 [--preset P] [--steps N] [--workers W] --out DIR
     mabl report DIR [DIR ...] --out REPORT_DIR
     mabl envs
@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--map", default="3s_vs_4z", help="sizes: 3s_vs_4z (N=3,A=10,O=42,G=61) or corridor")
     speed.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     speed.add_argument("--amp", action="store_true", help="bf16 autocast for the learner")
+    speed.add_argument("--compile", action="store_true",
+                       help="compile the world-model loss and imagination (as `mabl train --compile true`); "
+                            "compiling is not timed")
     speed.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     speed.add_argument("--repeats", type=int, default=10,
                        help="timed world-model updates; the median is reported (default 10)")
@@ -217,7 +220,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.repeats <= 0 or args.policy_repeats <= 0:
         raise MablError("--repeats and --policy-repeats must be > 0")
-    result = bench_speed(args.preset, args.map, args.device, args.amp, args.repeats, args.policy_repeats)
+    result = bench_speed(args.preset, args.map, args.device, args.amp, args.repeats, args.policy_repeats,
+                         compile=args.compile)
     print(format_result(result, as_json=args.json))
 
 

@@ -153,6 +153,12 @@ class RunConfig:
     device: str = _f("auto", "'auto' (CUDA when present), 'cpu', 'cuda' or 'cuda:K'")
     threads: int = _f(0, "torch CPU threads (0 = torch default)")
     amp: bool = _f(False, "bf16 autocast for the learner's matrix work [ours]")
+    compile: bool = _f(
+        False,
+        "torch.compile the world-model loss (forward and backward, the whole filter loop) and imagination, "
+        "each as one graph with plain dense one-hot products; on CUDA as CUDA graphs (mode reduce-overhead). "
+        "Compiles once per run (minutes on a CPU); same values as eager up to rounding; world-model "
+        "algorithms [ours]")
     checkpoint_every: int = _f(10_000, "env steps between checkpoints (also one at the end)")
     eval_every: int = _f(10_000, "env steps between evaluation rounds (0 = never)")
     eval_episodes: int = _f(10, "episodes per evaluation round")

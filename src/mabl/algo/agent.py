@@ -11,6 +11,7 @@ import contextlib
 import numpy as np
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map
 
 from mabl.algo.imagination import Imagined, imagine
 from mabl.algo.mappo import MappoLearner, adam
@@ -38,6 +39,16 @@ class MablAgent:
         self.critic = AttentionCritic(*sizes, cfg.policy.attn_heads, spec.n_agents, levels).to(device)
         self.model_opt = adam(self.world_model.parameters(), lr=cfg.model.lr)
         self.mappo = MappoLearner(self.actor, self.critic, cfg.policy)
+        self.model_loss, self.imagine_fn = self.eager_model_loss, self.imagine_batch
+        if cfg.compile:  # one graph each for the loss and imagination; CUDA graphs on a GPU (no host reads inside)
+            options = {"fullgraph": True, "dynamic": False, "mode": "reduce-overhead" if device.type == "cuda" else None}
+            self.model_loss = torch.compile(self.eager_model_loss, **options)
+            self.imagine_fn = torch.compile(self.imagine_batch, **options)
+
+    def eager_model_loss(self, batch: SequenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The world-model loss and its per-term metrics (what ``--compile`` compiles)."""
+        loss, metrics, _ = world_model_loss(self.world_model, batch, self.cfg.model.kl_balance)
+        return loss, metrics
 
     def autocast(self):
         """bf16 autocast for the learner when ``--amp`` is on (matrix work only; losses stay fp32)."""
@@ -59,14 +70,19 @@ class MablAgent:
         """One world-model update on sampled windows (Alg. 1 lines 6-7)."""
         batch = self.to_batch(rows)
         self.world_model.train()
+        if self.cfg.compile and self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # each call is a new step of the CUDA graphs
         with self.autocast():
-            loss, metrics, _ = world_model_loss(self.world_model, batch, self.cfg.model.kl_balance)
+            loss, metrics = self.model_loss(batch)
         self.model_opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = nn.utils.clip_grad_norm_(self.world_model.parameters(), self.cfg.model.grad_clip)
         self.model_opt.step()
         self.world_model.eval()
-        return {"loss": loss.detach(), **metrics, "grad_norm": grad_norm.detach()}
+        metrics = {"loss": loss.detach(), **metrics, "grad_norm": grad_norm.detach()}
+        if self.cfg.compile:  # a compiled graph's outputs may live in memory its next call overwrites
+            metrics = {k: v.clone() for k, v in metrics.items()}
+        return metrics
 
     def train_policy(self, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """One policy iteration (Alg. 1 lines 10-13): imagine from fresh windows, then MAPPO."""
@@ -79,10 +95,18 @@ class MablAgent:
         metrics["entropy_coef"] = torch.tensor(self.mappo.entropy_coef)
         return metrics
 
-    @torch.no_grad()
     def imagine(self, rows: dict[str, np.ndarray]) -> Imagined:
         """Filter fresh windows and imagine from every posterior state but the last of each window."""
         batch = self.to_batch(rows)
+        if not (self.cfg.compile and self.device.type == "cuda"):
+            return self.imagine_fn(batch)
+        torch.compiler.cudagraph_mark_step_begin()
+        # (a copy: the graph's outputs live in memory its next replay overwrites)
+        return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, self.imagine_fn(batch))
+
+    @torch.no_grad()
+    def imagine_batch(self, batch: SequenceBatch) -> Imagined:
+        """:meth:`imagine` on a batch already on the device."""
         with self.autocast():
             prev_action = action_input(batch.prev_action, self.spec)
             filt = self.world_model.observe(batch.obs, batch.state, prev_action, batch.first)

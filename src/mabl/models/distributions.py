@@ -116,6 +116,9 @@ def balanced_kl(q_logits: torch.Tensor, p_logits: torch.Tensor, balance: float) 
     Logits are ``[..., C, K]``; the result is ``[...]``, **averaged** over the C categoricals
     (the released code's reduction, 1/C of DreamerV2's sum). The two terms have the same value;
     balancing only changes which network each gradient reaches. Computed in one fused autograd
-    function; :func:`categorical_kl` is the plain definition.
+    function; :func:`categorical_kl` is the plain definition, which a compiled graph uses.
     """
+    if torch.compiler.is_compiling():
+        forward = categorical_kl(q_logits, p_logits.detach())
+        return ((1.0 - balance) * forward + balance * categorical_kl(q_logits.detach(), p_logits)).mean(-1)
     return _BalancedKL.apply(q_logits, p_logits, float(balance))

@@ -183,7 +183,16 @@ def latent_index(z: torch.Tensor, n_classes: int) -> torch.Tensor:
 def onehot_matmul(z: torch.Tensor, table: torch.Tensor, n_classes: int) -> torch.Tensor:
     """``z @ table`` (table ``[C*K, out]``) for a categorical latent given as one-hot floats
     ``[..., C*K]`` (gradients flow to them, straight-through; an all-zero categorical contributes
-    zero) or as class indices ``[..., C]`` (int)."""
+    zero) or as class indices ``[..., C]`` (int).
+
+    Inside a compiled graph it is the plain dense product: the compiler sees ordinary operators
+    (the gather and its sparse backward are eager-mode savings; a GPU multiplies dense one-hots
+    cheaply)."""
+    if torch.compiler.is_compiling():
+        if not z.is_floating_point():
+            z = torch.zeros(*z.shape, n_classes, dtype=table.dtype, device=z.device).scatter_(-1, z[..., None], 1.0)
+            z = z.flatten(-2)
+        return z @ table
     if z.is_floating_point():
         flat_index, value = _onehot_parts(z, n_classes)
         flat_z = z.reshape(-1, z.shape[-1])
@@ -287,12 +296,17 @@ class StepTable:
         assert splits is None or sum(splits) == weight.shape[1], (splits, weight.shape)
         self.compute_dtype = _compute_dtype(weight)
         self.pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self.root = _StepTableRoot.apply(weight, self) if weight.requires_grad and torch.is_grad_enabled() else weight
+        self.plain = torch.compiler.is_compiling()  # a compiled graph multiplies plainly (onehot_matmul)
+        deferred = weight.requires_grad and torch.is_grad_enabled() and not self.plain
+        self.root = _StepTableRoot.apply(weight, self) if deferred else weight
 
     def __call__(self, z: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """``z @ table`` for a one-hot latent ``z [..., C*K]`` (a tuple of its ``splits`` parts when
         the table has them). ``index [..., C]``, the classes of an exact one-hot ``z`` (as
         :func:`~mabl.models.distributions.sample_onehot` returns them), saves recovering them."""
+        if self.plain:
+            out = z @ self.weight
+            return out if self.splits is None else tuple(out.split(self.splits, -1))
         if index is None:
             flat_index, value = _onehot_parts(z, self.n_classes)
         else:
