@@ -132,6 +132,13 @@ class ScheduleConfig:
     policy_iterations: int = _f(4, "policy iterations (imagination + PPO) per learner call [code]")
     learning_starts: int = _f(500, "replay transitions needed before the first learner call [code]")
     replay_capacity: int = _f(250_000, "replay capacity in transitions [code]")
+    replay_on: str = _f(
+        "auto",
+        "where sampled windows are gathered: 'host' (numpy), 'device' (a copy of the replay on the learner's "
+        "device; same windows), 'auto' (the device when it is a GPU with room for the copy in a quarter of "
+        "its free memory) [ours]",
+        ("auto", "host", "device"),
+    )
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,11 @@ once; an episode that ends by termination is followed by two absorbing rows (zer
 state, a random action, reward 0, done 1, every action available, ``fake`` 1). Windows of
 ``seq_len`` consecutive rows are drawn uniformly among those that do not cross the write head;
 they may span episode boundaries (the ``last`` flag tells the filter to reset).
+
+With a ``device``, the buffer keeps a copy of its rows there (written with every episode) and
+:meth:`SequenceReplay.sample` gathers windows on the device: only the window indices cross from
+the host, not the windows. The host arrays stay the source of truth (checkpoints, resume); the
+windows are the same either way, drawn from the same numpy generator.
 """
 
 from __future__ import annotations
@@ -17,8 +22,13 @@ from mabl.envs.base import EnvSpec
 ABSORBING_ROWS = 2
 
 
+def replay_bytes(spec: EnvSpec, capacity: int) -> int:
+    """Memory a :class:`SequenceReplay` of ``capacity`` rows holds (per copy)."""
+    return SequenceReplay(spec, 1).row_bytes * capacity
+
+
 class SequenceReplay:
-    def __init__(self, spec: EnvSpec, capacity: int):
+    def __init__(self, spec: EnvSpec, capacity: int, device: torch.device | None = None):
         self.spec = spec
         self.capacity = capacity
         n = spec.n_agents
@@ -34,6 +44,11 @@ class SequenceReplay:
         }
         if spec.has_action_mask:
             self.data["avail"] = np.zeros((capacity, n, spec.n_actions), np.bool_)
+        self.row_bytes = sum(a[0].nbytes for a in self.data.values())
+        self.device = device
+        self.mirror: dict[str, torch.Tensor] | None = None
+        if device is not None:
+            self.mirror = {k: torch.from_numpy(v).to(device) for k, v in self.data.items()}
         self.pos = 0  # next row to write
         self.size = 0  # rows held
         self.real_rows = 0  # real (non-absorbing) transitions ever added
@@ -55,6 +70,10 @@ class SequenceReplay:
         index = (self.pos + np.arange(total)) % self.capacity
         for key, array in self.data.items():
             array[index] = rows[key]
+        if self.mirror is not None:
+            where = torch.from_numpy(index).to(self.device)
+            for key, tensor in self.mirror.items():
+                tensor[where] = torch.from_numpy(np.ascontiguousarray(self.data[key][index])).to(self.device)
         self.pos = int((self.pos + total) % self.capacity)
         self.size = min(self.capacity, self.size + total)
         self.real_rows += length
@@ -80,11 +99,15 @@ class SequenceReplay:
     def can_sample(self, seq_len: int) -> bool:
         return self.size >= seq_len
 
-    def sample(self, batch: int, seq_len: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """``batch`` windows of ``seq_len`` rows, time-major ``[seq_len, batch, ...]``."""
+    def sample(self, batch: int, seq_len: int, rng: np.random.Generator) -> dict[str, np.ndarray | torch.Tensor]:
+        """``batch`` windows of ``seq_len`` rows, time-major ``[seq_len, batch, ...]``: numpy arrays, or
+        tensors on the device when the buffer keeps a copy there."""
         oldest = self.pos if self.size == self.capacity else 0
         starts = rng.integers(0, self.size - seq_len + 1, size=batch)
         index = (oldest + starts[None, :] + np.arange(seq_len)[:, None]) % self.capacity  # [L, B]
+        if self.mirror is not None:
+            where = torch.from_numpy(index).to(self.device)
+            return {key: tensor[where] for key, tensor in self.mirror.items()}
         return {key: array[index] for key, array in self.data.items()}
 
     # ------------------------------------------------------------- checkpointing
@@ -101,3 +124,5 @@ class SequenceReplay:
         for key, tensor in state["arrays"].items():
             self.data[key][: state["size"]] = tensor.numpy()
         self.pos, self.size, self.real_rows = state["pos"], state["size"], state["real_rows"]
+        if self.mirror is not None:
+            self.mirror = {k: torch.from_numpy(v).to(self.device) for k, v in self.data.items()}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections import deque
 from pathlib import Path
@@ -35,7 +36,7 @@ from mabl.checkpoint import atomic_write_bytes, latest_checkpoint, load_checkpoi
 from mabl.config import RunConfig, from_dict, iter_fields, to_dict
 from mabl.envs import make_env
 from mabl.errors import MablError
-from mabl.replay import SequenceReplay
+from mabl.replay import SequenceReplay, replay_bytes
 from mabl.rollout import run_episode
 from mabl.run_log import RunLogger, truncate_logs
 
@@ -98,6 +99,18 @@ def check_run_dir_config(run_dir: Path, cfg: RunConfig) -> None:
                 "re-run with the same settings to resume, or use another --run-dir")
 
 
+def replay_device(cfg: RunConfig, spec, device: torch.device) -> torch.device | None:
+    """Where the replay keeps a copy of its rows (``--schedule.replay_on``); None: host only."""
+    where = cfg.schedule.replay_on
+    if where == "host" or (where == "auto" and device.type != "cuda"):
+        return None
+    if where == "auto":
+        free, _total = torch.cuda.mem_get_info(device)
+        if replay_bytes(spec, cfg.schedule.replay_capacity) > free // 4:
+            return None
+    return device
+
+
 class Trainer:
     """Owns the env, the agent, the replay and the run directory of one training run."""
 
@@ -116,7 +129,8 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed)
         self.agent = build_learner(spec, cfg, self.device)
         self.model_free = cfg.algo in MODEL_FREE
-        self.replay = None if self.model_free else SequenceReplay(spec, cfg.schedule.replay_capacity)
+        self.replay = None if self.model_free else SequenceReplay(
+            spec, cfg.schedule.replay_capacity, device=replay_device(cfg, spec, self.device))
         # Model-free MAPPO steps several envs in lockstep; episodes are seeded the same way.
         self.envs = [self.env] + [make_env(cfg.env, seed=cfg.seed + i) for i in range(1, cfg.mappo.n_envs)] \
             if self.model_free else [self.env]
@@ -208,12 +222,12 @@ class Trainer:
         model_metrics = []
         for _ in range(cfg.schedule.model_updates):  # lines 5-8
             rows = self.replay.sample(cfg.model.batch_size, cfg.model.seq_len, self.rng)
-            c.real_samples += rows["reward"].size
+            c.real_samples += math.prod(rows["reward"].shape)
             model_metrics.append(self.agent.train_world_model(rows))
         policy_metrics = []
         for _ in range(cfg.schedule.policy_iterations):  # lines 9-14
             rows = self.replay.sample(cfg.policy.batch_size, cfg.model.seq_len, self.rng)
-            c.real_samples += rows["reward"].size
+            c.real_samples += math.prod(rows["reward"].shape)
             metrics = self.agent.train_policy(rows)
             c.imagined_samples += int(metrics.pop("imagined_rows"))
             policy_metrics.append(metrics)

@@ -187,6 +187,17 @@ def test_bench_env_prints_steps_per_second():
     assert result["env_steps_per_s"] > 0
 
 
+def test_replay_copy_on_the_device_gives_the_same_run(finished_run: Path, tmp_path: Path):
+    # --schedule.replay_on device gathers windows from a torch copy of the replay (the GPU path,
+    # here on the CPU); the windows, and so every logged number, must be those of the host path
+    run_dir = tmp_path / "replay_on_device"
+    mabl(*train_args(run_dir, "--schedule.replay_on", "device"))
+    assert json.loads((run_dir / "config.json").read_text())["schedule"]["replay_on"] == "device"
+    got, want = read_jsonl(run_dir / "metrics.jsonl"), read_jsonl(finished_run / "metrics.jsonl")
+    assert len(want) > 10 and any(line.get("kind") == "learner" for line in want)
+    assert got == want
+
+
 def test_bench_speed_reports_every_phase_and_its_matrix_work():
     out = mabl("bench", "speed", "--preset", "debug", "--repeats", "2", "--policy-repeats", "1", "--json").stdout
     r = json.loads(out)

@@ -61,9 +61,10 @@ class MablAgent:
         (a :class:`~mabl.policy.JointPolicy` for MAMBA)."""
         return latent_policy(self.world_model.agent, self.actor, self.spec, self.device)
 
-    def to_batch(self, rows: dict[str, np.ndarray]) -> SequenceBatch:
-        """Replay rows ``[L, B, ...]`` (numpy) -> shifted torch batch on the device."""
-        tensors = {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in rows.items()}
+    def to_batch(self, rows: dict[str, np.ndarray | torch.Tensor]) -> SequenceBatch:
+        """Replay rows ``[L, B, ...]`` (numpy, or tensors already on the device) -> shifted torch batch
+        on the device."""
+        tensors = {k: torch.as_tensor(v).to(self.device, non_blocking=True) for k, v in rows.items()}
         return shift_window(tensors)
 
     def train_world_model(self, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
