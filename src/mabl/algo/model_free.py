@@ -43,8 +43,6 @@ from mabl.models.nets import mlp
 if TYPE_CHECKING:
     from mabl.rollout import Episode
 
-POLICY_FORMAT = "mabl-policy"
-POLICY_VERSION = 1
 VALUE_NORM_BETA = 0.99999
 """Decay of the value normaliser's running moments (Yu et al.'s ValueNorm)."""
 _ROW_DTYPES = {"obs": np.float32, "state": np.float32, "avail": bool, "action": np.int64, "reward": np.float32,
@@ -246,6 +244,8 @@ class MappoPolicy:
 
     def to_payload(self) -> dict[str, Any]:
         """The exported-policy dict (plain data and CPU tensors; ``torch.load(weights_only=True)`` reads it)."""
+        from mabl.policy import POLICY_FORMAT, POLICY_VERSION  # the one definition of the file format
+
         return {"format": POLICY_FORMAT, "version": POLICY_VERSION, "algo": "mappo",
                 "spec": dataclasses.asdict(self.env_spec), "hidden": self.actor.hidden,
                 "actor": {k: v.detach().cpu() for k, v in self.actor.state_dict().items()}}
@@ -254,6 +254,8 @@ class MappoPolicy:
 def mappo_policy_from_payload(payload: dict[str, Any], device: torch.device | str = "cpu",
                               seed: int | None = None) -> MappoPolicy:
     """Rebuild a :class:`MappoPolicy` from :meth:`MappoPolicy.to_payload` (no training code needed)."""
+    from mabl.policy import POLICY_FORMAT, POLICY_VERSION
+
     if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT or payload.get("algo") != "mappo":
         raise MablError("not a mabl mappo policy (export one with `mabl export` from a --algo mappo run)")
     if payload.get("version") != POLICY_VERSION:
