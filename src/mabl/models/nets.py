@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mabl.actions import one_hot
+
 
 def mlp(in_dim: int, hidden: int, out_dim: int, layers: int, act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
     """``layers`` hidden Linear layers of width ``hidden`` with ``act`` after each, then a linear output."""
@@ -190,16 +192,14 @@ def onehot_matmul(z: torch.Tensor, table: torch.Tensor, n_classes: int) -> torch
     cheaply)."""
     if torch.compiler.is_compiling():
         if not z.is_floating_point():
-            z = torch.zeros(*z.shape, n_classes, dtype=table.dtype, device=z.device).scatter_(-1, z[..., None], 1.0)
-            z = z.flatten(-2)
+            z = one_hot(z, n_classes, table.dtype).flatten(-2)
         return z @ table
     if z.is_floating_point():
         flat_index, value = _onehot_parts(z, n_classes)
         flat_z = z.reshape(-1, z.shape[-1])
     else:
-        index = z.reshape(-1, z.shape[-1])
-        flat_index = index + _class_offsets(index.shape[-1], n_classes, z.device)
-        value = torch.ones(index.shape, dtype=table.dtype, device=z.device)
+        flat_index = _table_rows(z.reshape(-1, z.shape[-1]), n_classes)
+        value = torch.ones(flat_index.shape, dtype=table.dtype, device=z.device)
         flat_z = z.new_zeros(0)
     lead = z.shape[:-1]
     out = _OneHotMatmul.apply(flat_z, table, flat_index, value.to(table.dtype))
@@ -209,19 +209,20 @@ def onehot_matmul(z: torch.Tensor, table: torch.Tensor, n_classes: int) -> torch
 _OFFSETS: dict[tuple, torch.Tensor] = {}
 
 
-def _class_offsets(n_categoricals: int, n_classes: int, device: torch.device) -> torch.Tensor:
-    """``[0, K, 2K, ...]`` (int64, ``[C]``): categorical c's classes start at row c*K of a table."""
-    key = (n_categoricals, n_classes, device)
+def _table_rows(index: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Table rows ``[..., C]`` of class indices ``[..., C]``: categorical c's classes start at row
+    c*K of a ``[C*K, out]`` table (the offsets ``[0, K, 2K, ...]`` are made once per shape)."""
+    key = (index.shape[-1], n_classes, index.device)
     if key not in _OFFSETS:
-        _OFFSETS[key] = torch.arange(n_categoricals, device=device) * n_classes
-    return _OFFSETS[key]
+        _OFFSETS[key] = torch.arange(index.shape[-1], device=index.device) * n_classes
+    return index + _OFFSETS[key]
 
 
 def _onehot_parts(z: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat table rows ``[R, C]`` (int64) and values ``[R, C]`` of a one-hot latent ``[..., C*K]``."""
     groups = z.detach().reshape(-1, z.shape[-1] // n_classes, n_classes)
     value, index = groups.max(-1)  # the non-zero entry's value (0 for an all-zero categorical) and class
-    return index + _class_offsets(index.shape[-1], n_classes, z.device), value
+    return _table_rows(index, n_classes), value
 
 
 class _StepGather(torch.autograd.Function):
@@ -310,8 +311,7 @@ class StepTable:
         if index is None:
             flat_index, value = _onehot_parts(z, self.n_classes)
         else:
-            flat_index = index.reshape(-1, index.shape[-1])
-            flat_index = flat_index + _class_offsets(flat_index.shape[-1], self.n_classes, z.device)
+            flat_index = _table_rows(index.reshape(-1, index.shape[-1]), self.n_classes)
             value = None
         out = _StepGather.apply(z.reshape(-1, z.shape[-1]), self.root, flat_index, value, self)
         lead = z.shape[:-1]
