@@ -90,12 +90,10 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 2048, repe
     out = torch.empty(size, size, device=device, dtype=dtype)
     best = float("inf")
     for i in range(repeats + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
         t0 = time.perf_counter()
         torch.mm(a, b, out=out)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
         if i:
             best = min(best, time.perf_counter() - t0)
     return 2 * size**3 / best

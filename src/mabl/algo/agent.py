@@ -40,8 +40,9 @@ class MablAgent:
         self.model_opt = adam(self.world_model.parameters(), lr=cfg.model.lr)
         self.mappo = MappoLearner(self.actor, self.critic, cfg.policy)
         self.model_loss, self.imagine_fn = self.eager_model_loss, self.imagine_batch
+        self.cuda_graphs = cfg.compile and device.type == "cuda"  # compiled graphs replayed as CUDA graphs
         if cfg.compile:  # one graph each for the loss and imagination; CUDA graphs on a GPU (no host reads inside)
-            options = {"fullgraph": True, "dynamic": False, "mode": "reduce-overhead" if device.type == "cuda" else None}
+            options = {"fullgraph": True, "dynamic": False, "mode": "reduce-overhead" if self.cuda_graphs else None}
             self.model_loss = torch.compile(self.eager_model_loss, **options)
             self.imagine_fn = torch.compile(self.imagine_batch, **options)
 
@@ -71,7 +72,7 @@ class MablAgent:
         """One world-model update on sampled windows (Alg. 1 lines 6-7)."""
         batch = self.to_batch(rows)
         self.world_model.train()
-        if self.cfg.compile and self.device.type == "cuda":
+        if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # each call is a new step of the CUDA graphs
         with self.autocast():
             loss, metrics = self.model_loss(batch)
@@ -99,7 +100,7 @@ class MablAgent:
     def imagine(self, rows: dict[str, np.ndarray]) -> Imagined:
         """Filter fresh windows and imagine from every posterior state but the last of each window."""
         batch = self.to_batch(rows)
-        if not (self.cfg.compile and self.device.type == "cuda"):
+        if not self.cuda_graphs:
             return self.imagine_fn(batch)
         torch.compiler.cudagraph_mark_step_begin()
         # (a copy: the graph's outputs live in memory its next replay overwrites)
