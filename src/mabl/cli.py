@@ -33,7 +33,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             groups[section] = parser.add_argument_group(f"{section} options")
         help_text = field.metadata.get("help", "")
         choices = field.metadata.get("choices")
-        metavar = "{" + ",".join(choices) + "}" if choices else type(default).__name__.upper()
+        metavar = "{" + ",".join(map(str, choices)) + "}" if choices else type(default).__name__.upper()
         flags = [_flag(path)] + ([f"--{path}"] if "_" in path and "." not in path else [])
         groups[section].add_argument(
             *flags, dest=path, default=argparse.SUPPRESS, metavar=metavar,

@@ -46,6 +46,25 @@ class ModelConfig:
         "'both_levels' features (paper §3.1.2)",
         ("obs_decoder_hidden", "both_levels"),
     )
+    action_decoder_layers: int = _f(
+        2,
+        "hidden layers of the action decoder: 2 = Linear-ELU-Linear-ReLU-Linear (released code, DreamerModel.py), "
+        "1 = Linear-ELU-Linear (mabl <= 0.1)",
+        (1, 2),
+    )
+    action_decoder_mask: str = _f(
+        "fake_and_window_start",
+        "which rows the action decoder's loss skips: absorbing (fake) rows and the first step of every window "
+        "(released code, loss.py) or 'episode_start': the first step of every episode, whose previous action "
+        "belongs to another episode (mabl <= 0.1)",
+        ("fake_and_window_start", "episode_start"),
+    )
+    bias_init: str = _f(
+        "default",
+        "biases of the world model, actor and critic: 'default' = PyTorch's (uniform in +-1/sqrt(fan_in); released "
+        "code) or 'zeros' (mabl <= 0.1)",
+        ("default", "zeros"),
+    )
     input_transform: str = _f(
         "none",
         "what the world model does to observations and states before reading them, also the target of "
@@ -78,6 +97,12 @@ class PolicyConfig:
     clip: float = _f(0.2, "PPO ratio clip [code]")
     entropy: float = _f(1e-3, "initial entropy bonus coefficient [code]")
     entropy_decay: float = _f(0.99998, "entropy coefficient multiplier after every actor step [code]")
+    continuation: str = _f(
+        "per_agent",
+        "discount of the imagined lambda-returns: each agent's own continuation probability in its own return "
+        "(released code, loss.py) or 'team_mean', the mean over agents in every agent's return (mabl <= 0.1)",
+        ("per_agent", "team_mean"),
+    )
     normalize_advantages: bool = _f(True, "(A-mean)/(std+1e-4) over the imagined batch [code]")
     actor_lr: float = _f(1e-4, "actor Adam learning rate [code]")
     critic_lr: float = _f(1e-3, "critic Adam learning rate [code]")
@@ -132,6 +157,13 @@ class ScheduleConfig:
     policy_iterations: int = _f(4, "policy iterations (imagination + PPO) per learner call [code]")
     learning_starts: int = _f(500, "replay transitions needed before the first learner call [code]")
     replay_capacity: int = _f(250_000, "replay capacity in transitions [code]")
+    time_limit_done: str = _f(
+        "terminal",
+        "how an episode that hits the time limit is stored: 'terminal' = done 1 on its last row, no absorbing rows "
+        "(released code: SMAC reports terminated there, so the continuation head learns 'terminal' at time-outs) or "
+        "'truncation' = done 0 (mabl <= 0.1). Termination always stores done 1 plus absorbing rows",
+        ("terminal", "truncation"),
+    )
     replay_on: str = _f(
         "auto",
         "where sampled windows are gathered: 'host' (numpy), 'device' (a copy of the replay on the learner's "
@@ -180,7 +212,7 @@ class RunConfig:
         for path, f, value in iter_fields(self):
             choices = f.metadata.get("choices")
             if choices and value not in choices:
-                raise MablError(f"--{path}={value!r} is not allowed; choose one of {', '.join(choices)}")
+                raise MablError(f"--{path}={value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
         positive = [
             "steps", "eval_episodes", "model.hidden", "model.deter", "model.n_categoricals",
             "model.n_classes", "model.encoder_layers", "model.batch_size", "model.lr",
@@ -284,10 +316,16 @@ ADDED_FIELDS: dict[str, Any] = {
     "policy.init_std": 0.5,
     "mappo.init_std": 0.5,
     "model.input_transform": "none",
+    "model.action_decoder_layers": 1,
+    "model.action_decoder_mask": "episode_start",
+    "model.bias_init": "zeros",
+    "policy.continuation": "team_mean",
+    "schedule.time_limit_done": "truncation",
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
-transform before ``input_transform``). A saved config without them gets these values, so runs and
+transform before ``input_transform``; the five faithfulness fields of mabl 0.2 take their 0.1
+readings). A saved config without them gets these values, so runs and
 checkpoints made by an earlier mabl still resume and evaluate."""
 
 

@@ -37,7 +37,7 @@ from mabl.config import RunConfig, from_dict, iter_fields, to_dict
 from mabl.envs import make_env
 from mabl.errors import MablError
 from mabl.replay import SequenceReplay, replay_bytes
-from mabl.rollout import run_episode
+from mabl.rollout import Episode, run_episode
 from mabl.run_log import RunLogger, truncate_logs
 
 RESUMABLE = {"steps", "progress", "device", "threads", "checkpoint_every", "eval_every", "eval_episodes", "run_dir"}
@@ -154,7 +154,7 @@ class Trainer:
                 episodes, batch = self.agent.collect(self.envs, self._seeds())
             else:
                 episodes = [run_episode(self.env, self.agent.policy(), episode_seed(cfg.seed, c.episode))]  # line 3
-                self.replay.add_episode(episodes[0].rows, episodes[0].terminated, self.rng)  # line 4
+                self.replay.add_episode(*stored_episode(episodes[0], cfg.schedule.time_limit_done), self.rng)  # line 4
             collected = 0
             for episode in episodes:
                 c.env_step += episode.length
@@ -312,6 +312,20 @@ class Trainer:
         if wins:
             text += f" win {np.mean(wins):.0%}"
         return text + f" | {sps:.0f} env-steps/s | learner {learner_total:.0f}s"
+
+
+def stored_episode(episode: Episode, time_limit_done: str) -> tuple[dict[str, np.ndarray], bool]:
+    """The rows and the 'append absorbing rows' flag an episode goes into the replay with.
+
+    Termination: done 1 on the last row, absorbing rows follow. A time-out (truncation) under
+    'terminal' (released code, where SMAC reports terminated at the limit) also stores done 1 on
+    the last row, without absorbing rows; under 'truncation' it stores done 0.
+    """
+    rows = episode.rows
+    if time_limit_done == "terminal" and not episode.terminated:
+        rows = {**rows, "done": rows["done"].copy()}
+        rows["done"][-1] = True
+    return rows, episode.terminated
 
 
 def evaluate_policy(env, policy, episodes: int, seeds: list[int], deterministic: bool = True) -> dict:

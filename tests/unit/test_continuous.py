@@ -178,13 +178,17 @@ def test_decentralized_continuous_policy_acts_on_own_inputs_and_exports(tmp_path
     with torch.no_grad():
         mean = agent.actor(policy.z, policy.h)
     np.testing.assert_allclose(info["mean"], mean.numpy(), rtol=0, atol=0)
-    # agent 0's action never moves when agent 1's observation changes
-    other = obs.copy()
-    other[1] += 5.0
-    policy.reset()
-    action2, _ = policy.act(other, deterministic=True)
-    np.testing.assert_array_equal(action[0], action2[0])
-    assert not np.array_equal(action[1], action2[1])
+    # agent 0's action never moves when agent 1's observation changes; agent 1's does (the greedy
+    # latent is a mode of few categoricals in the debug preset, so one change may keep it: try several)
+    changed = []
+    for scale in (5.0, -5.0, 20.0, -20.0):
+        other = obs.copy()
+        other[1] += scale * np.random.default_rng(int(scale) + 50).normal(size=OBS).astype(np.float32)
+        policy.reset()
+        action2, _ = policy.act(other, deterministic=True)
+        np.testing.assert_array_equal(action[0], action2[0])
+        changed.append(not np.array_equal(action[1], action2[1]))
+    assert any(changed)
     # stochastic actions stay inside the bounds
     policy.reset()
     for _ in range(20):

@@ -17,6 +17,7 @@ from mabl.models.nets import (
     onehot_matmul,
     onehot_weight_grad,
     sinusoidal_encoding,
+    xavier_init,
 )
 
 C, K = 4, 4  # categoricals x classes (debug-like)
@@ -157,7 +158,28 @@ def test_split_linear_init_bound():
     bound = math.sqrt(6.0 / (16 + 8))
     assert layer.weight.shape == (8, 16)
     assert layer.weight.abs().max().item() <= bound
-    assert torch.equal(layer.bias, torch.zeros(8))
+    # PyTorch's default Linear bias over the whole fan-in (released code leaves biases as they are).
+    assert layer.bias.abs().max().item() <= 1.0 / math.sqrt(16) and layer.bias.abs().max().item() > 0
+
+
+@pytest.mark.parametrize("zero_bias", [False, True])
+def test_xavier_init_bias_reading(zero_bias):
+    """--model.bias_init: 'default' keeps every bias as PyTorch drew it (nonzero, within its fan-in
+    bound); 'zeros' zeroes them all, SplitLinear and GRU biases included. Weights are Xavier either way."""
+    torch.manual_seed(3)
+    net = torch.nn.ModuleDict({"split": SplitLinear([10, 6], 8), "gru": torch.nn.GRUCell(8, 12),
+                               "lin": torch.nn.Linear(12, 5)})
+    xavier_init(net, zero_bias=zero_bias)
+    bounds = {"split.bias": 1 / math.sqrt(16), "gru.bias_ih": 1 / math.sqrt(12), "gru.bias_hh": 1 / math.sqrt(12),
+              "lin.bias": 1 / math.sqrt(12)}
+    params = dict(net.named_parameters())
+    for name, bound in bounds.items():
+        if zero_bias:
+            assert torch.equal(params[name], torch.zeros_like(params[name])), name
+        else:
+            assert 0 < params[name].abs().max().item() <= bound, name
+    lin_bound = math.sqrt(6.0 / (12 + 5))
+    assert params["lin.weight"].abs().max().item() <= lin_bound
 
 
 def test_latent_head_shape_and_composition():

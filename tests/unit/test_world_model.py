@@ -111,7 +111,11 @@ def _hand_terms(model: BiLevelWorldModel, batch: SequenceBatch, filt) -> dict[st
                 if avail_logit is not None:
                     avail_sum += sum(_bce_logit(avail_logit[j, b, i, a].item(), float(batch.avail[j, b, i, a]))
                                      for a in range(A))
-                if not batch.first[j, b]:
+                if model.cfg.action_decoder_mask == "episode_start":
+                    scored = not batch.first[j, b]
+                else:  # released code: not on absorbing rows, not at the window's first step
+                    scored = j > 0 and batch.fake[j, b] == 0
+                if scored:
                     row = action_logit[j, b, i].double()
                     target = int(batch.prev_action[j, b, i])
                     action_sum += (torch.logsumexp(row, 0) - row[target]).item()
@@ -126,7 +130,8 @@ def _hand_terms(model: BiLevelWorldModel, batch: SequenceBatch, filt) -> dict[st
 
 # ------------------------------------------------------------------ tests
 @pytest.mark.parametrize("overrides", [{}, {"agent_prior_on": "global_posterior"},
-                                       {"action_decoder_input": "both_levels"}])
+                                       {"action_decoder_input": "both_levels"},
+                                       {"action_decoder_mask": "episode_start", "action_decoder_layers": 1}])
 def test_every_term_matches_hand_computation(overrides):
     model = _model(**overrides)
     batch = _batch()
@@ -228,20 +233,24 @@ def test_reward_and_continuation_targets_are_the_next_row():
     assert moved["obs"].item() == pytest.approx(base["obs"].item(), rel=1e-6)
 
 
-def test_previous_action_at_episode_start():
-    model = _model()
+@pytest.mark.parametrize("mask", ["fake_and_window_start", "episode_start"])
+def test_previous_action_at_episode_start(mask):
+    model = _model(action_decoder_mask=mask)
     batch = _batch()
     _, base, _ = _loss(model, batch)
     assert bool(batch.first[3, 0])
-    # prev_action[3] at an episode start is the old episode's LAST action a_{k+3}: not an
-    # action-decoder target and not seen by the reset filter, but it is the action that earned the
-    # old episode's final reward[3], predicted at step 2 from the transition h_trans[3].
+    # prev_action[3] at an episode start is the old episode's LAST action a_{k+3}: not seen by the
+    # reset filter, but it is the action that earned the old episode's final reward[3], predicted at
+    # step 2 from the transition h_trans[3]. The released code keeps it as an action-decoder target
+    # (it masks only absorbing rows and the window's first step); 'episode_start' does not.
     prev_action = batch.prev_action.clone()
     prev_action[3, 0] = (prev_action[3, 0] + 1) % A
     _, same, _ = _loss(model, batch._replace(prev_action=prev_action))
-    for key in ("action", "kl_agent", "kl_global", "obs", "avail"):
+    for key in ("kl_agent", "kl_global", "obs", "avail") + (("action",) if mask == "episode_start" else ()):
         assert same[key].item() == pytest.approx(base[key].item(), rel=1e-6, abs=1e-7), key
     assert abs(same["reward"].item() - base["reward"].item()) > 1e-5
+    if mask != "episode_start":
+        assert abs(same["action"].item() - base["action"].item()) > 1e-5
     # Without a reset (batch column 1) the previous action is an action-decoder target.
     prev_action = batch.prev_action.clone()
     prev_action[3, 1] = (prev_action[3, 1] + 1) % A
@@ -277,10 +286,11 @@ def test_imagine_step_team_reward_and_continuation():
         h_g = model.global_transition(latent.h_g, latent.z_g, action)
         per_agent_reward = model.reward_head(latent.z_a, h_a)[..., 0]
         per_agent_cont = torch.sigmoid(model.cont_head(latent.z_a, h_a, latent.z_g, h_g))[..., 0]
-    assert reward.shape == (m,) and cont.shape == (m,)
+    assert reward.shape == (m,) and cont.shape == (m, N)  # team reward; each agent's own continuation
     for r in range(m):
         assert reward[r].item() == pytest.approx(sum(per_agent_reward[r].tolist()) / N, rel=1e-5, abs=1e-6)
-        assert cont[r].item() == pytest.approx(sum(per_agent_cont[r].tolist()) / N, rel=1e-5)
+        for i in range(N):
+            assert cont[r, i].item() == pytest.approx(per_agent_cont[r, i].item(), rel=1e-5)
     torch.testing.assert_close(nxt.h_a, h_a)
     torch.testing.assert_close(nxt.h_g, h_g)
     # The joint action reaches every agent's global chain: changing agent 0's action moves agent 2's h^g.

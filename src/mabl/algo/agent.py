@@ -34,9 +34,11 @@ class MablAgent:
         # Dropout (MAMBA's mixer) is on in world-model training only; acting and imagination are eval.
         self.world_model.eval()
         sizes = (self.world_model.latent_dim, cfg.model.n_classes, cfg.model.deter, cfg.policy.hidden)
-        self.actor = Actor(*sizes, spec.action_size, continuous=not spec.discrete, init_std=cfg.policy.init_std).to(device)
+        zero_bias = cfg.model.bias_init == "zeros"
+        self.actor = Actor(*sizes, spec.action_size, continuous=not spec.discrete, init_std=cfg.policy.init_std,
+                           zero_bias=zero_bias).to(device)
         levels = 2 if self.world_model.has_global else 1
-        self.critic = AttentionCritic(*sizes, cfg.policy.attn_heads, spec.n_agents, levels).to(device)
+        self.critic = AttentionCritic(*sizes, cfg.policy.attn_heads, spec.n_agents, levels, zero_bias).to(device)
         self.model_opt = adam(self.world_model.parameters(), lr=cfg.model.lr)
         self.mappo = MappoLearner(self.actor, self.critic, cfg.policy)
         self.model_loss, self.imagine_fn = self.eager_model_loss, self.imagine_batch
@@ -115,7 +117,8 @@ class MablAgent:
             # SPEC §3: the first T-1 posterior states of each window: [T-1, B, N, .] -> [M, N, .]
             start = filt.post.map(lambda t: t[:-1].float()).flatten(0, 1)
             return imagine(self.world_model, self.actor, self.critic, start,
-                           self.cfg.policy.horizon, self.cfg.policy.gamma, self.cfg.policy.lam)
+                           self.cfg.policy.horizon, self.cfg.policy.gamma, self.cfg.policy.lam,
+                           self.cfg.policy.continuation == "per_agent")
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:

@@ -52,13 +52,16 @@ def imagine(
     horizon: int,
     gamma: float,
     lam: float,
+    per_agent_continuation: bool = True,
 ) -> Imagined:
     """Roll the priors ``horizon`` states from ``start`` (fields ``[M, N, ·]``) and compute returns.
 
     State k (k = 0 .. H-1) gives V_k; states 0 .. H-2 also act: a_k is sampled (under a mask
     sampled from the avail head when the env has masks; from the Gaussian for continuous actions),
     and the transition gives r_k (reward head, mean over agents) and c_k (continuation probability,
-    a soft multiplicative discount). Returns follow SPEC §3 with R_{H-1} = V_{H-1}; the rows are states 0 .. H-2.
+    a soft multiplicative discount: each agent's own in its own return, released code; the mean over
+    agents with ``per_agent_continuation=False``). Returns follow SPEC §3 with R_{H-1} = V_{H-1}; the
+    rows are states 0 .. H-2.
     """
     spec = model.spec
     n_classes = model.cfg.n_classes
@@ -84,7 +87,9 @@ def imagine(
         conts.append(cont)
     value = torch.stack(values).float()  # [H, M, N]
     reward = torch.stack(rewards).float()[..., None]  # [H-1, M, 1] team reward, broadcast over agents
-    continuation = torch.stack(conts).float()[..., None]
+    continuation = torch.stack(conts).float()  # [H-1, M, N] each agent's own
+    if not per_agent_continuation:
+        continuation = continuation.mean(-1, keepdim=True)  # [H-1, M, 1] the team's, broadcast
     returns = lambda_returns(reward, continuation, value, gamma, lam)  # [H-1, M, N]
 
     def rows(x: torch.Tensor) -> torch.Tensor:

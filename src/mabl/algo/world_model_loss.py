@@ -4,7 +4,8 @@ Replay rows (what the collector stores; k counts env steps)::
 
     row k :  o_k, s_k, avail_k   -- observed before acting
              a_k                 -- the joint action taken at row k
-             r_k, done_k         -- received after a_k (done_k: the episode terminated)
+             r_k, done_k         -- received after a_k (done_k: the episode terminated, or hit
+                                    its time limit under --schedule.time_limit_done terminal)
              fake_k, last_k      -- absorbing row; last row of its episode in the buffer
 
 A window of L rows (k .. k+L-1) is shifted by one into T = L-1 filtering steps j = 0 .. T-1::
@@ -29,7 +30,9 @@ Losses on the first T-1 posterior states (j = 0 .. T-2; the paper preset: 18 of 
     available actions head(feat^a_j, feat^g_j)       -> avail[j]
     reward            head(z^a_j, h^a_{j+1})         -> reward[j+1]       (h_{j+1} holds a_{k+j+1},
     continuation      head(z^a_j,h^a_{j+1},z^g_j,h^g_{j+1}) -> 1-done[j+1]  the action taken at obs[j])
-    action decoder    obs decoder hidden_j            -> prev_act[j]      masked where first[j]
+    action decoder    obs decoder hidden_j            -> prev_act[j]      masked where fake[j] and at j = 0
+                                                                          (--model.action_decoder_mask;
+                                                                           'episode_start': where first[j])
 
 ``h_{j+1}`` here is the transition from posterior j (``Filtered.h_*_trans``), also across an
 episode boundary, so the final reward of an episode is predicted from its own history.
@@ -132,14 +135,19 @@ def world_model_loss(
         terms["avail"] = avail_nll.mean()
 
     action_out = heads["action"].float()
-    not_first = (~batch.first[:cut]).float()[..., None]  # [T-1, B, 1]
+    if model.cfg.action_decoder_mask == "fake_and_window_start":  # released code
+        scored = 1.0 - batch.fake[:cut]  # [T-1, B]
+        scored = torch.cat([torch.zeros_like(scored[:1]), scored[1:]])  # not the window's first step
+    else:  # 'episode_start': not where obs[j] starts an episode (its previous action is another episode's)
+        scored = (~batch.first[:cut]).float()
+    scored = scored[..., None]  # [T-1, B, 1]
     if spec.discrete:
         action_err = F.cross_entropy(action_out.flatten(0, -2), batch.prev_action[:cut].flatten(),
                                      reduction="none").view(action_out.shape[:-1])
     else:
         # regression on the executed action in normalised units (the unit-variance Gaussian NLL up to 1/2)
         action_err = F.mse_loss(action_out, prev_action[:cut], reduction="none").sum(-1)
-    terms["action"] = _masked_mean(action_err, not_first)
+    terms["action"] = _masked_mean(action_err, scored)
 
     loss = sum(terms.values())
     metrics = {k: v.detach() for k, v in terms.items()}

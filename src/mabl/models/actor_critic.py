@@ -33,10 +33,10 @@ class Actor(nn.Module):
     """
 
     def __init__(self, latent_dim: int, n_classes: int, deter: int, hidden: int, action_size: int,
-                 continuous: bool = False, init_std: float = 0.5):
+                 continuous: bool = False, init_std: float = 0.5, zero_bias: bool = False):
         super().__init__()
         self.net = SplitMLP([latent_dim, deter], hidden, action_size, 2, nn.ReLU, {0: n_classes})
-        xavier_init(self)
+        xavier_init(self, zero_bias)
         self.continuous = continuous
         self.log_std = nn.Parameter(torch.full((action_size,), math.log(init_std))) if continuous else None
 
@@ -62,7 +62,7 @@ class AttentionCritic(nn.Module):
     """
 
     def __init__(self, latent_dim: int, n_classes: int, deter: int, hidden: int, heads: int, n_agents: int,
-                 levels: int = 2):
+                 levels: int = 2, zero_bias: bool = False):
         super().__init__()
         dims, onehot = [latent_dim, deter] * levels, {2 * i: n_classes for i in range(levels)}
         self.embed = SplitLinear(dims, hidden, onehot)
@@ -70,7 +70,7 @@ class AttentionCritic(nn.Module):
             hidden, heads, dim_feedforward=hidden, dropout=0.0, batch_first=True
         )
         self.out = mlp(hidden, hidden, 1, 1)
-        xavier_init(self)
+        xavier_init(self, zero_bias)
         self.register_buffer("agent_code", sinusoidal_encoding(n_agents, hidden), persistent=False)
 
     def forward(self, *features: torch.Tensor) -> torch.Tensor:

@@ -25,19 +25,20 @@ def mlp(in_dim: int, hidden: int, out_dim: int, layers: int, act: type[nn.Module
     return nn.Sequential(*modules)
 
 
-def xavier_init(module: nn.Module) -> None:
-    """Xavier-uniform on every weight matrix (GRU cells included), zero biases (released code).
+def xavier_init(module: nn.Module, zero_bias: bool = False) -> None:
+    """Xavier-uniform on every weight matrix (GRU cells included); biases keep PyTorch's default
+    initialisation (released code), or are zeroed with ``zero_bias`` (``--model.bias_init zeros``).
 
-    :class:`SplitLinear` layers initialise themselves over their whole concatenated matrix and are
-    left as they are (initialising each part alone would use the wrong fan-in).
+    :class:`SplitLinear` layers initialise their weights over their whole concatenated matrix and are
+    left as they are (initialising each part alone would use the wrong fan-in); their bias too,
+    unless ``zero_bias``.
     """
     split_params = {id(p) for m in module.modules() if isinstance(m, SplitLinear) for p in m.parameters()}
     for name, param in module.named_parameters():
-        if id(param) in split_params:
-            continue
         if param.dim() >= 2:
-            nn.init.xavier_uniform_(param)
-        elif "bias" in name:
+            if id(param) not in split_params:
+                nn.init.xavier_uniform_(param)
+        elif zero_bias and name.rsplit(".", 1)[-1].startswith("bias"):
             nn.init.zeros_(param)
 
 
@@ -343,7 +344,9 @@ class SplitLinear(nn.Module):
         chunks = full.split(self.in_dims, dim=1)
         self.weights = nn.ParameterList(
             nn.Parameter(c.t().contiguous() if i in self.onehot else c.contiguous()) for i, c in enumerate(chunks))
-        self.bias = nn.Parameter(torch.zeros(out_dim))
+        # PyTorch's default Linear bias over the whole fan-in: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        fan_bound = 1.0 / math.sqrt(sum(in_dims))
+        self.bias = nn.Parameter(torch.empty(out_dim).uniform_(-fan_bound, fan_bound))
 
     @property
     def weight(self) -> torch.Tensor:
@@ -400,14 +403,17 @@ def fused_split_linears(layers: dict[str, tuple[SplitLinear, tuple[torch.Tensor,
 
 
 class SplitMLP(nn.Module):
-    """An MLP whose first layer is a :class:`SplitLinear` over several inputs (e.g. ``z, h``)."""
+    """An MLP whose first layer is a :class:`SplitLinear` over several inputs (e.g. ``z, h``).
+
+    ``act`` follows the first layer; ``rest_act`` (default ``act``) the later hidden layers."""
 
     def __init__(self, in_dims: list[int], hidden: int, out_dim: int, layers: int,
-                 act: type[nn.Module] = nn.ReLU, onehot: dict[int, int] | None = None):
+                 act: type[nn.Module] = nn.ReLU, onehot: dict[int, int] | None = None,
+                 rest_act: type[nn.Module] | None = None):
         super().__init__()
         self.first = SplitLinear(in_dims, hidden, onehot)
         self.act = act()
-        self.rest = mlp(hidden, hidden, out_dim, layers - 1, act)
+        self.rest = mlp(hidden, hidden, out_dim, layers - 1, rest_act or act)
 
     def from_pre(self, pre: torch.Tensor) -> torch.Tensor:
         """Finish the MLP from its first layer's output (e.g. from :func:`fused_split_linears`)."""

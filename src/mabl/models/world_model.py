@@ -231,11 +231,13 @@ class BiLevelWorldModel(nn.Module):
         self.avail_head = SplitMLP(both[0], hid, a, 2, nn.ELU, both[1]) if spec.has_action_mask else None
         self.obs_decoder_body = SplitMLP(one_level, hid, hid, 2, nn.ReLU, k1)  # 3 x (Linear, ReLU), last ReLU below
         self.obs_decoder_out = nn.Linear(hid, spec.obs_dim)
+        # Action decoder: Linear ELU [Linear ReLU] Linear (model.action_decoder_layers; 2 in the code).
+        layers = cfg.action_decoder_layers
         if cfg.action_decoder_input == "obs_decoder_hidden":
-            self.action_decoder = SplitMLP([hid], hid, a, 1, nn.ELU)
+            self.action_decoder = SplitMLP([hid], hid, a, layers, nn.ELU, rest_act=nn.ReLU)
         else:
-            self.action_decoder = SplitMLP(both[0], hid, a, 1, nn.ELU, both[1])
-        xavier_init(self)
+            self.action_decoder = SplitMLP(both[0], hid, a, layers, nn.ELU, both[1], rest_act=nn.ReLU)
+        xavier_init(self, zero_bias=cfg.bias_init == "zeros")
 
     # ---------------------------------------------------------------- small pieces
     def initial(self, batch_shape: tuple[int, ...], device: torch.device) -> Latent:
@@ -412,17 +414,19 @@ class BiLevelWorldModel(nn.Module):
         return Latent(z_a, h_a, z_g, h_g)
 
     def reward_continuation(self, latent: Latent, next_latent: Latent) -> tuple[torch.Tensor, torch.Tensor]:
-        """Team reward and continuation probability of the transition ``latent -> next_latent``.
+        """Team reward ``[...]`` and per-agent continuation probability ``[..., N]`` of the
+        transition ``latent -> next_latent`` (``[..., N, .]`` fields).
 
-        Both heads read ``(z_t, h_{t+1})`` as in training; agents' predictions are averaged (the
-        team reward; the continuation of the team). Shapes ``[..., N, .] -> [...]``.
+        Both heads read ``(z_t, h_{t+1})`` as in training. The agents' reward predictions are
+        averaged (the team reward); each agent keeps its own continuation (released code: it
+        discounts that agent's lambda-return; ``--policy.continuation team_mean`` averages it).
         """
         reward = self.reward_head(latent.z_a, next_latent.h_a).squeeze(-1).mean(-1)
         cont_logit = self.cont_head(*level_features(latent.z_a, next_latent.h_a, latent.z_g, next_latent.h_g))
-        return reward, torch.sigmoid(cont_logit).squeeze(-1).mean(-1)
+        return reward, torch.sigmoid(cont_logit).squeeze(-1)
 
     def imagine_step(self, latent: Latent, action: torch.Tensor) -> tuple[Latent, torch.Tensor, torch.Tensor]:
-        """:meth:`prior_step` plus :meth:`reward_continuation` of that step: ``(next, reward [M], cont [M])``."""
+        """:meth:`prior_step` plus :meth:`reward_continuation` of that step: ``(next, reward [M], cont [M, N])``."""
         next_latent = self.prior_step(latent, action)
         return (next_latent, *self.reward_continuation(latent, next_latent))
 
