@@ -185,7 +185,7 @@ class RunConfig:
         "(model-free, real data)",
         ("mabl", "mabl-sg", "dreamer", "mamba", "mappo"),
     )
-    preset: str = _f("quick", "named preset applied before the flags", ("paper", "quick", "debug"))
+    preset: str = _f("quick", "named preset applied before the flags", ("paper", "quick", "cpu", "debug"))
     steps: int = _f(100_000, "environment steps to train for")
     seed: int = _f(0, "seed of every random number generator of the run")
     run_dir: str = _f("", "run directory (default runs/<env>_<algo>_s<seed>); re-running resumes")
