@@ -42,7 +42,7 @@ from mabl.run_log import RunLogger, truncate_logs
 
 RESUMABLE = {"steps", "progress", "device", "threads", "checkpoint_every", "eval_every", "eval_episodes", "run_dir"}
 """Fields a resumed run may change; anything else must match the run directory's config."""
-TIMING_KEYS = ("sps", "learner_s")
+TIMING_KEYS = ("sps", "learner_s", "wall_s", "cpu_s")
 """Metric keys that measure time: the only ones that differ between two runs with the same seed."""
 
 
@@ -81,6 +81,11 @@ class Counters:
     imagination starts (model-based), or transitions x PPO epochs (mappo)."""
     imagined_samples: int = 0
     """Imagined joint transitions (rows of all N agents) that policy learning consumed."""
+    wall_s: float = 0.0
+    """Wall-clock seconds of training up to the newest checkpoint, summed over the processes of a
+    resumed run (time after the last checkpoint of a killed process is lost with its logs)."""
+    cpu_s: float = 0.0
+    """CPU seconds (this process, all threads: ``time.process_time``), summed the same way."""
 
 
 def check_run_dir_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -148,6 +153,7 @@ class Trainer:
         cfg, c = self.cfg, self.counters
         bar = _progress(cfg, c.env_step)
         start_wall, start_step = time.perf_counter(), c.env_step
+        self._clock = (start_wall, time.process_time(), c.wall_s, c.cpu_s)
         learner_total = 0.0  # learner seconds in this process, for the progress bar
         while c.env_step < cfg.steps:
             if self.model_free:  # MAPPO: whole episodes from all envs, then one PPO update on them
@@ -240,12 +246,19 @@ class Trainer:
         """Write one learner line (counters, mean losses, seconds since ``t0``); returns the seconds."""
         c = self.counters
         elapsed = time.perf_counter() - t0
+        self._tick()
         record = {"kind": "learner", "env_step": c.env_step, "learner_call": c.learner_calls,
                   "model_updates": c.model_updates, "policy_iterations": c.policy_iterations,
                   "real_samples": c.real_samples, "imagined_samples": c.imagined_samples,
-                  **losses, "learner_s": elapsed}
+                  **losses, "learner_s": elapsed, "wall_s": c.wall_s, "cpu_s": c.cpu_s}
         self.log.write("metrics.jsonl", record, step=c.env_step)
         return elapsed
+
+    def _tick(self) -> None:
+        """Bring the run's cumulative wall-clock and CPU seconds up to now."""
+        wall0, cpu0, wall_base, cpu_base = self._clock
+        self.counters.wall_s = wall_base + time.perf_counter() - wall0
+        self.counters.cpu_s = cpu_base + time.process_time() - cpu0
 
     def _crossed(self, length: int, every: int) -> bool:
         step = self.counters.env_step
@@ -268,6 +281,8 @@ class Trainer:
     # ---------------------------------------------------------------- checkpoints
     def save(self) -> Path:
         c = self.counters
+        if hasattr(self, "_clock"):
+            self._tick()
         payload = {
             "config": to_dict(self.cfg),
             "spec": dataclasses.asdict(self.spec),

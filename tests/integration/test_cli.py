@@ -89,6 +89,11 @@ def test_sigkill_then_resume_matches_uninterrupted(finished_run: Path, tmp_path:
     mabl(*train_args(run_dir))  # the same command resumes
     assert read_jsonl(run_dir / "metrics.jsonl") == read_jsonl(finished_run / "metrics.jsonl")
     assert read_jsonl(run_dir / "eval.jsonl") == read_jsonl(finished_run / "eval.jsonl")
+    # Training time is summed over the two processes: it never goes back across the resume.
+    learner = [r for r in read_jsonl(run_dir / "metrics.jsonl", drop=()) if r["kind"] == "learner"]
+    for key in ("wall_s", "cpu_s"):
+        times = [r[key] for r in learner]
+        assert times[0] > 0 and all(b >= a for a, b in zip(times, times[1:])), (key, times)
 
 
 def test_rerun_of_finished_run_changes_nothing(finished_run: Path, tmp_path: Path):

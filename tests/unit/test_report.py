@@ -125,6 +125,22 @@ def test_markdown_table(tmp_path):
     assert "Paper" not in markdown_table(final_window_stats(find_runs(tmp_path)), paper=None)
 
 
+def test_wall_and_cpu_time_per_seed(tmp_path):
+    """The per-seed table and summary.json give each run's training time from its last learner line
+    that logs it; a run without timing lines (an older mabl) shows a dash / null."""
+    learner = [(10_000, {"learner_s": 1.0, "wall_s": 1800.0, "cpu_s": 3000.0}),
+               (30_000, {"learner_s": 1.0, "wall_s": 5400.0, "cpu_s": 9000.0}),
+               (31_000, {"learner_s": 1.0})]
+    make_run(tmp_path / "s0", "smax:3s_vs_4z", "mabl", 0, SEED0, learner=learner)
+    make_run(tmp_path / "s1", "smax:3s_vs_4z", "mabl", 1, SEED1)
+    lines = markdown_table(final_window_stats(find_runs(tmp_path))).splitlines()
+    row = next(line for line in lines if line.startswith("| smax:3s_vs_4z | mabl | 2 |"))
+    assert row.endswith("| 1.50 / 2.50, — |")
+    summary = write_report(tmp_path, tmp_path / "report", plots=False)
+    seeds = summary["cells"][0]["seeds"]
+    assert [(s["wall_s"], s["cpu_s"]) for s in seeds] == [(5400.0, 9000.0), (None, None)]
+
+
 def test_paper_task_mapping():
     assert paper_task("smax:3s_vs_4z") == "SMAC 3s_vs_4z"
     assert paper_task("smac:corridor") == "SMAC corridor"

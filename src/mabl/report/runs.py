@@ -1,0 +1,232 @@
+"""Finding and reading run directories (``config.json`` + ``metrics.jsonl``) for reports."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mabl.errors import MablError
+
+ALGO_ORDER = ("mabl", "mabl-sg", "dreamer", "mamba", "mappo")
+"""Column order of the tables and legends; algorithms not listed follow, sorted by name."""
+
+RUN_FILES = ("config.json", "metrics.jsonl")
+"""A directory holding both files is a run directory."""
+
+
+def algo_rank(algo: str) -> tuple[int, str]:
+    return (ALGO_ORDER.index(algo), "") if algo in ALGO_ORDER else (len(ALGO_ORDER), algo)
+
+
+def order_algos(algos: Iterable[str]) -> list[str]:
+    """Algorithms in column order: mabl, mabl-sg, dreamer, mamba, mappo, then others by name."""
+    return sorted(set(algos), key=algo_rank)
+
+
+@dataclass
+class RunData:
+    """One run directory: its config and its logged episodes (numpy arrays in episode order)."""
+
+    run_dir: Path
+    env: str
+    algo: str
+    seed: int
+    steps: int
+    preset: str | None
+    config: dict[str, Any]
+    env_step: np.ndarray
+    """int64, cumulative env steps at the end of each episode."""
+    returns: np.ndarray
+    """float64, each episode's return (NaN where the log holds null)."""
+    win: np.ndarray | None
+    """bool per episode where the env defines wins, else None."""
+    learner: list[dict[str, Any]] = field(default_factory=list)
+    eval: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Tolerated problems, e.g. an ignored torn last line."""
+
+    @property
+    def task(self) -> str:
+        return self.env
+
+    @property
+    def final_env_step(self) -> int:
+        return int(self.env_step[-1])
+
+    def time_s(self, key: str) -> float | None:
+        """``wall_s`` or ``cpu_s`` of the last learner line that logs it: the run's training time so
+        far, summed over resumes (runs written before mabl 0.2 log neither: None)."""
+        for record in reversed(self.learner):
+            value = record.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        return None
+
+    def values(self, metric: str) -> np.ndarray:
+        """Per-episode values: ``100 * win`` for ``metric == "win_rate"``, else the returns."""
+        if metric == "win_rate":
+            if self.win is None:
+                raise ValueError(f"run {self.run_dir} logs no win flags")
+            return self.win.astype(np.float64) * 100.0
+        return self.returns
+
+
+@dataclass
+class SkippedRun:
+    run_dir: str
+    reason: str
+
+
+class _SkipRun(Exception):
+    """Internal: the run directory cannot be used; the message is the reason."""
+
+
+def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The JSON objects of a JSONL file; True as second item when a torn final line was ignored.
+
+    Raises _SkipRun for an invalid line that is not the last non-empty one.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise _SkipRun(f"cannot read {path.name}: {exc.strerror or exc}") from None
+    lines = [(n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    records, torn = [], False
+    for i, (n, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            if i == len(lines) - 1:
+                torn = True
+                break
+            raise _SkipRun(f"{path.name} line {n} is not a JSON object") from None
+        records.append(record)
+    return records, torn
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
+
+
+def load_run(run_dir: str | os.PathLike) -> RunData:
+    """Read one run directory. Raises :class:`MablError` (one line) when it cannot be used."""
+    try:
+        return _load_run(Path(run_dir))
+    except _SkipRun as exc:
+        raise MablError(f"cannot use run {run_dir}: {exc}") from None
+
+
+def _load_run(run_dir: Path) -> RunData:
+    try:
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise _SkipRun("config.json is not readable JSON") from None
+    if not isinstance(config, dict):
+        raise _SkipRun("config.json is not a JSON object")
+    for key in ("env", "algo", "seed"):
+        if key not in config:
+            raise _SkipRun(f"config.json lacks '{key}'")
+    records, torn = _read_jsonl(run_dir / "metrics.jsonl")
+    notes = ["ignored a torn last line of metrics.jsonl"] if torn else []
+    if not records:
+        raise _SkipRun("metrics.jsonl is empty" if not torn else "metrics.jsonl holds only a torn line")
+    episodes = [r for r in records if r.get("kind") == "episode"]
+    if not episodes:
+        raise _SkipRun("metrics.jsonl has no episode lines")
+    for r in episodes:
+        if isinstance(r.get("env_step"), bool) or not isinstance(r.get("env_step"), (int, float)):
+            raise _SkipRun(f"an episode line of metrics.jsonl lacks a numeric env_step (episode {r.get('episode')})")
+    env_step = np.array([int(r["env_step"]) for r in episodes], dtype=np.int64)
+    returns = np.array([_as_float(r.get("return")) for r in episodes], dtype=np.float64)
+    win = None
+    if any(r.get("win") is not None for r in episodes):
+        win = np.array([bool(r.get("win")) for r in episodes], dtype=bool)
+    order = np.argsort(env_step, kind="stable")  # logs are in order already; this guards odd files
+    env_step, returns = env_step[order], returns[order]
+    if win is not None:
+        win = win[order]
+    learner = [r for r in records if r.get("kind") == "learner" and isinstance(r.get("env_step"), (int, float))]
+    evals: list[dict[str, Any]] = []
+    eval_path = run_dir / "eval.jsonl"
+    if eval_path.exists():
+        try:
+            evals, eval_torn = _read_jsonl(eval_path)
+            if eval_torn:
+                notes.append("ignored a torn last line of eval.jsonl")
+        except _SkipRun as exc:
+            notes.append(f"ignored eval.jsonl: {exc}")
+    try:
+        seed = int(config["seed"])
+        steps = int(config.get("steps", 0))
+    except (TypeError, ValueError):
+        raise _SkipRun("config.json has a non-integer seed or steps") from None
+    preset = config.get("preset")
+    return RunData(run_dir=run_dir, env=str(config["env"]), algo=str(config["algo"]), seed=seed, steps=steps,
+                   preset=None if preset is None else str(preset), config=config, env_step=env_step,
+                   returns=returns, win=win, learner=learner, eval=evals, notes=notes)
+
+
+def _is_run_dir(path: Path) -> bool:
+    return all((path / name).is_file() for name in RUN_FILES)
+
+
+def _discover(root: Path) -> list[Path]:
+    """Run directories at or below ``root`` (a run directory's own subfolders are not searched)."""
+    if _is_run_dir(root):
+        return [root]
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        here = Path(dirpath)
+        if here != root and _is_run_dir(here):
+            found.append(here)
+            dirnames[:] = []
+            continue
+        dirnames.sort()
+    return sorted(found)
+
+
+def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike],
+              skipped: list[SkippedRun] | None = None) -> list[RunData]:
+    """Load the runs in any mix of run and sweep directories, sorted by (env, algo, seed, run_dir).
+
+    Runs are found recursively as directories holding both ``config.json`` and ``metrics.jsonl``;
+    the same directory reached twice is read once. Unusable runs (see the module docstring) are
+    left out and, when ``skipped`` is given, appended to it. Raises :class:`MablError` when a path
+    does not exist, is not a directory or holds no run directory.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    seen: set[Path] = set()
+    runs: list[RunData] = []
+    for raw in paths:
+        root = Path(raw)
+        if not root.exists():
+            raise MablError(f"no such run or sweep directory: {root}")
+        if not root.is_dir():
+            raise MablError(f"{root} is not a directory; pass run or sweep directories")
+        found = _discover(root)
+        if not found:
+            raise MablError(f"no runs under {root}: expected directories holding {' and '.join(RUN_FILES)}")
+        for run_dir in found:
+            key = run_dir.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                runs.append(_load_run(run_dir))
+            except _SkipRun as exc:
+                if skipped is not None:
+                    skipped.append(SkippedRun(str(run_dir), str(exc)))
+    runs.sort(key=lambda r: (r.env, algo_rank(r.algo), r.seed, str(r.run_dir)))
+    return runs
