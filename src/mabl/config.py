@@ -132,6 +132,12 @@ class ScheduleConfig:
     policy_iterations: int = _f(4, "policy iterations (imagination + PPO) per learner call [code]")
     learning_starts: int = _f(500, "replay transitions needed before the first learner call [code]")
     replay_capacity: int = _f(250_000, "replay capacity in transitions [code]")
+    diagnose_every: int = _f(
+        0,
+        "log the cheap world-model diagnostics (mabl.diagnose: state probe R^2 on the learner call's windows, "
+        "open-loop errors k=1..5, KL per level) as kind 'diagnose' lines every this many learner calls; 0 = off. "
+        "Leaves every random state alone, so results do not change [ours]",
+    )
     replay_on: str = _f(
         "auto",
         "where sampled windows are gathered: 'host' (numpy), 'device' (a copy of the replay on the learner's "
@@ -193,7 +199,7 @@ class RunConfig:
         for path in positive:
             if get_path(self, path) <= 0:
                 raise MablError(f"--{path}={get_path(self, path)} must be > 0")
-        nonneg = ["threads", "eval_every", "schedule.learning_starts", "schedule.train_every",
+        nonneg = ["threads", "eval_every", "schedule.learning_starts", "schedule.train_every", "schedule.diagnose_every",
                   "model.grad_clip", "policy.grad_clip", "policy.entropy", "policy.clip",
                   "policy.actor_weight_decay", "mappo.clip", "mappo.entropy", "mappo.grad_clip"]
         for path in nonneg:
@@ -284,6 +290,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "policy.init_std": 0.5,
     "mappo.init_std": 0.5,
     "model.input_transform": "none",
+    "schedule.diagnose_every": 0,
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
