@@ -63,6 +63,8 @@ class Data:
     rows: dict[str, np.ndarray]
     spec: Any  # EnvSpec
     source: str
+    provenance: dict = dataclasses.field(default_factory=dict)
+    """A dataset file's record of how it was made (empty for a run's replay)."""
 
     @property
     def n_rows(self) -> int:
@@ -97,7 +99,7 @@ def load_dataset(path: str | Path) -> Data:
         raise MablError(f"dataset {path} is unreadable (not a mabl dataset .npz): {str(exc)[:120]}") from None
     if meta.get("kind") != DATASET_KIND:
         raise MablError(f"{path} is not a mabl dataset (kind {meta.get('kind')!r})")
-    return Data(rows, EnvSpec(**meta["spec"]), str(path))
+    return Data(rows, EnvSpec(**meta["spec"]), str(path), meta.get("provenance") or {})
 
 
 @dataclasses.dataclass
