@@ -14,12 +14,21 @@ scored by ``mabl diagnose`` on the same held-out windows. Three steps, each resu
     # the per-update time at the chosen preset on this machine
     python benchmarks/representation.py time --out bench/repr --updates 10
 
-Budget. One paper-size world-model update (40 windows x 20 rows, 32x32 latents, GRU 256) on
-smax:3s_vs_4z's sizes (N=3, O=88, G=84, A=9) measured {TIMING} on our 2-core CPU machine (fp32,
-``time --updates 10``, median; other jobs were sharing the machine). The default of 2,000 updates per
-model is therefore about {BUDGET} per model with 2 torch threads: well under an hour. For scale, a
-paper-preset training run makes 60 updates per episode, so 2,000 updates are ~33 episodes' worth of
-learner calls, on 24k-row data rather than a growing replay.
+Budget. A paper-size world-model update (40 windows x 20 rows, 32x32 latents, GRU 256) at
+smax:3s_vs_4z's sizes (N=3, O=88, G=84, A=9): docs/PERFORMANCE.md measures 820-906 ms fp32 and
+380-520 ms bf16 (``--amp``) with 2 threads on our 2-core machine when it is otherwise idle (SMAC's
+slightly smaller 3s_vs_4z sizes). Measured here with ``time`` while the machine ran at a load
+average of 10-12 (five other jobs on 2 cores): median 5.2 s per update with 1 thread (mabl, 5
+updates, on a collected dataset) and 32 s with 2 threads (oversubscribed; mabl, 10 updates on random
+rows of these sizes; mabl-sg 31 s, dreamer 12 s). Time it again on a quiet machine before planning.
+The default of 2,000 updates per model is ~27 min fp32 (~14 min bf16) at 820 ms: well under an hour
+per model on 2 otherwise idle cores; the 9 models ~4 h fp32. For scale, a paper-preset run makes 60
+updates per episode, so 2,000 updates are ~33 episodes' worth of learner calls.
+
+Data size. ``collect --policy-episodes 150 --random-episodes 100`` gave 10,137 training and 2,734
+held-out rows (mean episode length ~50; mappo 30k steps, mean return 0.47 against random's 0.31).
+2,000 updates of 40 x 20 rows pass over 10k rows ~160 times, so the defaults collect 400 + 200
+episodes (~25k training rows) to keep paper-size models from memorising the data.
 
 ``train`` writes ordinary checkpoints (config, spec, the learner's state) without a replay:
 ``mabl diagnose --run-dir OUT/models/mabl/seed0 --data OUT/heldout.npz`` reads them.
@@ -218,7 +227,19 @@ def train_all(args) -> None:
 
 def time_updates(args) -> None:
     """Median seconds of ``--updates`` world-model updates (after one warm-up) per algorithm."""
-    data = load_dataset(args.data or str(Path(args.out) / "train.npz"))
+    path = Path(args.data or Path(args.out) / "train.npz")
+    if path.exists():
+        data = load_dataset(path)
+    else:  # the update's cost does not depend on the rows' values: random rows of the env's sizes
+        from mabl.bench import fill_random_episodes
+        from mabl.envs import make_env
+
+        spec = make_env(args.env).spec
+        replay = SequenceReplay(spec, 12_000)
+        fill_random_episodes(replay, (spec.n_agents, spec.n_actions, spec.obs_dim, spec.state_dim),
+                             np.random.default_rng(0), rows=10_000)
+        data = Data(replay_rows(replay), spec, "random rows", {"env": args.env})
+        print(f"{path} does not exist: timing on random rows of {args.env}'s sizes", flush=True)
     env = data.provenance["env"]
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -302,8 +323,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--env", default="smax:3s_vs_4z")
     c.add_argument("--mappo-steps", type=int, default=30_000, help="env steps of mappo training (default 30000)")
     c.add_argument("--mappo-preset", default="quick", help="preset of the mappo run (default quick)")
-    c.add_argument("--policy-episodes", type=int, default=150, help="episodes played by the mappo policy")
-    c.add_argument("--random-episodes", type=int, default=100, help="episodes of uniform random play")
+    c.add_argument("--policy-episodes", type=int, default=400, help="episodes played by the mappo policy (default 400)")
+    c.add_argument("--random-episodes", type=int, default=200, help="episodes of uniform random play (default 200)")
     c.add_argument("--heldout-every", type=int, default=5, help="every k-th episode goes to heldout.npz")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--threads", type=int, default=2)
@@ -318,6 +339,8 @@ def parser() -> argparse.ArgumentParser:
         t.add_argument("--threads", type=int, default=2)
         t.add_argument("--amp", action="store_true", help="bf16 autocast (default fp32)")
         t.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="config override")
+        if name == "time":
+            t.add_argument("--env", default="smax:3s_vs_4z", help="sizes to time when there is no dataset yet")
         if name == "train":
             t.add_argument("--seeds", default="0,1,2")
             t.add_argument("--checkpoint-every", type=int, default=250)
