@@ -576,12 +576,23 @@ def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int =
     win = gather(rows, starts, length)
     index = starts[None, :] + np.arange(length)[:, None]
     result = diagnose_windows(loaded.agent, win, horizon, returns[index], complete[index])
-    ordered = {k: result.get(k) for k in RESULT_KEYS}
+    ordered = {k: _json_ready(result.get(k)) for k in RESULT_KEYS}
     ordered["meta"] = {"run_dir": str(run_dir), "checkpoint": str(loaded.checkpoint), "algo": loaded.cfg.algo,
                        "env": loaded.spec.name, "data": source.source, "data_rows": source.n_rows,
                        "windows": windows, "length": length, "horizon": horizon, "seed": seed,
                        "burn_in": BURN_IN, "window_starts": [int(s) for s in starts]}
     return ordered
+
+
+def _json_ready(value: Any) -> Any:
+    """Non-finite floats (e.g. a statistic over no samples) become None, so the JSON stays strict."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def training_diagnostics(agent, rows: dict[str, Any]) -> dict[str, float]:
