@@ -118,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
                     "the probes, half score them)")
     dg.add_argument("--length", type=int, default=20, help="rows per window (default 20)")
     dg.add_argument("--horizon", type=int, default=8, help="open-loop steps k = 1..H (default 8)")
+    dg.add_argument("--stack", type=int, default=4, help="observations stacked for the raw-observation reference "
+                    "probe (default 4)")
     dg.add_argument("--seed", type=int, default=0, help="seed of the window draw and of the model's sampling")
     dg.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     dg.add_argument("--json", action="store_true", help="print one JSON object")
@@ -283,7 +285,8 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
     from mabl.diagnose import diagnose, format_table, write_outputs
 
-    result = diagnose(args.run_dir, args.data, args.windows, args.length, args.horizon, args.seed, args.device)
+    result = diagnose(args.run_dir, args.data, args.windows, args.length, args.horizon, args.seed, args.device,
+                      args.stack)
     if args.out:
         write_outputs(result, args.out)
     print(json.dumps(result) if args.json else format_table(result))

@@ -548,7 +548,7 @@ def _imagination(agent, filt, batch, step_mask, returns, returns_complete) -> di
 
 # ---------------------------------------------------------------------------------------- entry points
 def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int = 100, length: int = 20,
-             horizon: int = 8, seed: int = 0, device: str = "cpu") -> dict[str, Any]:
+             horizon: int = 8, seed: int = 0, device: str = "cpu", stack: int = STACK) -> dict[str, Any]:
     """``mabl diagnose``: every statistic of a run's newest checkpoint on ``windows`` windows of its
     replay (or of ``data``: another run directory's replay or a dataset file). One JSON-ready dict with
     the keys of :data:`RESULT_KEYS` plus ``meta`` (what was measured on what)."""
@@ -556,6 +556,8 @@ def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int =
         raise MablError(f"--length={length} must be >= 8 (burn-in {BURN_IN} steps, then the probes and the open loop)")
     if not 1 <= horizon <= length - 1 - BURN_IN:
         raise MablError(f"--horizon={horizon} must be in [1, {length - 1 - BURN_IN}] for --length={length}")
+    if stack < 1:
+        raise MablError(f"--stack={stack} must be >= 1")
     loaded = load_run(run_dir, device)
     if data is not None:
         source = load_data(data)
@@ -575,12 +577,12 @@ def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int =
     returns, complete = discounted_returns(rows["reward"], rows["done"], rows["last"], loaded.cfg.policy.gamma)
     win = gather(rows, starts, length)
     index = starts[None, :] + np.arange(length)[:, None]
-    result = diagnose_windows(loaded.agent, win, horizon, returns[index], complete[index])
+    result = diagnose_windows(loaded.agent, win, horizon, returns[index], complete[index], stack=stack)
     ordered = {k: _json_ready(result.get(k)) for k in RESULT_KEYS}
     ordered["meta"] = {"run_dir": str(run_dir), "checkpoint": str(loaded.checkpoint), "algo": loaded.cfg.algo,
                        "env": loaded.spec.name, "data": source.source, "data_rows": source.n_rows,
                        "windows": windows, "length": length, "horizon": horizon, "seed": seed,
-                       "burn_in": BURN_IN, "window_starts": [int(s) for s in starts]}
+                       "burn_in": BURN_IN, "stack": stack, "window_starts": [int(s) for s in starts]}
     return ordered
 
 

@@ -55,12 +55,12 @@ def finite(x) -> bool:
 @pytest.mark.parametrize("algo", ["mabl", "dreamer"])
 def test_diagnose_json_has_every_key_with_finite_numbers(runs, algo, tmp_path):
     out = mabl("diagnose", "--run-dir", str(runs[algo]), "--windows", "8", "--length", "12", "--horizon", "3",
-               "--json", "--out", str(tmp_path / "plots"), "--seed", "5")
+               "--json", "--out", str(tmp_path / "plots"), "--seed", "5", "--stack", "2")
     res = json.loads(out.stdout)
     assert set(RESULT_KEYS) <= res.keys()
     assert finite(res["probe_state_r2"]["mean"]) and finite(res["probe_others_obs_r2"]["agent"]["mean"])
     assert finite(res["probe_state_r2_obs"]["current"]["mean"]) and finite(res["probe_state_r2_obs"]["stacked"]["mean"])
-    assert (res["probe_state_r2_global"] is None) == (algo == "dreamer")
+    assert (res["probe_state_r2_global"] is None) == (algo == "dreamer") and res["probe_state_r2_obs"]["stack"] == 2
     assert [e["k"] for e in res["open_loop"]] == [1, 2, 3]
     assert all(finite(e[k]) for e in res["open_loop"] for k in ("obs_error", "reward_error", "cont_brier"))
     assert finite(res["imagination"]["lambda_return_mean"]) and finite(res["latents"]["agent"]["kl"])
