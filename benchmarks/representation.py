@@ -15,20 +15,22 @@ scored by ``mabl diagnose`` on the same held-out windows. Three steps, each resu
     python benchmarks/representation.py time --out bench/repr --updates 10
 
 Budget. A paper-size world-model update (40 windows x 20 rows, 32x32 latents, GRU 256) at
-smax:3s_vs_4z's sizes (N=3, O=88, G=84, A=9): docs/PERFORMANCE.md measures 820-906 ms fp32 and
-380-520 ms bf16 (``--amp``) with 2 threads on our 2-core machine when it is otherwise idle (SMAC's
-slightly smaller 3s_vs_4z sizes). Measured here with ``time`` while the machine ran at a load
-average of 10-12 (five other jobs on 2 cores): median 5.2 s per update with 1 thread (mabl, 5
-updates, on a collected dataset) and 32 s with 2 threads (oversubscribed; mabl, 10 updates on random
-rows of these sizes; mabl-sg 31 s, dreamer 12 s). Time it again on a quiet machine before planning.
-The default of 2,000 updates per model is ~27 min fp32 (~14 min bf16) at 820 ms: well under an hour
-per model on 2 otherwise idle cores; the 9 models ~4 h fp32. For scale, a paper-preset run makes 60
-updates per episode, so 2,000 updates are ~33 episodes' worth of learner calls.
+smax:3s_vs_4z's sizes (N=3, O=88, G=84, A=9), fp32. Measured here with ``time --updates 5
+--threads 1`` on the collected dataset while the machine ran at a load average of 15-17 (other jobs
+on its 2 cores), as CPU seconds of the process per update (median): mabl 2.11 s, mabl-sg 1.75 s,
+dreamer 1.04 s (wall: 6.1 s, 5.2 s, 3.3 s). With 2 threads under that load the wall time was far
+worse (mabl 32 s, oversubscribed). docs/PERFORMANCE.md measures 820-906 ms fp32 and 380-520 ms bf16
+(``--amp``) with 2 threads on the idle machine (at SMAC's slightly smaller sizes). The default of
+1,500 updates per model is therefore ~20-28 min for mabl with 2 threads on 2 idle cores (~10-13 min
+with ``--amp``; 53 min of one core at the contended 2.11 s), dreamer about half: well under an hour
+per model; the 9 models ~3-4 h. Time it again with ``time`` on the machine that will do the work. For
+scale, a paper-preset run makes 60 updates per episode: 1,500 updates are 25 episodes' worth of
+learner calls.
 
 Data size. ``collect --policy-episodes 150 --random-episodes 100`` gave 10,137 training and 2,734
 held-out rows (mean episode length ~50; mappo 30k steps, mean return 0.47 against random's 0.31).
-2,000 updates of 40 x 20 rows pass over 10k rows ~160 times, so the defaults collect 400 + 200
-episodes (~25k training rows) to keep paper-size models from memorising the data.
+1,500 updates of 40 x 20 rows would pass over 10k rows ~120 times, so the defaults collect 400 +
+200 episodes (~25k training rows, ~50 passes) to keep paper-size models from memorising the data.
 
 ``train`` writes ordinary checkpoints (config, spec, the learner's state) without a replay:
 ``mabl diagnose --run-dir OUT/models/mabl/seed0 --data OUT/heldout.npz`` reads them.
@@ -57,7 +59,7 @@ from mabl.replay import SequenceReplay
 from mabl.run_log import count_lines, truncate_logs
 
 ALGOS = ("mabl", "mabl-sg", "dreamer")
-DEFAULT_UPDATES = 2000
+DEFAULT_UPDATES = 1500
 
 
 # ------------------------------------------------------------------------------ (a) collect
@@ -249,18 +251,21 @@ def time_updates(args) -> None:
         agent = build_learner(data.spec, cfg, torch.device(args.device))
         replay, rng = _replay_of(data), np.random.default_rng(0)
         agent.train_world_model(replay.sample(cfg.model.batch_size, cfg.model.seq_len, rng))
-        times = []
+        times, cpu = [], []
         for _ in range(args.updates):
             rows = replay.sample(cfg.model.batch_size, cfg.model.seq_len, rng)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             agent.train_world_model(rows)
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        # CPU seconds: what the update costs this process, near its wall time on an idle machine with
+        # 1 thread even when other jobs share the cores
         result[algo] = {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-                        "updates": args.updates, "threads": torch.get_num_threads(), "preset": args.preset,
-                        "amp": args.amp}
+                        "median_cpu_s": statistics.median(cpu), "updates": args.updates,
+                        "threads": torch.get_num_threads(), "preset": args.preset, "amp": args.amp}
         print(f"{algo}: median {result[algo]['median_s'] * 1000:.0f} ms per world-model update "
-              f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}; {args.updates} updates, "
-              f"{torch.get_num_threads()} threads, preset {args.preset})", flush=True)
+              f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}; CPU {statistics.median(cpu) * 1000:.0f} ms; "
+              f"{args.updates} updates, {torch.get_num_threads()} threads, preset {args.preset})", flush=True)
     print(json.dumps(result))
 
 
