@@ -122,7 +122,6 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Loaded:
     from mabl.checkpoint import latest_checkpoint, load_checkpoint
     from mabl.config import from_dict
     from mabl.envs.base import EnvSpec
-    from mabl.replay import SequenceReplay
     from mabl.train import resolve_device
 
     run_dir = Path(run_dir)
@@ -144,12 +143,16 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Loaded:
         agent.load_state_dict(state["agent"])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise MablError(f"checkpoint {path} does not match its own config: {str(exc).splitlines()[0][:160]}") from None
-    data = None
-    if state.get("replay") is not None:
-        replay = SequenceReplay(spec, state["replay"]["capacity"])
-        replay.load_state_dict(state["replay"])
-        data = Data(replay_rows(replay), spec, f"replay of {run_dir}")
+    data = None if state.get("replay") is None else Data(checkpoint_rows(state["replay"]), spec, f"replay of {run_dir}")
     return Loaded(agent, cfg, spec, data, path)
+
+
+def checkpoint_rows(replay_state: dict) -> dict[str, np.ndarray]:
+    """The rows of a checkpoint's replay (``SequenceReplay.state_dict``), oldest first, without
+    allocating the replay's whole capacity."""
+    size, capacity, pos = replay_state["size"], replay_state["capacity"], replay_state["pos"]
+    order = (pos + np.arange(size)) % capacity if size == capacity else np.arange(size)
+    return {k: v.numpy()[order] for k, v in replay_state["arrays"].items()}
 
 
 def load_data(path: str | Path) -> Data:
@@ -166,7 +169,6 @@ def load_data(path: str | Path) -> Data:
 def load_run_replay(run_dir: Path) -> Data | None:
     from mabl.checkpoint import latest_checkpoint, load_checkpoint
     from mabl.envs.base import EnvSpec
-    from mabl.replay import SequenceReplay
 
     if not run_dir.is_dir():
         raise MablError(f"--data {run_dir} is neither a run directory nor a dataset file")
@@ -176,10 +178,7 @@ def load_run_replay(run_dir: Path) -> Data | None:
     state = load_checkpoint(path)
     if state.get("replay") is None:
         return None
-    spec = EnvSpec(**state["spec"])
-    replay = SequenceReplay(spec, state["replay"]["capacity"])
-    replay.load_state_dict(state["replay"])
-    return Data(replay_rows(replay), spec, f"replay of {run_dir}")
+    return Data(checkpoint_rows(state["replay"]), EnvSpec(**state["spec"]), f"replay of {run_dir}")
 
 
 def draw_windows(n_rows: int, length: int, count: int, rng: np.random.Generator) -> np.ndarray:

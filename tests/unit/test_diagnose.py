@@ -254,6 +254,23 @@ def test_diagnose_on_other_data_and_refusals(tmp_path):
         dg.diagnose(run_dir, windows=500, length=12, horizon=3)
 
 
+def test_checkpoint_rows_are_the_replay_rows_oldest_first():
+    replay = SequenceReplay(DISCRETE, 100)
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # wraps around: 3 x (40 + 2 absorbing) rows in a 100-row ring
+        replay.add_episode({"obs": rng.normal(size=(40, 3, 6)).astype(np.float32),
+                            "state": rng.normal(size=(40, 5)).astype(np.float32), "action": rng.integers(0, 4, (40, 3)),
+                            "reward": np.arange(40, dtype=np.float32), "done": np.arange(40) == 39,
+                            "avail": np.ones((40, 3, 4), bool)}, True, rng)
+    rows = dg.checkpoint_rows(replay.state_dict())
+    assert replay.pos == 26 and len(rows["reward"]) == 100
+    for key, value in dg.replay_rows(replay).items():
+        np.testing.assert_array_equal(rows[key], value)
+    # oldest first: the surviving tail of episode 1, then episodes 2 and 3 whole
+    np.testing.assert_array_equal(rows["reward"][-42:-2], np.arange(40))
+    assert rows["last"][-1] and rows["fake"][-2:].all()
+
+
 def test_training_diagnostics_leave_the_random_state_alone(tmp_path):
     cfg = build_config("debug", {"algo": "mabl", "device": "cpu"})
     agent = build_learner(DISCRETE, cfg, torch.device("cpu"))
