@@ -6,6 +6,7 @@
     mabl bench speed [--preset paper] [--map 3s_vs_4z] [--device cpu|cuda] [--amp] [--compile] [--json]
     mabl sweep --algos mabl,mappo --envs smax:3m --seeds 0,1,2 [--preset P] [--steps N] [--workers W] --out DIR
     mabl report DIR [DIR ...] --out REPORT_DIR
+    mabl diagnose --run-dir DIR [--data DIR|FILE] [--windows K] [--json] [--out DIR]
     mabl envs
 """
 
@@ -107,6 +108,22 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", required=True, help="report directory (table.md, summary.json, PNG curves)")
     rp.add_argument("--window", type=int, default=15_000, help="final env steps the table averages over (default 15000)")
     rp.add_argument("--ema", type=float, default=0.9, help="EMA smoothing of the curves, weight of the past (default 0.9)")
+
+    dg = sub.add_parser("diagnose", help="look inside a run's world model: global-information probe, open-loop "
+                        "prediction, imagination fidelity, latent health (docs/DIAGNOSTICS.md)")
+    dg.add_argument("--run-dir", required=True, help="run directory of mabl, mabl-sg, dreamer or mamba (newest checkpoint)")
+    dg.add_argument("--data", help="score on this data instead of the run's replay: another run directory (its "
+                    "replay) or a dataset .npz (benchmarks/representation.py); same env sizes")
+    dg.add_argument("--windows", type=int, default=100, help="non-overlapping windows drawn (default 100; half fit "
+                    "the probes, half score them)")
+    dg.add_argument("--length", type=int, default=20, help="rows per window (default 20)")
+    dg.add_argument("--horizon", type=int, default=8, help="open-loop steps k = 1..H (default 8)")
+    dg.add_argument("--stack", type=int, default=4, help="observations stacked for the raw-observation reference "
+                    "probe (default 4)")
+    dg.add_argument("--seed", type=int, default=0, help="seed of the window draw and of the model's sampling")
+    dg.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    dg.add_argument("--json", action="store_true", help="print one JSON object")
+    dg.add_argument("--out", help="also write diagnose.json and PNG plots (error vs k; probe R^2 per state feature)")
 
     sub.add_parser("envs", help="list the known tasks")
     return parser
@@ -263,6 +280,18 @@ def cmd_report(args: argparse.Namespace) -> None:
           + (f"; skipped {len(skipped)} runs (see {files['summary']})" if skipped else ""))
 
 
+def cmd_diagnose(args: argparse.Namespace) -> None:
+    import json
+
+    from mabl.diagnose import diagnose, format_table, write_outputs
+
+    result = diagnose(args.run_dir, args.data, args.windows, args.length, args.horizon, args.seed, args.device,
+                      args.stack)
+    if args.out:
+        write_outputs(result, args.out)
+    print(json.dumps(result) if args.json else format_table(result))
+
+
 def cmd_envs(args: argparse.Namespace) -> None:
     from mabl.envs import list_envs
 
@@ -270,7 +299,7 @@ def cmd_envs(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "bench": cmd_bench, "sweep": cmd_sweep,
-            "report": cmd_report, "envs": cmd_envs}
+            "report": cmd_report, "diagnose": cmd_diagnose, "envs": cmd_envs}
 
 
 def main(argv: list[str] | None = None) -> int:

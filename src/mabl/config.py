@@ -201,6 +201,12 @@ class RunConfig:
     checkpoint_every: int = _f(10_000, "env steps between checkpoints (also one at the end)")
     eval_every: int = _f(10_000, "env steps between evaluation rounds (0 = never)")
     eval_episodes: int = _f(10, "episodes per evaluation round")
+    diagnose_every: int = _f(
+        0,
+        "log the cheap world-model diagnostics (mabl.diagnose: state probe R^2 on the learner call's windows, "
+        "open-loop errors k=1..5, KL per level) as kind 'diagnose' lines every this many learner calls; 0 = off. "
+        "Leaves every random state alone, so results do not change [ours]",
+    )
     progress: bool = _f(True, "show a progress bar")
     model: ModelConfig = field(default_factory=ModelConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -225,7 +231,7 @@ class RunConfig:
         for path in positive:
             if get_path(self, path) <= 0:
                 raise MablError(f"--{path}={get_path(self, path)} must be > 0")
-        nonneg = ["threads", "eval_every", "schedule.learning_starts", "schedule.train_every",
+        nonneg = ["threads", "eval_every", "schedule.learning_starts", "schedule.train_every", "diagnose_every",
                   "model.grad_clip", "policy.grad_clip", "policy.entropy", "policy.clip",
                   "policy.actor_weight_decay", "mappo.clip", "mappo.entropy", "mappo.grad_clip"]
         for path in nonneg:
@@ -321,6 +327,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "model.bias_init": "zeros",
     "policy.continuation": "team_mean",
     "schedule.time_limit_done": "truncation",
+    "diagnose_every": 0,
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input

@@ -40,8 +40,10 @@ from mabl.replay import SequenceReplay, replay_bytes
 from mabl.rollout import Episode, run_episode
 from mabl.run_log import RunLogger, truncate_logs
 
-RESUMABLE = {"steps", "progress", "device", "threads", "checkpoint_every", "eval_every", "eval_episodes", "run_dir"}
-"""Fields a resumed run may change; anything else must match the run directory's config."""
+RESUMABLE = {"steps", "progress", "device", "threads", "checkpoint_every", "eval_every", "eval_episodes", "run_dir",
+             "diagnose_every"}
+"""Fields a resumed run may change; anything else must match the run directory's config. (The
+diagnostics only add log lines: they draw no windows and restore the torch random state.)"""
 TIMING_KEYS = ("sps", "learner_s", "wall_s", "cpu_s")
 """Metric keys that measure time: the only ones that differ between two runs with the same seed."""
 
@@ -240,7 +242,13 @@ class Trainer:
         c.learner_calls += 1
         c.model_updates += cfg.schedule.model_updates
         c.policy_iterations += cfg.schedule.policy_iterations
-        return self._log_learner(t0, {**_mean("model/", model_metrics), **_mean("policy/", policy_metrics)})
+        elapsed = self._log_learner(t0, {**_mean("model/", model_metrics), **_mean("policy/", policy_metrics)})
+        if cfg.diagnose_every and c.learner_calls % cfg.diagnose_every == 0:
+            from mabl.diagnose import training_diagnostics  # on this call's last windows; no RNG is touched
+
+            self.log.write("metrics.jsonl", {"kind": "diagnose", "env_step": c.env_step, "learner_call": c.learner_calls,
+                                             **training_diagnostics(self.agent, rows)}, step=c.env_step)
+        return elapsed
 
     def _log_learner(self, t0: float, losses: dict[str, float]) -> float:
         """Write one learner line (counters, mean losses, seconds since ``t0``); returns the seconds."""

@@ -1,0 +1,710 @@
+"""World-model diagnostics (``mabl diagnose``): what a trained world model knows, measured on replay data.
+
+MABL's claim is that the agent latent ``[z^a, h^a]`` (all an agent sees when acting) carries more
+global information because the global level shapes it in training. This module puts numbers on
+that and on the model's other duties, from a run's newest checkpoint, on windows of replay rows:
+
+- **probe**: ridge regression from agent i's features to the global state ``s_t`` and to the other
+  agents' observations (one probe per agent, averaged), fitted on one half of the windows and scored
+  (R^2 per target dimension) on the other half; beside the same probe on the raw own observation (current, and the last
+  :data:`STACK` stacked) and on ``[z^g, h^g]`` where a global level exists;
+- **open loop**: filter the first part of a window, then roll the priors forward with the real
+  actions for k = 1..H steps and compare the heads' predictions with the data;
+- **imagination**: the lambda-return the policy learns from (imagined from real posterior states)
+  against the discounted return observed after the same row of the data;
+- **latents**: KL(posterior || prior) per level, posterior entropy per categorical, unused classes.
+
+Window layout (``length`` L rows -> T = L-1 filtering steps, ``algo/world_model_loss.py``): the
+probe, the latent statistics and the imagination starts use steps ``j >= BURN_IN`` whose observation
+row is real (absorbing rows excluded); the open loop filters steps ``0 .. C-1`` (C = T - H) and rolls
+from the posterior of step C-1. Windows never overlap (they are drawn from disjoint slots of the
+data); sorted by their position in the data, the earlier half fits the probe and the later half scores
+it. Nothing crosses an episode end: open-loop steps after an episode's end and stacked frames from
+before its start are excluded, and observed returns stop at the episode's end.
+
+docs/DIAGNOSTICS.md explains every number. :func:`training_diagnostics` is the cheap subset that
+``--diagnose-every`` logs during training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mabl.errors import MablError
+
+BURN_IN = 4
+"""Filtering steps of a window before its states enter the probe, the latent statistics and the
+imagination starts (the filter starts every window from the zero state)."""
+STACK = 4
+"""Observations stacked for the raw-observation reference probe (the current one and 3 before it)."""
+RIDGE_LAMBDAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
+"""Ridge penalties tried on an inner split of the fit half (features standardised on the fit half)."""
+INNER_FRACTION = 0.75
+"""The first 75% of the fit half's samples (in data order) fit each lambda; the rest choose among them."""
+TRAIN_HORIZON = 5
+"""Open-loop steps of the in-training diagnostics."""
+DATASET_KIND = "mabl-dataset"
+RESULT_KEYS = ("probe_state_r2", "probe_state_r2_global", "probe_state_r2_obs", "probe_others_obs_r2",
+               "open_loop", "imagination", "latents")
+
+
+# ---------------------------------------------------------------------------------------- data
+@dataclasses.dataclass
+class Data:
+    """Replay rows in the order they were written, ``[R, ...]`` per key (``replay.py``'s row layout)."""
+
+    rows: dict[str, np.ndarray]
+    spec: Any  # EnvSpec
+    source: str
+    provenance: dict = dataclasses.field(default_factory=dict)
+    """A dataset file's record of how it was made (empty for a run's replay)."""
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.rows["reward"])
+
+
+def replay_rows(replay) -> dict[str, np.ndarray]:
+    """The rows a :class:`~mabl.replay.SequenceReplay` holds, oldest first."""
+    oldest = replay.pos if replay.size == replay.capacity else 0
+    order = (oldest + np.arange(replay.size)) % replay.capacity
+    return {k: v[order] for k, v in replay.data.items()}
+
+
+def save_dataset(path: str | Path, rows: dict[str, np.ndarray], spec, provenance: dict) -> None:
+    """Write replay rows (oldest first) with their env spec and provenance as one ``.npz`` file
+    (atomically), readable by ``mabl diagnose --data``."""
+    from mabl.checkpoint import atomic_open
+
+    meta = {"kind": DATASET_KIND, "spec": dataclasses.asdict(spec), "provenance": provenance}
+    with atomic_open(path) as f:
+        np.savez_compressed(f, __meta__=np.array(json.dumps(meta)), **{f"row_{k}": v for k, v in rows.items()})
+
+
+def load_dataset(path: str | Path) -> Data:
+    from mabl.envs.base import EnvSpec
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            meta = json.loads(str(f["__meta__"]))
+            rows = {k[4:]: f[k] for k in f.files if k.startswith("row_")}
+    except (OSError, ValueError, KeyError) as exc:
+        raise MablError(f"dataset {path} is unreadable (not a mabl dataset .npz): {str(exc)[:120]}") from None
+    if meta.get("kind") != DATASET_KIND:
+        raise MablError(f"{path} is not a mabl dataset (kind {meta.get('kind')!r})")
+    return Data(rows, EnvSpec(**meta["spec"]), str(path), meta.get("provenance") or {})
+
+
+@dataclasses.dataclass
+class Loaded:
+    """What diagnose needs of a run: the learner (world model, actor, critic), config, spec, replay rows."""
+
+    agent: Any
+    cfg: Any
+    spec: Any
+    data: Data | None
+    checkpoint: Path
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> Loaded:
+    """The newest checkpoint of a run directory, rebuilt as ``train.Trainer._resume`` does, without the env.
+
+    Run directories of ``benchmarks/representation.py`` hold no replay (``data`` is None then).
+    """
+    from mabl.algo import MODEL_FREE, build_learner
+    from mabl.checkpoint import latest_checkpoint, load_checkpoint
+    from mabl.config import from_dict
+    from mabl.envs.base import EnvSpec
+    from mabl.train import resolve_device
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MablError(f"run directory {run_dir} does not exist")
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise MablError(f"run directory {run_dir} has no checkpoint yet (checkpoints/step_*.pt); train it first")
+    state = load_checkpoint(path)
+    cfg = from_dict(state["config"])
+    if cfg.algo in MODEL_FREE:
+        raise MablError(f"run {run_dir} is a {cfg.algo} run (model-free: no world model to diagnose); "
+                        "diagnose runs of mabl, mabl-sg, dreamer or mamba")
+    spec = EnvSpec(**state["spec"])
+    torch_device = resolve_device(device)
+    cfg = dataclasses.replace(cfg, device=str(torch_device), compile=False, amp=False)
+    agent = build_learner(spec, cfg, torch_device)
+    try:
+        agent.load_state_dict(state["agent"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise MablError(f"checkpoint {path} does not match its own config: {str(exc).splitlines()[0][:160]}") from None
+    data = None if state.get("replay") is None else Data(checkpoint_rows(state["replay"]), spec, f"replay of {run_dir}")
+    return Loaded(agent, cfg, spec, data, path)
+
+
+def checkpoint_rows(replay_state: dict) -> dict[str, np.ndarray]:
+    """The rows of a checkpoint's replay (``SequenceReplay.state_dict``), oldest first, without
+    allocating the replay's whole capacity."""
+    size, capacity, pos = replay_state["size"], replay_state["capacity"], replay_state["pos"]
+    order = (pos + np.arange(size)) % capacity if size == capacity else np.arange(size)
+    return {k: v.numpy()[order] for k, v in replay_state["arrays"].items()}
+
+
+def load_data(path: str | Path) -> Data:
+    """``--data``: a run directory (its checkpoint's replay) or a dataset ``.npz`` (:func:`save_dataset`)."""
+    path = Path(path)
+    if path.is_file():
+        return load_dataset(path)
+    data = load_run_replay(path)
+    if data is None:
+        raise MablError(f"--data {path} holds no replay rows; give a run directory with a replay or a dataset .npz")
+    return data
+
+
+def load_run_replay(run_dir: Path) -> Data | None:
+    from mabl.checkpoint import latest_checkpoint, load_checkpoint
+    from mabl.envs.base import EnvSpec
+
+    if not run_dir.is_dir():
+        raise MablError(f"--data {run_dir} is neither a run directory nor a dataset file")
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise MablError(f"--data {run_dir} has no checkpoint (checkpoints/step_*.pt)")
+    state = load_checkpoint(path)
+    if state.get("replay") is None:
+        return None
+    return Data(checkpoint_rows(state["replay"]), EnvSpec(**state["spec"]), f"replay of {run_dir}")
+
+
+def draw_windows(n_rows: int, length: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """Start rows of ``count`` windows of ``length`` rows that never overlap, sorted (data order):
+    ``count`` distinct slots of a tiling of the data, the tiling shifted by a random offset."""
+    if count < 4:
+        raise MablError(f"--windows={count} must be >= 4 (half of them fit the probe, half score it)")
+    slots = n_rows // length
+    if count > slots:
+        raise MablError(f"--windows={count} x --length={length} rows do not fit in the data's {n_rows} rows "
+                        f"without overlap; use --windows <= {slots}")
+    offset = int(rng.integers(0, n_rows - slots * length + 1))
+    chosen = np.sort(rng.choice(slots, size=count, replace=False))
+    return offset + chosen * length
+
+
+def gather(rows: dict[str, np.ndarray], starts: np.ndarray, length: int) -> dict[str, np.ndarray]:
+    """Windows ``[length, B, ...]`` of the rows starting at ``starts``."""
+    index = starts[None, :] + np.arange(length)[:, None]
+    return {k: v[index] for k, v in rows.items()}
+
+
+def discounted_returns(reward: np.ndarray, done: np.ndarray, last: np.ndarray, gamma: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Observed discounted return from every row to the end of its episode, and whether that end is in
+    the data: ``G_r = reward_r + gamma G_{r+1}``, stopped after a row with ``done`` (termination; the
+    absorbing rows after it have done too) or ``last`` (the final row of an episode)."""
+    n = len(reward)
+    out = np.zeros(n, np.float64)
+    complete = np.zeros(n, np.bool_)
+    ends = np.asarray(done, bool) | np.asarray(last, bool)
+    following, following_complete = 0.0, False
+    for r in range(n - 1, -1, -1):
+        if ends[r]:
+            following, following_complete = 0.0, True
+        out[r] = following = float(reward[r]) + gamma * following
+        complete[r] = following_complete
+    return out, complete
+
+
+# ---------------------------------------------------------------------------------------- statistics
+def ridge_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, y_score: np.ndarray,
+                lambdas: tuple[float, ...] = RIDGE_LAMBDAS) -> dict[str, Any]:
+    """Linear read-out of ``y`` from ``x``: ridge regression fitted on ``(x_fit, y_fit)``, scored on
+    ``(x_score, y_score)`` by R^2 per target dimension (``1 - SSE / SST``, SST about the score set's own
+    mean). Dimensions with no variance on the score set get None and are left out of the mean.
+
+    Features are standardised and targets centred with the fit set's statistics; lambda is chosen from
+    ``lambdas`` by the mean R^2 of a fit on the first :data:`INNER_FRACTION` of the fit samples scored on
+    the rest, then the model is refitted on the whole fit set.
+    """
+    x_fit, y_fit = np.asarray(x_fit, np.float64), np.asarray(y_fit, np.float64)
+    x_score, y_score = np.asarray(x_score, np.float64), np.asarray(y_score, np.float64)
+    if len(x_fit) < 4 or len(x_score) < 2:
+        return {"mean": None, "per_dim": [None] * y_fit.shape[1], "dims_scored": 0, "lambda": None,
+                "samples_fit": len(x_fit), "samples_score": len(x_score)}
+    inner = max(2, int(len(x_fit) * INNER_FRACTION))
+    scores = [_mean_r2(r2) for r2 in _ridge_r2(x_fit[:inner], y_fit[:inner], x_fit[inner:], y_fit[inner:], lambdas)]
+    best = lambdas[int(np.argmax([-np.inf if v is None else v for v in scores]))]
+    per_dim = _ridge_r2(x_fit, y_fit, x_score, y_score, [best])[0]
+    return {"mean": _mean_r2(per_dim), "per_dim": [None if math.isnan(v) else float(v) for v in per_dim],
+            "dims_scored": int(np.isfinite(per_dim).sum()), "lambda": best,
+            "samples_fit": len(x_fit), "samples_score": len(x_score)}
+
+
+def _mean_r2(per_dim: np.ndarray) -> float | None:
+    finite = per_dim[np.isfinite(per_dim)]
+    return float(finite.mean()) if len(finite) else None
+
+
+def _ridge_r2(x_fit, y_fit, x_score, y_score, lambdas) -> list[np.ndarray]:
+    """R^2 per dimension for each lambda (one eigendecomposition for all of them)."""
+    mean, std = x_fit.mean(0), x_fit.std(0)
+    std[std < 1e-8] = 1.0
+    xf, xs = (x_fit - mean) / std, (x_score - mean) / std
+    y_mean = y_fit.mean(0)
+    eig, vec = np.linalg.eigh(xf.T @ xf)
+    proj = vec.T @ (xf.T @ (y_fit - y_mean))
+    sst = ((y_score - y_score.mean(0)) ** 2).sum(0)
+    scored = sst > 1e-10 * max(1, len(y_score))
+    out = []
+    for lam in lambdas:
+        weights = vec @ (proj / (np.maximum(eig, 0.0) + lam)[:, None])
+        sse = ((y_score - y_mean - xs @ weights) ** 2).sum(0)
+        r2 = np.full(y_fit.shape[1], np.nan)
+        r2[scored] = 1.0 - sse[scored] / sst[scored]
+        out.append(r2)
+    return out
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation, None when either side is constant (or fewer than 2 samples)."""
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    if len(a) < 2 or a.std() < 1e-12 or b.std() < 1e-12:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def open_loop_masks(fake: np.ndarray, last: np.ndarray, context: int, horizon: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Which open-loop predictions have a real target, from the window's row flags ``[L, B]``.
+
+    The roll starts at the posterior of step C-1 (observation row C) and step k uses the action of
+    row C+k-1 and predicts row C+k's observation. Returns ``(transition [H, B], observation [H, B])``:
+    the transition out of row C+k-1 (its reward and continuation) is real when rows C .. C+k-1 are
+    real and none of C .. C+k-2 ended its episode; the observation of row C+k also needs row C+k real
+    and row C+k-1 not the episode's last (so an episode's final transition still counts, not what follows).
+    """
+    fake, last = np.asarray(fake, bool), np.asarray(last, bool)
+    batch = fake.shape[1]
+    trans, obs = np.zeros((horizon, batch), bool), np.zeros((horizon, batch), bool)
+    alive = np.ones(batch, bool)  # the episode of row C has not ended before row C+k-1
+    for k in range(1, horizon + 1):
+        row = context + k - 1
+        alive &= ~fake[row]
+        trans[k - 1] = alive
+        obs[k - 1] = alive & ~last[row] & ~fake[row + 1]
+        alive &= ~last[row]
+    return trans, obs
+
+
+def open_loop_stats(pred: dict[str, np.ndarray], target: dict[str, np.ndarray], trans: np.ndarray,
+                    obs_mask: np.ndarray) -> list[dict[str, Any]]:
+    """Per step k: observation MSE (mean over agents and features, model input space), reward MAE and
+    correlation, continuation Brier score and accuracy, action-mask accuracy (None without masks), and
+    how many windows each is over. Arrays are ``[H, B, ...]``; ``cont`` predictions may have a trailing
+    agent axis (each agent's probability is scored against the team's target)."""
+    out = []
+    for k in range(trans.shape[0]):
+        t, o = trans[k], obs_mask[k]
+        entry: dict[str, Any] = {"k": k + 1, "obs_error": None, "reward_error": None, "reward_corr": None,
+                                 "cont_brier": None, "cont_accuracy": None, "avail_accuracy": None,
+                                 "n_transitions": int(t.sum()), "n_obs": int(o.sum())}
+        if o.any():
+            entry["obs_error"] = float(((pred["obs"][k][o] - target["obs"][k][o]) ** 2).mean())
+            if pred.get("avail") is not None:
+                entry["avail_accuracy"] = float(((pred["avail"][k][o] > 0.5) == target["avail"][k][o]).mean())
+        if t.any():
+            r_pred, r_true = pred["reward"][k][t], target["reward"][k][t]
+            entry["reward_error"] = float(np.abs(r_pred - r_true).mean())
+            entry["reward_corr"] = _corr(r_pred, r_true)
+            c_pred = pred["cont"][k][t].reshape(int(t.sum()), -1)
+            c_true = np.broadcast_to(target["cont"][k][t].reshape(-1, 1), c_pred.shape)
+            entry["cont_brier"] = float(((c_pred - c_true) ** 2).mean())
+            entry["cont_accuracy"] = float(((c_pred > 0.5) == (c_true > 0.5)).mean())
+        out.append(entry)
+    return out
+
+
+def usage_stats(counts: np.ndarray) -> dict[str, float]:
+    """From how often each class of each categorical was sampled, ``counts [C, K]``: the fraction of
+    classes never used and the fraction of categoricals that only ever took one class (collapsed)."""
+    used = np.asarray(counts) > 0
+    return {"unused_class_fraction": float(1.0 - used.mean()),
+            "collapsed_fraction": float((used.sum(-1) <= 1).mean())}
+
+
+def latent_level_stats(post_logits: torch.Tensor, prior_logits: torch.Tensor, sample: torch.Tensor,
+                       mask: torch.Tensor) -> dict[str, Any]:
+    """One level's KL(posterior || prior) (mean over categoricals, then over the masked rows), its
+    posterior entropy per categorical (nats; at most log K) and the class usage of its samples.
+
+    ``*_logits [..., C, K]``, ``sample [..., C*K]`` one-hot, ``mask [...]`` bool."""
+    from mabl.models.distributions import categorical_kl
+
+    n_cat, n_classes = post_logits.shape[-2:]
+    post = post_logits[mask].float().reshape(-1, n_cat, n_classes)
+    prior = prior_logits[mask].float().reshape(-1, n_cat, n_classes)
+    kl = categorical_kl(post, prior)  # [M, C]
+    log_q = torch.log_softmax(post, -1)
+    entropy = -(log_q.exp() * log_q).sum(-1)  # [M, C]
+    counts = sample[mask].float().reshape(-1, n_cat, n_classes).sum(0)
+    return {"kl": float(kl.mean()), "entropy_mean": float(entropy.mean()),
+            "entropy_per_categorical": [float(v) for v in entropy.mean(0)], "max_entropy": math.log(n_classes),
+            **usage_stats(counts.cpu().numpy())}
+
+
+# ---------------------------------------------------------------------------------------- the model
+def _obs_prediction(model, latent) -> torch.Tensor:
+    """The observation decoder's output ``[..., N, O]`` (model input space) for states ``latent``."""
+    return model.obs_decoder_out(torch.relu(model.obs_decoder_body(latent.z_a, latent.h_a)))
+
+
+def _features(post, model) -> dict[str, torch.Tensor | None]:
+    """Per-agent probe features ``[T, B, N, .]``: agent ``[z^a, h^a]`` and global ``[z^g, h^g]`` (None
+    without a global level; a shared one broadcast to the agents). Latents are one-hot floats."""
+    from mabl.models.world_model import level_features
+
+    both = level_features(*post)
+    agent = torch.cat([post.z_a, post.h_a], -1).float()
+    glob = None if len(both) == 2 else torch.cat([both[2], both[3]], -1).float()
+    return {"agent": agent, "global": glob}
+
+
+def _stacked_obs(obs: np.ndarray, last_rows: np.ndarray, k: int) -> np.ndarray:
+    """Step j's observation and the k-1 before it ``[T, B, N, k*O]``, zeros where a frame lies before
+    the window or before the start of step j's episode (``last_rows [L, B]``: row flags; step j = row j+1)."""
+    steps = obs.shape[0]
+    frames = []
+    for d in range(k):
+        frame = np.zeros_like(obs)
+        for j in range(d, steps):
+            # rows j+1-d .. j+1 in one episode: none of rows j+1-d .. j is an episode's last row
+            same = ~last_rows[j + 1 - d: j + 1].any(0) if d else np.ones(obs.shape[1], bool)
+            frame[j] = obs[j - d] * same[:, None, None]
+        frames.append(frame)
+    return np.concatenate(frames, -1)
+
+
+def _split_probe(features: np.ndarray, target: np.ndarray, mask: np.ndarray, fit_windows: np.ndarray
+                 ) -> dict[str, Any]:
+    """One probe per agent (agent i's features -> its target), then averaged over agents.
+
+    ``features [T, B, N, F]``, ``target [T, B, N, D]``, ``mask [T, B]``: samples of windows
+    ``fit_windows`` (bool ``[B]``) fit, the others score; samples are ordered window by window (data
+    order), so the inner split that picks lambda is a split in time too. ``per_dim`` is the R^2 of each
+    target dimension averaged over the agents that score it; ``mean`` the mean over agents of each
+    agent's mean over its scored dimensions."""
+    def take(windows, agent):
+        order = np.transpose(mask & windows[None, :])  # [B, T]: data order
+        x = np.transpose(features[:, :, agent], (1, 0, 2))[order]
+        y = np.transpose(target[:, :, agent], (1, 0, 2))[order]
+        return x, y
+
+    per_agent = [ridge_probe(*take(fit_windows, i), *take(~fit_windows, i)) for i in range(features.shape[2])]
+    dims = np.array([[np.nan if v is None else v for v in p["per_dim"]] for p in per_agent])  # [N, D]
+    scored = np.isfinite(dims).any(0)
+    per_dim = np.full(dims.shape[1], np.nan)
+    per_dim[scored] = np.nanmean(dims[:, scored], 0)
+    means = [p["mean"] for p in per_agent if p["mean"] is not None]
+    return {"mean": float(np.mean(means)) if means else None,
+            "per_dim": [None if math.isnan(v) else float(v) for v in per_dim],
+            "per_agent": [p["mean"] for p in per_agent], "dims_scored": int(scored.sum()),
+            "lambda": [p["lambda"] for p in per_agent],
+            "samples_fit": sum(p["samples_fit"] for p in per_agent),
+            "samples_score": sum(p["samples_score"] for p in per_agent)}
+
+
+@torch.no_grad()
+def diagnose_windows(agent, windows: dict[str, np.ndarray], horizon: int, returns: np.ndarray | None = None,
+                     returns_complete: np.ndarray | None = None, stack: int = STACK, burn_in: int = BURN_IN,
+                     imagination: bool = True, full: bool = True) -> dict[str, Any]:
+    """Every diagnostic on ``windows`` (rows ``[L, B, ...]``, windows in data order); ``returns`` /
+    ``returns_complete`` ``[L, B]`` are the observed discounted returns of the window rows
+    (:func:`discounted_returns`). The first half of the windows fit the probes, the second half score them.
+    ``full=False`` gives the in-training subset (agent probe on the state, open loop, KL)."""
+    from mabl.algo.world_model_loss import action_input, shift_window
+
+    model, spec, device = agent.world_model, agent.spec, agent.device
+    was_training = model.training
+    model.eval()
+    try:
+        tensors = {k: torch.as_tensor(np.asarray(v)).to(device) for k, v in windows.items()}
+        batch = shift_window(tensors)
+        steps, n_windows, n_agents = batch.obs.shape[:3]
+        prev_action = action_input(batch.prev_action, spec)
+        filt = model.observe(batch.obs, batch.state, prev_action, batch.first)
+        fake_rows = np.asarray(windows["fake"], bool)
+        last_rows = np.asarray(windows["last"], bool)
+        burn_in = min(burn_in, steps // 2)
+        step_mask = ~fake_rows[1:]  # [T, B]: the observation row of step j is real
+        step_mask[:burn_in] = False
+        fit_windows = np.arange(n_windows) < n_windows // 2
+        split = (f"windows in data order: the first {int(fit_windows.sum())} fit, the last "
+                 f"{int((~fit_windows).sum())} score (disjoint rows); steps j >= {burn_in}, absorbing rows excluded")
+        result: dict[str, Any] = {}
+
+        # ------------------------------------------------------------ probe
+        feats = {k: None if v is None else v.cpu().numpy() for k, v in _features(filt.post, model).items()}
+        obs = np.asarray(windows["obs"], np.float32)[1:]  # [T, B, N, O]
+        state = np.broadcast_to(np.asarray(windows["state"], np.float32)[1:, :, None, :],
+                                (steps, n_windows, n_agents, spec.state_dim))
+
+        def probe(features, target):
+            if features is None:
+                return None
+            return {**_split_probe(features, target, step_mask, fit_windows), "split": split}
+
+        result["probe_state_r2"] = probe(feats["agent"], state)
+        if full:
+            stacked = _stacked_obs(obs, last_rows, stack)
+            result["probe_state_r2_global"] = probe(feats["global"], state)
+            result["probe_state_r2_obs"] = {"current": probe(obs, state), "stacked": probe(stacked, state),
+                                            "stack": stack}
+            if n_agents > 1:
+                others = np.stack([np.concatenate([obs[:, :, j] for j in range(n_agents) if j != i], -1)
+                                   for i in range(n_agents)], 2)  # [T, B, N, (N-1)*O]
+                result["probe_others_obs_r2"] = {
+                    "agent": probe(feats["agent"], others), "global": probe(feats["global"], others),
+                    "obs": {"current": probe(obs, others), "stacked": probe(stacked, others), "stack": stack}}
+            else:
+                result["probe_others_obs_r2"] = None
+
+        # ------------------------------------------------------------ open loop
+        horizon = min(horizon, steps - 1)
+        context = steps - horizon  # filtered steps 0 .. C-1; rolls from posterior C-1 (row C)
+        latent = filt.post.map(lambda t: t[context - 1])
+        preds: dict[str, list] = {"obs": [], "reward": [], "cont": [], "avail": []}
+        for k in range(1, horizon + 1):
+            nxt = model.prior_step(latent, prev_action[context - 1 + k])
+            reward, cont = model.reward_continuation(latent, nxt)
+            preds["obs"].append(_obs_prediction(model, nxt))
+            preds["reward"].append(reward)
+            preds["cont"].append(cont)
+            avail_logits = model.avail_logits(nxt)
+            preds["avail"].append(None if avail_logits is None else torch.sigmoid(avail_logits))
+            latent = nxt
+        sl = slice(context, context + horizon)
+        pred = {k: None if v[0] is None else torch.stack(v).float().cpu().numpy() for k, v in preds.items()}
+        target = {"obs": model.agent.transform(batch.obs[sl].float()).cpu().numpy(),
+                  "reward": batch.reward[sl].cpu().numpy(), "cont": (1.0 - batch.done[sl]).cpu().numpy(),
+                  "avail": None if batch.avail is None else batch.avail[sl].cpu().numpy()}
+        trans, obs_ok = open_loop_masks(fake_rows, last_rows, context, horizon)
+        result["open_loop"] = open_loop_stats(pred, target, trans, obs_ok)
+
+        # ------------------------------------------------------------ latents
+        latents = {"agent": latent_level_stats(filt.post_a_logits, filt.prior_a_logits, filt.post.z_a,
+                                               torch.as_tensor(step_mask, device=device)), "global": None}
+        if model.has_global:
+            latents["global"] = latent_level_stats(filt.post_g_logits, filt.prior_g_logits, filt.post.z_g,
+                                                   torch.as_tensor(step_mask, device=device))
+        result["latents"] = latents
+
+        # ------------------------------------------------------------ imagination
+        if full:
+            result["imagination"] = _imagination(agent, filt, batch, step_mask, returns, returns_complete) \
+                if imagination else None
+        return result
+    finally:
+        model.train(was_training)
+
+
+def _imagination(agent, filt, batch, step_mask, returns, returns_complete) -> dict[str, Any]:
+    """Imagine from every probe state; compare its lambda-return (mean over agents) and the critic's
+    value with the observed discounted return from the same row, where that return is complete."""
+    from mabl.algo.imagination import imagine
+
+    policy = agent.cfg.policy
+    flat = torch.as_tensor(step_mask.reshape(-1), device=agent.device)
+    start = filt.post.map(lambda t: t.flatten(0, 1)[flat].float())
+    n_start = int(flat.sum())
+    if n_start == 0:
+        return None
+    rollout = imagine(agent.world_model, agent.actor, agent.critic, start, policy.horizon, policy.gamma, policy.lam)
+    lam_return = rollout.returns[:n_start].mean(-1).cpu().numpy()
+    value = rollout.value[:n_start].mean(-1).cpu().numpy()
+    real_reward = batch.reward[1:][torch.as_tensor(step_mask[:-1], device=agent.device)]
+    out = {"starts": n_start, "horizon": policy.horizon, "gamma": policy.gamma, "lambda": policy.lam,
+           "lambda_return_mean": float(lam_return.mean()), "value_mean": float(value.mean()),
+           "imagined_reward_mean": float(rollout.reward.mean()), "imagined_reward_std": float(rollout.reward.std()),
+           "real_reward_mean": float(real_reward.mean()) if len(real_reward) else None,
+           "real_reward_std": float(real_reward.std()) if len(real_reward) > 1 else None}
+    if returns is None:
+        return out
+    # step j's state is row j+1: the observed return from that row on
+    observed = np.asarray(returns)[1:].reshape(-1)[step_mask.reshape(-1)]
+    complete = np.asarray(returns_complete)[1:].reshape(-1)[step_mask.reshape(-1)]
+    out.update({"compared": int(complete.sum()), "incomplete_returns": int((~complete).sum())})
+    if complete.any():
+        obs_ret, lam, val = observed[complete], lam_return[complete], value[complete]
+        out.update({"observed_return_mean": float(obs_ret.mean()),
+                    "lambda_return_bias": float((lam - obs_ret).mean()), "lambda_return_corr": _corr(lam, obs_ret),
+                    "value_bias": float((val - obs_ret).mean()), "value_corr": _corr(val, obs_ret)})
+    return out
+
+
+# ---------------------------------------------------------------------------------------- entry points
+def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int = 100, length: int = 20,
+             horizon: int = 8, seed: int = 0, device: str = "cpu", stack: int = STACK) -> dict[str, Any]:
+    """``mabl diagnose``: every statistic of a run's newest checkpoint on ``windows`` windows of its
+    replay (or of ``data``: another run directory's replay or a dataset file). One JSON-ready dict with
+    the keys of :data:`RESULT_KEYS` plus ``meta`` (what was measured on what)."""
+    if length < 8:
+        raise MablError(f"--length={length} must be >= 8 (burn-in {BURN_IN} steps, then the probes and the open loop)")
+    if not 1 <= horizon <= length - 1 - BURN_IN:
+        raise MablError(f"--horizon={horizon} must be in [1, {length - 1 - BURN_IN}] for --length={length}")
+    if stack < 1:
+        raise MablError(f"--stack={stack} must be >= 1")
+    loaded = load_run(run_dir, device)
+    if data is not None:
+        source = load_data(data)
+        if dataclasses.asdict(source.spec) != dataclasses.asdict(loaded.spec):
+            raise MablError(f"--data {data} was recorded on env spec {source.spec.name} "
+                            f"(N={source.spec.n_agents}, O={source.spec.obs_dim}, G={source.spec.state_dim}, "
+                            f"A={source.spec.action_size}); the model needs {loaded.spec.name} (N={loaded.spec.n_agents}, "
+                            f"O={loaded.spec.obs_dim}, G={loaded.spec.state_dim}, A={loaded.spec.action_size})")
+    elif loaded.data is None:
+        raise MablError(f"run {run_dir} holds no replay (a representation-benchmark run); pass --data DATASET")
+    else:
+        source = loaded.data
+    rng = np.random.default_rng(seed)
+    starts = draw_windows(source.n_rows, length, windows, rng)
+    torch.manual_seed(seed)
+    rows = source.rows
+    returns, complete = discounted_returns(rows["reward"], rows["done"], rows["last"], loaded.cfg.policy.gamma)
+    win = gather(rows, starts, length)
+    index = starts[None, :] + np.arange(length)[:, None]
+    result = diagnose_windows(loaded.agent, win, horizon, returns[index], complete[index], stack=stack)
+    ordered = {k: _json_ready(result.get(k)) for k in RESULT_KEYS}
+    ordered["meta"] = {"run_dir": str(run_dir), "checkpoint": str(loaded.checkpoint), "algo": loaded.cfg.algo,
+                       "env": loaded.spec.name, "data": source.source, "data_rows": source.n_rows,
+                       "windows": windows, "length": length, "horizon": horizon, "seed": seed,
+                       "burn_in": BURN_IN, "stack": stack, "window_starts": [int(s) for s in starts]}
+    return ordered
+
+
+def _json_ready(value: Any) -> Any:
+    """Non-finite floats (e.g. a statistic over no samples) become None, so the JSON stays strict."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def training_diagnostics(agent, rows: dict[str, Any]) -> dict[str, float]:
+    """The cheap subset ``--diagnose-every`` logs: the agent-feature probe of the state on the
+    learner call's own windows (first half fit, second half score), open-loop errors for k = 1 ..
+    :data:`TRAIN_HORIZON` and the KL per level. Flat ``diag/...`` numbers; the torch RNG is left as it was."""
+    windows = {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in rows.items()}
+    devices = [agent.device] if agent.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        res = diagnose_windows(agent, windows, TRAIN_HORIZON, full=False)
+    out = {"diag/probe_state_r2": res["probe_state_r2"]["mean"], "diag/kl_agent": res["latents"]["agent"]["kl"]}
+    if res["latents"]["global"] is not None:
+        out["diag/kl_global"] = res["latents"]["global"]["kl"]
+    for entry in res["open_loop"]:
+        for key in ("obs_error", "reward_error", "cont_brier"):
+            out[f"diag/{key}_k{entry['k']}"] = entry[key]
+    return {k: (float("nan") if v is None else v) for k, v in out.items()}
+
+
+# ---------------------------------------------------------------------------------------- output
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The readable form of :func:`diagnose`'s result."""
+    meta = result["meta"]
+    lines = [f"{meta['algo']} on {meta['env']}: {meta['checkpoint']}",
+             f"data: {meta['data']} ({meta['data_rows']} rows), {meta['windows']} windows of {meta['length']} rows, "
+             f"seed {meta['seed']}", ""]
+    state = result["probe_state_r2"]
+    lines.append(f"probe (ridge, R^2 on held-out windows; {state['split']})")
+    obs = result["probe_state_r2_obs"]
+    rows = [("agent [z^a, h^a]", state, (result["probe_others_obs_r2"] or {}).get("agent")),
+            ("raw own obs", obs["current"], ((result["probe_others_obs_r2"] or {}).get("obs") or {}).get("current")),
+            (f"last {obs['stack']} own obs", obs["stacked"],
+             ((result["probe_others_obs_r2"] or {}).get("obs") or {}).get("stacked")),
+            ("global [z^g, h^g]", result["probe_state_r2_global"], (result["probe_others_obs_r2"] or {}).get("global"))]
+    lines.append(f"  {'features':<22}{'state s_t':>12}{'others obs':>12}")
+    for name, s, o in rows:
+        lines.append(f"  {name:<22}{_fmt(s and s['mean']):>12}{_fmt(o and o['mean']):>12}")
+    lines += ["", "open loop (priors rolled with the real actions)",
+              f"  {'k':>3}{'obs mse':>10}{'rew mae':>10}{'rew corr':>10}{'cont brier':>12}{'cont acc':>10}"
+              f"{'avail acc':>11}{'n':>6}"]
+    for e in result["open_loop"]:
+        lines.append(f"  {e['k']:>3}{_fmt(e['obs_error'], 4):>10}{_fmt(e['reward_error'], 4):>10}"
+                     f"{_fmt(e['reward_corr']):>10}{_fmt(e['cont_brier'], 4):>12}{_fmt(e['cont_accuracy']):>10}"
+                     f"{_fmt(e['avail_accuracy']):>11}{e['n_transitions']:>6}")
+    im = result["imagination"]
+    if im:
+        lines += ["", f"imagination (H={im['horizon']}, {im['starts']} starts; {im.get('compared', 0)} with a "
+                  f"complete observed return)",
+                  f"  lambda-return mean {_fmt(im['lambda_return_mean'])}, observed return mean "
+                  f"{_fmt(im.get('observed_return_mean'))}, bias {_fmt(im.get('lambda_return_bias'))}, "
+                  f"corr {_fmt(im.get('lambda_return_corr'))}",
+                  f"  critic value bias {_fmt(im.get('value_bias'))}, corr {_fmt(im.get('value_corr'))}; "
+                  f"imagined reward {_fmt(im['imagined_reward_mean'], 4)} +- {_fmt(im['imagined_reward_std'], 4)}, "
+                  f"real {_fmt(im['real_reward_mean'], 4)} +- {_fmt(im['real_reward_std'], 4)}"]
+    lines += ["", "latents (posterior)"]
+    for level, st in result["latents"].items():
+        if st is not None:
+            lines.append(f"  {level:<7} KL {_fmt(st['kl'])}, entropy {_fmt(st['entropy_mean'])} of max "
+                         f"{_fmt(st['max_entropy'])}, unused classes {st['unused_class_fraction']:.1%}, "
+                         f"collapsed categoricals {st['collapsed_fraction']:.1%}")
+    return "\n".join(lines)
+
+
+def write_outputs(result: dict[str, Any], out: str | Path) -> list[Path]:
+    """``--out``: diagnose.json and PNG plots (error vs k; probe R^2 per state feature); matplotlib is
+    imported here only."""
+    from mabl.checkpoint import atomic_write_bytes
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "diagnose.json", json.dumps(result, indent=1).encode())
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MablError("--out plots need matplotlib: pip install 'mabl[report]'") from None
+    files = [out / "diagnose.json"]
+    ol = result["open_loop"]
+    ks = [e["k"] for e in ol]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, key, title in zip(axes, ("obs_error", "reward_error", "cont_brier"),
+                              ("observation MSE", "reward MAE", "continuation Brier")):
+        ax.plot(ks, [np.nan if e[key] is None else e[key] for e in ol], marker="o")
+        ax.set_xlabel("open-loop step k")
+        ax.set_title(title)
+    fig.suptitle(f"{result['meta']['algo']}: open-loop prediction error")
+    fig.tight_layout()
+    fig.savefig(out / "open_loop.png", dpi=110)
+    plt.close(fig)
+    files.append(out / "open_loop.png")
+    fig, ax = plt.subplots(figsize=(12, 3.6))
+    series = [("agent [z^a, h^a]", result["probe_state_r2"]),
+              ("raw own obs", result["probe_state_r2_obs"]["current"]),
+              (f"last {result['probe_state_r2_obs']['stack']} own obs", result["probe_state_r2_obs"]["stacked"]),
+              ("global [z^g, h^g]", result["probe_state_r2_global"])]
+    for name, probe in series:
+        if probe is not None:
+            ax.plot([np.nan if v is None else v for v in probe["per_dim"]], marker=".", lw=0.8, label=name)
+    ax.set_xlabel("state feature")
+    ax.set_ylabel("held-out R^2")
+    ax.set_ylim(-0.5, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title(f"{result['meta']['algo']}: linear probe of the global state, per feature")
+    fig.tight_layout()
+    fig.savefig(out / "probe_state_r2.png", dpi=110)
+    plt.close(fig)
+    files.append(out / "probe_state_r2.png")
+    return files

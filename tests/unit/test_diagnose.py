@@ -1,0 +1,285 @@
+"""`mabl diagnose`'s statistics on synthetic cases with known answers, and the whole pipeline on
+untrained models of every world-model variant (discrete and continuous) saved as run directories."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mabl import diagnose as dg
+from mabl.algo import build_learner
+from mabl.checkpoint import save_checkpoint
+from mabl.config import replace_path, to_dict
+from mabl.envs.base import EnvSpec
+from mabl.errors import MablError
+from mabl.presets import build_config
+from mabl.replay import SequenceReplay
+
+DISCRETE = EnvSpec("toy", n_agents=3, obs_dim=6, state_dim=5, discrete=True, n_actions=4, has_action_mask=True,
+                   episode_limit=30, has_win=True)
+CONTINUOUS = EnvSpec("toy-cont", n_agents=2, obs_dim=7, state_dim=9, discrete=False, action_dim=3,
+                     action_low=-0.4, action_high=0.4, episode_limit=30)
+
+
+# ------------------------------------------------------------------------------ probe
+def test_probe_recovers_an_exact_linear_target():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 12))
+    y = x @ rng.normal(size=(12, 4)) + 3.0
+    res = dg.ridge_probe(x[:300], y[:300], x[300:], y[300:])
+    assert res["dims_scored"] == 4
+    assert res["mean"] > 0.999 and min(res["per_dim"]) > 0.999
+
+
+def test_probe_of_independent_noise_is_near_zero_on_held_out_data():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(2000, 20)), rng.normal(size=(2000, 3))
+    res = dg.ridge_probe(x[:1000], y[:1000], x[1000:], y[1000:])
+    assert -0.05 < res["mean"] < 0.02
+
+
+def test_probe_leaves_out_constant_target_dimensions():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 3))
+    y = np.stack([x[:, 0], np.full(200, 7.0)], 1)
+    res = dg.ridge_probe(x[:100], y[:100], x[100:], y[100:])
+    assert res["per_dim"][1] is None and res["dims_scored"] == 1
+    assert res["mean"] == pytest.approx(res["per_dim"][0])
+
+
+def test_probe_is_fitted_on_the_first_half_of_the_windows_and_scored_on_the_second():
+    # The target is +x in the first half of the windows and -x in the second: a probe fitted on the
+    # first half and scored on the second gets R^2 near -3 (prediction -y: SSE = 4 SST); scored on its
+    # own fit data it would be near 1.
+    rng = np.random.default_rng(3)
+    steps, windows, agents = 6, 10, 2
+    feats = rng.normal(size=(steps, windows, agents, 1))
+    sign = np.where(np.arange(windows) < windows // 2, 1.0, -1.0)[None, :, None, None]
+    target = feats * sign
+    mask = np.ones((steps, windows), bool)
+    res = dg._split_probe(feats, target, mask, np.arange(windows) < windows // 2)
+    assert res["mean"] < -2.5
+    assert res["samples_fit"] == res["samples_score"] == steps * windows // 2 * agents
+
+
+def test_windows_never_overlap_and_bad_counts_are_refused():
+    rng = np.random.default_rng(4)
+    starts = dg.draw_windows(1000, 20, 40, rng)
+    assert np.all(np.diff(starts) >= 20) and starts[0] >= 0 and starts[-1] + 20 <= 1000
+    fit, score = starts[:20], starts[20:]
+    rows_fit = {int(s) + i for s in fit for i in range(20)}
+    assert not rows_fit & {int(s) + i for s in score for i in range(20)}
+    with pytest.raises(MablError, match="--windows=51"):
+        dg.draw_windows(1000, 20, 51, rng)
+    with pytest.raises(MablError, match=">= 4"):
+        dg.draw_windows(1000, 20, 2, rng)
+
+
+def test_stacked_observations_stop_at_the_episode_start():
+    # 1 window, 1 agent, 1 feature; obs of step j = j + 1; row 3 is an episode's last row, so step 3
+    # (row 4) starts a new episode.
+    steps = 6
+    obs = (np.arange(steps, dtype=np.float32) + 1)[:, None, None, None]
+    last = np.zeros((steps + 1, 1), bool)
+    last[3] = True
+    stacked = dg._stacked_obs(obs, last, 3)[:, 0, 0]
+    assert stacked[2].tolist() == [3, 2, 1]
+    assert stacked[3].tolist() == [4, 0, 0]  # new episode: nothing from before
+    assert stacked[4].tolist() == [5, 4, 0]
+    assert stacked[5].tolist() == [6, 5, 4]
+
+
+# ------------------------------------------------------------------------------ returns
+def test_discounted_returns_stop_at_episode_ends():
+    reward = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    done = np.array([0, 1, 1, 0, 0, 0, 0], bool)  # row 1 terminates; row 2 is an absorbing row (done too)
+    last = np.array([0, 0, 1, 0, 1, 0, 0], bool)  # rows 3-4: a truncated episode; rows 5-6: unfinished
+    g, complete = dg.discounted_returns(reward, done, last, 0.5)
+    np.testing.assert_allclose(g, [1 + 0.5 * 2, 2, 3, 4 + 0.5 * 5, 5, 6 + 0.5 * 7, 7])
+    assert complete.tolist() == [True, True, True, True, True, False, False]
+
+
+# ------------------------------------------------------------------------------ open loop
+def test_open_loop_masks_do_not_cross_an_episode_end():
+    # window of 8 rows, context C = 2 (roll from row 2), H = 5 (rows 2..6 act, rows 3..7 observed)
+    fake = np.zeros((8, 2), bool)
+    last = np.zeros((8, 2), bool)
+    # window 0: row 4 is the last of a truncated episode; window 1: row 3 terminates, rows 4-5 absorbing
+    last[4, 0] = True
+    fake[4:6, 1] = True
+    last[5, 1] = True
+    trans, obs = dg.open_loop_masks(fake, last, context=2, horizon=5)
+    # window 0: transitions out of rows 2,3,4 are the episode's (4 is its final one); obs rows 3,4 only
+    assert trans[:, 0].tolist() == [True, True, True, False, False]
+    assert obs[:, 0].tolist() == [True, True, False, False, False]
+    # window 1: transitions out of rows 2, 3 (3 terminates); obs row 3 only (row 4 is absorbing)
+    assert trans[:, 1].tolist() == [True, True, False, False, False]
+    assert obs[:, 1].tolist() == [True, False, False, False, False]
+
+
+def test_open_loop_stats_of_an_exact_model_are_zero_error():
+    rng = np.random.default_rng(5)
+    h, b, n = 3, 6, 2
+    target = {"obs": rng.normal(size=(h, b, n, 4)), "reward": rng.normal(size=(h, b)),
+              "cont": (rng.random((h, b)) > 0.3).astype(float), "avail": rng.random((h, b, n, 5)) > 0.5}
+    exact = {**target, "avail": target["avail"].astype(float)}
+    ones = np.ones((h, b), bool)
+    for entry in dg.open_loop_stats(exact, target, ones, ones):
+        assert entry["obs_error"] == 0 and entry["reward_error"] == 0 and entry["cont_brier"] == 0
+        assert entry["reward_corr"] == pytest.approx(1.0) and entry["cont_accuracy"] == 1
+        assert entry["avail_accuracy"] == 1 and entry["n_obs"] == b
+    # known errors: obs off by 0.5 everywhere, continuation 0.5 for every agent, reward shifted by 2
+    off = {"obs": target["obs"] + 0.5, "reward": target["reward"] + 2.0, "cont": np.full((h, b, n), 0.5),
+           "avail": None}
+    trans = ones.copy()
+    trans[2, :3] = False
+    stats = dg.open_loop_stats(off, target, trans, ones)
+    assert stats[0]["obs_error"] == pytest.approx(0.25) and stats[0]["reward_error"] == pytest.approx(2.0)
+    assert stats[0]["reward_corr"] == pytest.approx(1.0) and stats[0]["cont_brier"] == pytest.approx(0.25)
+    assert stats[0]["avail_accuracy"] is None and stats[2]["n_transitions"] == 3
+
+
+# ------------------------------------------------------------------------------ latents
+def test_uniform_logits_give_zero_kl_and_maximal_entropy():
+    logits = torch.zeros(4, 3, 5, 7)  # [T, B, C, K]
+    sample = torch.nn.functional.one_hot(torch.randint(0, 7, (4, 3, 5)), 7).float().flatten(-2)
+    st = dg.latent_level_stats(logits, logits, sample, torch.ones(4, 3, dtype=torch.bool))
+    assert st["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert st["entropy_mean"] == pytest.approx(math.log(7), abs=1e-5) == st["max_entropy"]
+    assert len(st["entropy_per_categorical"]) == 5
+
+
+def test_collapse_fraction_of_a_hand_made_usage_pattern():
+    counts = np.array([[9, 0, 0, 0], [3, 3, 0, 0], [1, 1, 1, 1], [0, 0, 4, 0]])
+    st = dg.usage_stats(counts)
+    assert st["collapsed_fraction"] == pytest.approx(2 / 4)
+    assert st["unused_class_fraction"] == pytest.approx((3 + 2 + 0 + 3) / 16)
+
+
+# ------------------------------------------------------------------------------ the pipeline
+def random_replay(spec: EnvSpec, episodes: int, seed: int) -> SequenceReplay:
+    rng = np.random.default_rng(seed)
+    replay = SequenceReplay(spec, 10_000)
+    for e in range(episodes):
+        length = int(rng.integers(8, 30))
+        n = spec.n_agents
+        ep = {"obs": rng.normal(size=(length, n, spec.obs_dim)).astype(np.float32),
+              "state": rng.normal(size=(length, spec.state_dim)).astype(np.float32),
+              "reward": rng.normal(size=length).astype(np.float32), "done": np.zeros(length, bool)}
+        if spec.discrete:
+            ep["action"] = rng.integers(0, spec.n_actions, size=(length, n))
+        else:
+            ep["action"] = rng.uniform(spec.action_low, spec.action_high, (length, n, spec.action_dim)).astype(np.float32)
+        if spec.has_action_mask:
+            avail = rng.random((length, n, spec.n_actions)) > 0.4
+            avail[..., 0] = True
+            ep["avail"] = avail
+        terminated = e % 2 == 0
+        ep["done"][-1] = terminated
+        replay.add_episode(ep, terminated, rng)
+    return replay
+
+
+def make_run(tmp_path, algo: str, spec: EnvSpec = DISCRETE, with_replay: bool = True, seed: int = 0):
+    cfg = build_config("debug", {"algo": algo, "seed": seed, "device": "cpu"})
+    if algo != "mappo":
+        cfg = replace_path(cfg, "policy.horizon", 4)
+    agent = build_learner(spec, cfg, torch.device("cpu"))
+    replay = random_replay(spec, 30, seed)
+    run_dir = tmp_path / f"{algo}_{spec.name}_{seed}"
+    save_checkpoint(run_dir, 100, {"config": to_dict(cfg), "spec": dataclasses.asdict(spec),
+                                   "agent": agent.state_dict(), "replay": replay.state_dict() if with_replay else None})
+    return run_dir, replay
+
+
+def _finite(x) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+@pytest.mark.parametrize("algo,spec", [("mabl", DISCRETE), ("mabl-sg", DISCRETE), ("dreamer", DISCRETE),
+                                       ("mamba", DISCRETE), ("mabl", CONTINUOUS), ("dreamer", CONTINUOUS)])
+def test_diagnose_reports_every_key_for_every_variant(tmp_path, algo, spec):
+    run_dir, _ = make_run(tmp_path, algo, spec)
+    res = dg.diagnose(run_dir, windows=8, length=12, horizon=4, seed=0)
+    assert list(res)[:7] == list(dg.RESULT_KEYS)
+    json.dumps(res, allow_nan=False)  # JSON-clean: no NaN anywhere
+    assert _finite(res["probe_state_r2"]["mean"]) and len(res["probe_state_r2"]["per_dim"]) == spec.state_dim
+    assert _finite(res["probe_state_r2_obs"]["current"]["mean"]) and _finite(res["probe_state_r2_obs"]["stacked"]["mean"])
+    has_global = algo in ("mabl", "mabl-sg")
+    assert (res["probe_state_r2_global"] is not None) == has_global
+    assert (res["latents"]["global"] is not None) == has_global
+    assert len(res["probe_others_obs_r2"]["agent"]["per_dim"]) == (spec.n_agents - 1) * spec.obs_dim
+    assert [e["k"] for e in res["open_loop"]] == [1, 2, 3, 4]
+    first = res["open_loop"][0]
+    assert all(_finite(first[k]) for k in ("obs_error", "reward_error", "cont_brier"))
+    assert (first["avail_accuracy"] is not None) == spec.has_action_mask
+    im = res["imagination"]
+    assert _finite(im["lambda_return_mean"]) and _finite(im["lambda_return_corr"]) and im["compared"] > 0
+    assert _finite(res["latents"]["agent"]["kl"]) and "split" in res["probe_state_r2"]
+
+
+def test_diagnose_on_other_data_and_refusals(tmp_path):
+    run_dir, replay = make_run(tmp_path, "mabl")
+    other, _ = make_run(tmp_path, "dreamer", seed=1)
+    a = dg.diagnose(run_dir, data=other, windows=6, length=12, horizon=3)
+    assert a["meta"]["data"] == f"replay of {other}"
+    # a dataset file with the same rows gives the same windows and numbers as the run's own replay
+    path = tmp_path / "rows.npz"
+    dg.save_dataset(path, dg.replay_rows(replay), DISCRETE, {"note": "test"})
+    from_file = dg.diagnose(run_dir, data=path, windows=6, length=12, horizon=3)
+    own = dg.diagnose(run_dir, windows=6, length=12, horizon=3)
+    assert from_file["probe_state_r2"] == own["probe_state_r2"] and from_file["open_loop"] == own["open_loop"]
+    cont_run, _ = make_run(tmp_path, "mabl", CONTINUOUS)
+    with pytest.raises(MablError, match="env spec toy-cont"):
+        dg.diagnose(run_dir, data=cont_run, windows=6, length=12, horizon=3)
+    bare, _ = make_run(tmp_path, "dreamer", with_replay=False, seed=2)
+    with pytest.raises(MablError, match="holds no replay"):
+        dg.diagnose(bare, windows=6, length=12, horizon=3)
+    assert dg.diagnose(bare, data=path, windows=6, length=12, horizon=3)["meta"]["algo"] == "dreamer"
+    mappo, _ = make_run(tmp_path, "mappo")
+    with pytest.raises(MablError, match="model-free"):
+        dg.diagnose(mappo)
+    with pytest.raises(MablError, match="no checkpoint"):
+        dg.diagnose(tmp_path)
+    with pytest.raises(MablError, match="does not exist"):
+        dg.diagnose(tmp_path / "nowhere")
+    with pytest.raises(MablError, match="--horizon=9"):
+        dg.diagnose(run_dir, windows=6, length=12, horizon=9)
+    with pytest.raises(MablError, match="--windows=500"):
+        dg.diagnose(run_dir, windows=500, length=12, horizon=3)
+
+
+def test_checkpoint_rows_are_the_replay_rows_oldest_first():
+    replay = SequenceReplay(DISCRETE, 100)
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # wraps around: 3 x (40 + 2 absorbing) rows in a 100-row ring
+        replay.add_episode({"obs": rng.normal(size=(40, 3, 6)).astype(np.float32),
+                            "state": rng.normal(size=(40, 5)).astype(np.float32), "action": rng.integers(0, 4, (40, 3)),
+                            "reward": np.arange(40, dtype=np.float32), "done": np.arange(40) == 39,
+                            "avail": np.ones((40, 3, 4), bool)}, True, rng)
+    rows = dg.checkpoint_rows(replay.state_dict())
+    assert replay.pos == 26 and len(rows["reward"]) == 100
+    for key, value in dg.replay_rows(replay).items():
+        np.testing.assert_array_equal(rows[key], value)
+    # oldest first: the surviving tail of episode 1, then episodes 2 and 3 whole
+    np.testing.assert_array_equal(rows["reward"][-42:-2], np.arange(40))
+    assert rows["last"][-1] and rows["fake"][-2:].all()
+
+
+def test_training_diagnostics_leave_the_random_state_alone(tmp_path):
+    cfg = build_config("debug", {"algo": "mabl", "device": "cpu"})
+    agent = build_learner(DISCRETE, cfg, torch.device("cpu"))
+    replay = random_replay(DISCRETE, 20, 0)
+    rows = replay.sample(4, cfg.model.seq_len, np.random.default_rng(0))
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    out = dg.training_diagnostics(agent, rows)
+    assert torch.equal(before, torch.get_rng_state())
+    expected = {"diag/probe_state_r2", "diag/kl_agent", "diag/kl_global", "diag/obs_error_k1", "diag/cont_brier_k5"}
+    assert expected <= out.keys()
+    assert math.isfinite(out["diag/obs_error_k1"]) and math.isfinite(out["diag/kl_agent"])
