@@ -4,6 +4,8 @@
 - ``quick``: smaller networks and a step-based schedule so that a 2-core CPU run shows learning on
   the default task within minutes. It is a different operating point, not the paper's.
 - ``debug``: tiny networks and a handful of updates, for tests and smoke runs.
+
+A task's own defaults (:mod:`mabl.envs.task_defaults`: Flatland's) come after the preset.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from mabl.config import RunConfig, coerce, replace_path
+from mabl.envs.task_defaults import task_defaults
 from mabl.errors import MablError
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -72,10 +75,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def build_config(preset: str = "quick", overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults -> preset -> ``overrides`` (dotted paths to strings or values), validated."""
+    """Defaults -> preset -> the task's defaults (:mod:`mabl.envs.task_defaults`, e.g. Flatland's
+    per-agent rewards) -> ``overrides`` (dotted paths to strings or values), validated."""
     if preset not in PRESETS:
         raise MablError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
     cfg = replace_path(RunConfig(), "preset", preset)
-    for path, value in {**PRESETS[preset], **(overrides or {})}.items():
+    overrides = overrides or {}
+    env = str(overrides.get("env", PRESETS[preset].get("env", cfg.env)))
+    for path, value in {**PRESETS[preset], **task_defaults(env), **overrides}.items():
         cfg = replace_path(cfg, path, coerce(cfg, path, value))
     return cfg.validate()
