@@ -65,6 +65,28 @@ class ModelConfig:
         "code) or 'zeros' (mabl <= 0.1)",
         ("default", "zeros"),
     )
+    reward_target: str = _f(
+        "team",
+        "what each agent's reward head learns: 'team' = the team reward of the step, the same for every agent, "
+        "or 'per_agent' = that agent's own reward (released code on Flatland; needs an env with per-agent "
+        "rewards). Imagination averages the agents' predictions either way. Flatland's default: per_agent "
+        "(mabl.envs.task_defaults)",
+        ("team", "per_agent"),
+    )
+    done_target: str = _f(
+        "team",
+        "'team' = one done flag per step for all agents, or 'per_agent' = each agent's own done (released "
+        "code on Flatland; needs an env with per-agent done): an agent that finished (a train that arrived) "
+        "gets absorbing rows (zero observation, fake, done 1) while the others go on; its continuation "
+        "target is its own, its observation and action-decoder losses skip its absorbed rows. Flatland's "
+        "default: per_agent",
+        ("team", "per_agent"),
+    )
+    avail_head: bool = _f(
+        True,
+        "envs with action masks: learn an action-mask head and sample imagined masks from it (released code on "
+        "SMAC); off = no mask head, imagined actions unmasked (released code on Flatland, its default)",
+    )
     input_transform: str = _f(
         "none",
         "what the world model does to observations and states before reading them, also the target of "
@@ -103,7 +125,15 @@ class PolicyConfig:
         "(released code, loss.py) or 'team_mean', the mean over agents in every agent's return (mabl <= 0.1)",
         ("per_agent", "team_mean"),
     )
-    normalize_advantages: bool = _f(True, "(A-mean)/(std+1e-4) over the imagined batch [code]")
+    normalize_advantages: bool = _f(
+        True, "(A-mean)/(std+1e-4) over the imagined batch [code: on SMAC; off on Flatland, its default there]")
+    target_critic: int = _f(
+        0,
+        "values in the imagined lambda-returns from: 0 = the critic itself (released code on SMAC), K > 0 = a "
+        "copy of the critic replaced by a fresh copy after every K-th critic step (released code on Flatland, "
+        "K = 1: DreamerLearner's old_critic, TARGET_UPDATE = 1; its step counter starts at 1). Advantages "
+        "use the critic itself either way. Flatland's default: 1",
+    )
     actor_lr: float = _f(1e-4, "actor Adam learning rate [code]")
     critic_lr: float = _f(1e-3, "critic Adam learning rate [code]")
     actor_weight_decay: float = _f(1e-5, "actor Adam weight decay [code]")
@@ -231,7 +261,8 @@ class RunConfig:
         for path in positive:
             if get_path(self, path) <= 0:
                 raise MablError(f"--{path}={get_path(self, path)} must be > 0")
-        nonneg = ["threads", "eval_every", "schedule.learning_starts", "schedule.train_every", "diagnose_every",
+        nonneg = ["threads", "eval_every", "diagnose_every", "policy.target_critic", "schedule.learning_starts",
+                  "schedule.train_every",
                   "model.grad_clip", "policy.grad_clip", "policy.entropy", "policy.clip",
                   "policy.actor_weight_decay", "mappo.clip", "mappo.entropy", "mappo.grad_clip"]
         for path in nonneg:
@@ -328,11 +359,16 @@ ADDED_FIELDS: dict[str, Any] = {
     "policy.continuation": "team_mean",
     "schedule.time_limit_done": "truncation",
     "diagnose_every": 0,
+    "model.reward_target": "team",
+    "model.done_target": "team",
+    "model.avail_head": True,
+    "policy.target_critic": 0,
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
 transform before ``input_transform``; the five faithfulness fields of mabl 0.2 take their 0.1
-readings). A saved config without them gets these values, so runs and
+readings; the four Flatland fields of the per-agent mend take the team readings every run had
+before). A saved config without them gets these values, so runs and
 checkpoints made by an earlier mabl still resume and evaluate."""
 
 

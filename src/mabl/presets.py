@@ -8,6 +8,8 @@
   steps, MAPPO with the paper's (Yu et al.) settings. Per env step the world model trains on ~7x
   fewer window rows than ``paper`` and policy learning imagines ~5x fewer rows.
 - ``debug``: tiny networks and a handful of updates, for tests and smoke runs.
+
+A task's own defaults (:mod:`mabl.envs.task_defaults`: Flatland's) come after the preset.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from mabl.config import RunConfig, coerce, replace_path
+from mabl.envs.task_defaults import task_defaults
 from mabl.errors import MablError
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -96,10 +99,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def build_config(preset: str = "quick", overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Defaults -> preset -> ``overrides`` (dotted paths to strings or values), validated."""
+    """Defaults -> preset -> the task's defaults (:mod:`mabl.envs.task_defaults`, e.g. Flatland's
+    per-agent rewards) -> ``overrides`` (dotted paths to strings or values), validated."""
     if preset not in PRESETS:
         raise MablError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
     cfg = replace_path(RunConfig(), "preset", preset)
-    for path, value in {**PRESETS[preset], **(overrides or {})}.items():
+    overrides = overrides or {}
+    env = str(overrides.get("env", PRESETS[preset].get("env", cfg.env)))
+    for path, value in {**PRESETS[preset], **task_defaults(env), **overrides}.items():
         cfg = replace_path(cfg, path, coerce(cfg, path, value))
     return cfg.validate()

@@ -2,7 +2,10 @@
 
 Rows follow the convention drawn in ``algo/world_model_loss.py``. Whole episodes are appended at
 once; an episode that ends by termination is followed by two absorbing rows (zero observation and
-state, a random action, reward 0, done 1, every action available, ``fake`` 1). Windows of
+state, a random action, reward 0, done 1, every action available, ``fake`` 1). Rewards, and done
+and fake, are kept per agent ``[N]`` when the run asks for it (``--model.reward_target``,
+``--model.done_target``: Flatland's defaults): then an agent that finished (a train that arrived)
+is absorbed on the rows after its done while the others go on. Windows of
 ``seq_len`` consecutive rows are drawn uniformly among those that do not cross the write head;
 they may span episode boundaries (the ``last`` flag tells the filter to reset).
 
@@ -22,24 +25,31 @@ from mabl.envs.base import EnvSpec
 ABSORBING_ROWS = 2
 
 
-def replay_bytes(spec: EnvSpec, capacity: int) -> int:
+def replay_bytes(spec: EnvSpec, capacity: int, agent_reward: bool = False, agent_done: bool = False) -> int:
     """Memory a :class:`SequenceReplay` of ``capacity`` rows holds (per copy)."""
-    return SequenceReplay(spec, 1).row_bytes * capacity
+    return SequenceReplay(spec, 1, agent_reward=agent_reward, agent_done=agent_done).row_bytes * capacity
 
 
 class SequenceReplay:
-    def __init__(self, spec: EnvSpec, capacity: int, device: torch.device | None = None):
+    """``agent_reward``: rows hold each agent's reward ``[N]`` (else the team reward); ``agent_done``:
+    rows hold ``done`` and ``fake`` per agent ``[N]`` (else one flag per row), see :meth:`add_episode`."""
+
+    def __init__(self, spec: EnvSpec, capacity: int, device: torch.device | None = None,
+                 agent_reward: bool = False, agent_done: bool = False):
         self.spec = spec
         self.capacity = capacity
+        self.agent_reward, self.agent_done = agent_reward, agent_done
         n = spec.n_agents
+        reward_shape = (n,) if agent_reward else ()
+        done_shape = (n,) if agent_done else ()
         action_shape = (n,) if spec.discrete else (n, spec.action_dim)
         self.data: dict[str, np.ndarray] = {
             "obs": np.zeros((capacity, n, spec.obs_dim), np.float32),
             "state": np.zeros((capacity, spec.state_dim), np.float32),
             "action": np.zeros((capacity, *action_shape), np.int64 if spec.discrete else np.float32),
-            "reward": np.zeros(capacity, np.float32),
-            "done": np.zeros(capacity, np.bool_),
-            "fake": np.zeros(capacity, np.bool_),
+            "reward": np.zeros((capacity, *reward_shape), np.float32),
+            "done": np.zeros((capacity, *done_shape), np.bool_),
+            "fake": np.zeros((capacity, *done_shape), np.bool_),
             "last": np.zeros(capacity, np.bool_),
         }
         if spec.has_action_mask:
@@ -58,10 +68,25 @@ class SequenceReplay:
 
     def add_episode(self, episode: dict[str, np.ndarray], terminated: bool, rng: np.random.Generator) -> None:
         """Append one episode (arrays ``[L, ...]`` with keys obs, state, action, reward, done, and
-        avail when masked); add absorbing rows when it ``terminated``; set ``last`` on its final row."""
+        avail when masked); add absorbing rows when it ``terminated``; set ``last`` on its final row.
+
+        With ``agent_reward`` the episode's reward is ``[L, N]``; with ``agent_done`` its done is
+        ``[L, N]`` and an agent whose done is set on row k is absorbed from row k+1 on (released
+        code on Flatland): its ``fake`` is 1 there and its observation is the absorbing one (zeros).
+        """
         length = len(episode["reward"])
-        rows = {k: np.asarray(v) for k, v in episode.items()}
-        rows["fake"] = np.zeros(length, np.bool_)
+        rows = {k: np.asarray(v) for k, v in episode.items() if k in self.data}
+        for key in ("reward", "done"):
+            if rows[key].shape[1:] != self.data[key].shape[1:]:
+                raise ValueError(f"episode {key} rows of shape {rows[key].shape[1:]}, this replay holds "
+                                 f"{self.data[key].shape[1:]}")
+        if self.agent_done:
+            fake = np.zeros((length, self.spec.n_agents), np.bool_)
+            fake[1:] = rows["done"][:-1]
+            rows["fake"] = fake
+            rows["obs"] = np.where(fake[:, :, None], np.float32(0.0), rows["obs"]).astype(np.float32)
+        else:
+            rows["fake"] = np.zeros(length, np.bool_)
         if terminated:
             rows = {k: np.concatenate([v, self._absorbing(rng)[k]]) for k, v in rows.items()}
         rows["last"] = np.zeros(len(rows["reward"]), np.bool_)
@@ -88,9 +113,9 @@ class SequenceReplay:
             "obs": np.zeros((count, spec.n_agents, spec.obs_dim), np.float32),
             "state": np.zeros((count, spec.state_dim), np.float32),
             "action": action.astype(self.data["action"].dtype),
-            "reward": np.zeros(count, np.float32),
-            "done": np.ones(count, np.bool_),
-            "fake": np.ones(count, np.bool_),
+            "reward": np.zeros((count, *self.data["reward"].shape[1:]), np.float32),
+            "done": np.ones((count, *self.data["done"].shape[1:]), np.bool_),
+            "fake": np.ones((count, *self.data["fake"].shape[1:]), np.bool_),
         }
         if "avail" in self.data:
             rows["avail"] = np.ones((count, spec.n_agents, spec.n_actions), np.bool_)

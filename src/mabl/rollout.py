@@ -13,7 +13,8 @@ from mabl.policy import DecentralizedPolicy
 @dataclass
 class Episode:
     rows: dict[str, np.ndarray]
-    """Replay rows ``[L, ...]``: obs, state, action, reward, done (and avail when masked)."""
+    """Replay rows ``[L, ...]``: obs, state, action, reward, done (and avail when masked; agent_reward
+    ``[L, N]`` and agent_done ``[L, N]`` where the spec has them)."""
     terminated: bool
     ret: float
     length: int
@@ -34,7 +35,9 @@ def run_episode(env: MultiAgentEnv, policy: DecentralizedPolicy, seed: int, dete
     (``algo/world_model_loss.py``): row k = (o_k, s_k, avail_k, a_k, r_k, done_k)."""
     step = env.reset(seed=seed)
     policy.reset()
-    keys = ["obs", "state", "action", "reward", "done"] + (["avail"] if env.spec.has_action_mask else [])
+    spec = env.spec
+    keys = (["obs", "state", "action", "reward", "done"] + (["avail"] if spec.has_action_mask else [])
+            + (["agent_reward"] if spec.per_agent_reward else []) + (["agent_done"] if spec.per_agent_done else []))
     rows: dict[str, list] = {k: [] for k in keys}
     total = 0.0
     while True:
@@ -47,6 +50,10 @@ def run_episode(env: MultiAgentEnv, policy: DecentralizedPolicy, seed: int, dete
         step = env.step(action)
         rows["reward"].append(step.reward)
         rows["done"].append(step.terminated)
+        if spec.per_agent_reward:
+            rows["agent_reward"].append(step.agent_reward)
+        if spec.per_agent_done:
+            rows["agent_done"].append(step.agent_done)
         total += step.reward
         if step.done:
             break

@@ -113,7 +113,7 @@ def replay_device(cfg: RunConfig, spec, device: torch.device) -> torch.device | 
         return None
     if where == "auto":
         free, _total = torch.cuda.mem_get_info(device)
-        if replay_bytes(spec, cfg.schedule.replay_capacity) > free // 4:
+        if replay_bytes(spec, cfg.schedule.replay_capacity, *per_agent_targets(cfg, spec)) > free // 4:
             return None
     return device
 
@@ -136,8 +136,10 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed)
         self.agent = build_learner(spec, cfg, self.device)
         self.model_free = cfg.algo in MODEL_FREE
+        self.agent_reward, self.agent_done = per_agent_targets(cfg, spec)
         self.replay = None if self.model_free else SequenceReplay(
-            spec, cfg.schedule.replay_capacity, device=replay_device(cfg, spec, self.device))
+            spec, cfg.schedule.replay_capacity, device=replay_device(cfg, spec, self.device),
+            agent_reward=self.agent_reward, agent_done=self.agent_done)
         # Model-free MAPPO steps several envs in lockstep; episodes are seeded the same way.
         self.envs = [self.env] + [make_env(cfg.env, seed=cfg.seed + i) for i in range(1, cfg.mappo.n_envs)] \
             if self.model_free else [self.env]
@@ -162,7 +164,8 @@ class Trainer:
                 episodes, batch = self.agent.collect(self.envs, self._seeds())
             else:
                 episodes = [run_episode(self.env, self.agent.policy(), episode_seed(cfg.seed, c.episode))]  # line 3
-                self.replay.add_episode(*stored_episode(episodes[0], cfg.schedule.time_limit_done), self.rng)  # line 4
+                rows = stored_episode(episodes[0], cfg.schedule.time_limit_done, self.agent_reward, self.agent_done)
+                self.replay.add_episode(*rows, self.rng)  # line 4
             collected = 0
             for episode in episodes:
                 c.env_step += episode.length
@@ -230,12 +233,12 @@ class Trainer:
         model_metrics = []
         for _ in range(cfg.schedule.model_updates):  # lines 5-8
             rows = self.replay.sample(cfg.model.batch_size, cfg.model.seq_len, self.rng)
-            c.real_samples += math.prod(rows["reward"].shape)
+            c.real_samples += math.prod(rows["last"].shape)
             model_metrics.append(self.agent.train_world_model(rows))
         policy_metrics = []
         for _ in range(cfg.schedule.policy_iterations):  # lines 9-14
             rows = self.replay.sample(cfg.policy.batch_size, cfg.model.seq_len, self.rng)
-            c.real_samples += math.prod(rows["reward"].shape)
+            c.real_samples += math.prod(rows["last"].shape)
             metrics = self.agent.train_policy(rows)
             c.imagined_samples += int(metrics.pop("imagined_rows"))
             policy_metrics.append(metrics)
@@ -312,7 +315,8 @@ class Trainer:
                 truncate_logs(self.run_dir, {})
             return
         state = load_checkpoint(path)
-        if state["spec"] != dataclasses.asdict(self.spec):
+        # (a spec saved before a capability flag existed lacks it; the flag does not size anything)
+        if {**dataclasses.asdict(self.spec), **state["spec"]} != dataclasses.asdict(self.spec):
             raise MablError(f"checkpoint {path} was made for env spec {state['spec']['name']} with other sizes")
         try:
             self.agent.load_state_dict(state["agent"])
@@ -337,16 +341,42 @@ class Trainer:
         return text + f" | {sps:.0f} env-steps/s | learner {learner_total:.0f}s"
 
 
-def stored_episode(episode: Episode, time_limit_done: str) -> tuple[dict[str, np.ndarray], bool]:
+def per_agent_targets(cfg: RunConfig, spec) -> tuple[bool, bool]:
+    """Whether the replay keeps rewards, and done/fake, per agent (``--model.reward_target``,
+    ``--model.done_target``); a per-agent choice on an env that does not report it is an error."""
+    if cfg.algo in MODEL_FREE:
+        return False, False
+    agent_reward = cfg.model.reward_target == "per_agent"
+    agent_done = cfg.model.done_target == "per_agent"
+    if agent_reward and not spec.per_agent_reward:
+        raise MablError(f"--model.reward_target=per_agent needs an env with per-agent rewards; {spec.name} "
+                        "reports a team reward only: use --model.reward_target team")
+    if agent_done and not spec.per_agent_done:
+        raise MablError(f"--model.done_target=per_agent needs an env with per-agent done; {spec.name} "
+                        "has none: use --model.done_target team")
+    return agent_reward, agent_done
+
+
+def stored_episode(episode: Episode, time_limit_done: str, agent_reward: bool = False,
+                   agent_done: bool = False) -> tuple[dict[str, np.ndarray], bool]:
     """The rows and the 'append absorbing rows' flag an episode goes into the replay with.
 
     Termination: done 1 on the last row, absorbing rows follow. A time-out (truncation) under
     'terminal' (released code, where SMAC reports terminated at the limit) also stores done 1 on
-    the last row, without absorbing rows; under 'truncation' it stores done 0.
+    the last row, without absorbing rows; under 'truncation' it stores done 0. ``agent_reward``:
+    the reward rows are each agent's own ``[L, N]``; ``agent_done``: done is each agent's ``[L, N]``
+    (the episode's termination, and a time-out under 'terminal', set it for every agent on the last
+    row; the replay absorbs an agent on the rows after its done).
     """
-    rows = episode.rows
+    rows = {k: v for k, v in episode.rows.items() if k not in ("agent_reward", "agent_done")}
+    if agent_reward:
+        rows["reward"] = episode.rows["agent_reward"].astype(np.float32)
+    if agent_done:
+        done = episode.rows["agent_done"].copy()
+        done[-1] |= bool(episode.rows["done"][-1])
+        rows["done"] = done
     if time_limit_done == "terminal" and not episode.terminated:
-        rows = {**rows, "done": rows["done"].copy()}
+        rows["done"] = rows["done"].copy()
         rows["done"][-1] = True
     return rows, episode.terminated
 

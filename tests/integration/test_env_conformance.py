@@ -82,6 +82,19 @@ def assert_conforms(timestep: TimeStep, spec: EnvSpec) -> None:
     assert isinstance(timestep.reward, float) and np.isfinite(timestep.reward)
     assert isinstance(timestep.terminated, bool) and isinstance(timestep.truncated, bool)
     assert not (timestep.terminated and timestep.truncated)
+    if spec.per_agent_reward:
+        assert timestep.agent_reward.shape == (spec.n_agents,) and timestep.agent_reward.dtype == np.float32
+        assert np.isfinite(timestep.agent_reward).all()
+        # the team reward is the agents' rewards summed (float32 rounding aside)
+        assert timestep.reward == pytest.approx(float(timestep.agent_reward.sum()), rel=1e-5, abs=1e-4)
+    else:
+        assert timestep.agent_reward is None
+    if spec.per_agent_done:
+        assert timestep.agent_done.shape == (spec.n_agents,) and timestep.agent_done.dtype == np.bool_
+        if timestep.terminated:
+            assert timestep.agent_done.all(), "an env that terminated has every agent done"
+    else:
+        assert timestep.agent_done is None
 
 
 def run_episode(env, seed: int | None, rng: np.random.Generator) -> list[TimeStep]:
@@ -113,6 +126,9 @@ def test_random_episodes_run_to_their_end(env):
         assert 1 <= len(timesteps) - 1 <= spec.episode_limit
         *middle, last = timesteps
         assert not any(timestep.done for timestep in middle)
+        if spec.per_agent_done:  # an agent's done never goes back within an episode
+            done = np.stack([timestep.agent_done for timestep in timesteps])
+            assert (done[1:] >= done[:-1]).all() and not done[0].any()
         if last.truncated:
             assert len(timesteps) - 1 == spec.episode_limit, "only the time limit truncates"
         if spec.has_win:
@@ -189,6 +205,9 @@ def test_make_env_errors_are_one_line(name: str, message: str):
 class FakeEnv:
     """Two agents, three actions, five steps; ``break_at`` makes it misbehave from that step on."""
 
+    PER_AGENT: ClassVar[set[str]] = {"agent_reward_shape", "agent_done_back"}
+    """Breakages of an env that reports per-agent rewards and done (agent 0 is done from step 1 on)."""
+
     def __init__(self, breakage: str | None = None, break_at: int = 2) -> None:
         self.spec = EnvSpec(
             name="fake",
@@ -199,6 +218,8 @@ class FakeEnv:
             n_actions=3,
             has_action_mask=True,
             episode_limit=5,
+            per_agent_reward=breakage in self.PER_AGENT,
+            per_agent_done=breakage in self.PER_AGENT,
         )
         self.breakage, self.break_at, self.t = breakage, break_at, 0
 
@@ -221,6 +242,9 @@ class FakeEnv:
             truncated=self.t >= 5,
             info={},
         )
+        if self.spec.per_agent_reward:
+            timestep.agent_reward = np.zeros(2, np.float32)
+            timestep.agent_done = np.array([self.t >= 1, False])
         if self.t >= self.break_at:
             if self.breakage == "nan_obs":
                 timestep.obs[1, 2] = np.nan
@@ -234,6 +258,12 @@ class FakeEnv:
                 timestep.avail[1] = False
             elif self.breakage == "no_end":
                 timestep.truncated = False
+            elif self.breakage == "agent_reward_shape":
+                timestep.agent_reward = np.zeros(3, np.float32)
+            elif self.breakage == "agent_done_back":
+                timestep.agent_done = np.zeros(2, bool)
+            elif self.breakage == "stray_agent_done":
+                timestep.agent_done = np.zeros(2, bool)
         return timestep
 
 
@@ -246,6 +276,9 @@ class FakeEnv:
         ("inf_reward", r"env fake returned a non-finite reward \(inf\) at step 2$"),
         ("empty_mask", r"env fake returned avail with no available action for agent 1 at step 2$"),
         ("no_end", r"env fake did not end at its episode_limit 5 \(step 5\)$"),
+        ("agent_reward_shape", r"env fake returned agent_reward of shape \(3,\), expected \(2,\) at step 2$"),
+        ("agent_done_back", r"env fake returned agent_done False for agent 0, done on an earlier step, at step 2$"),
+        ("stray_agent_done", r"env fake returned agent_done although its spec has no per-agent done at step 2$"),
     ],
 )
 def test_checked_env_catches_a_broken_env(breakage: str, message: str):

@@ -31,7 +31,9 @@ def test_fields_added_later_take_their_earlier_behaviour():
         "policy.init_std": 0.5, "mappo.init_std": 0.5, "model.input_transform": "none",
         "model.action_decoder_layers": 1, "model.action_decoder_mask": "episode_start", "model.bias_init": "zeros",
         "policy.continuation": "team_mean", "schedule.time_limit_done": "truncation",
-        "diagnose_every": 0}
+        "diagnose_every": 0,
+        "model.reward_target": "team", "model.done_target": "team", "model.avail_head": True,
+        "policy.target_critic": 0}
 
 
 @pytest.mark.parametrize("path", ["model.hidden", "algo", "schedule.model_updates"])

@@ -76,6 +76,7 @@ def test_generated_maps_have_the_paper_settings(task, n_agents, n_cities, rate, 
     assert spec.state_dim == n_agents * (263 + 16)
     assert spec.episode_limit == limit == int(8 * (35 + 35 + n_agents / n_cities))
     assert spec.has_action_mask and not spec.has_win
+    assert spec.per_agent_reward and spec.per_agent_done
     for seed in (0, 1):
         env.reset(seed=seed)
         rail_env = env.rail_env
@@ -197,14 +198,20 @@ def test_rewards_arrivals_deadlocks_masks_and_metrics(env5):
             check_masks(inner, timestep.avail)
             timestep = env.step(forward_policy(timestep.avail, rng))
             states = [agent.state for agent in rail_env.agents]
-            new_arrivals = sum(1 for i in range(n) if states[i] == TrainState.DONE and not arrived[i])
+            arrived_now = [states[i] == TrainState.DONE and not arrived[i] for i in range(n)]
+            new_arrivals = sum(arrived_now)
             arrived = [s == TrainState.DONE for s in states]
             new_distance = [distance_to_target(inner, i) for i in range(n)]
             progress = sum(distance) - sum(new_distance)
-            distance = new_distance
             flags = inner.deadlocked
             assert (flags >= deadlocked).all(), "a deadlock flag was cleared"
             new_deadlocks = int((flags & ~deadlocked).sum())
+            # each train's own reward (spec.per_agent_reward) and done: arrived or deadlocked (per_agent_done)
+            own = [10 * arrived_now[i] + 0.01 * (distance[i] - new_distance[i]) - 5 * (flags[i] and not deadlocked[i])
+                   for i in range(n)]
+            np.testing.assert_allclose(timestep.agent_reward, own, rtol=1e-6, atol=1e-5)
+            assert timestep.agent_done.tolist() == [a or bool(d) for a, d in zip(arrived, flags)]
+            distance = new_distance
             deadlocked = flags
             assert timestep.reward == pytest.approx(10 * new_arrivals + 0.01 * progress - 5 * new_deadlocks, abs=1e-9)
             seen["arrivals"] += new_arrivals

@@ -118,7 +118,7 @@ class MablAgent:
             start = filt.post.map(lambda t: t[:-1].float()).flatten(0, 1)
             return imagine(self.world_model, self.actor, self.critic, start,
                            self.cfg.policy.horizon, self.cfg.policy.gamma, self.cfg.policy.lam,
-                           self.cfg.policy.continuation == "per_agent")
+                           self.cfg.policy.continuation == "per_agent", self.mappo.target_critic)
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:

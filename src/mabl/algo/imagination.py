@@ -53,6 +53,7 @@ def imagine(
     gamma: float,
     lam: float,
     per_agent_continuation: bool = True,
+    target_critic: AttentionCritic | None = None,
 ) -> Imagined:
     """Roll the priors ``horizon`` states from ``start`` (fields ``[M, N, ·]``) and compute returns.
 
@@ -61,15 +62,19 @@ def imagine(
     and the transition gives r_k (reward head, mean over agents) and c_k (continuation probability,
     a soft multiplicative discount: each agent's own in its own return, released code; the mean over
     agents with ``per_agent_continuation=False``). Returns follow SPEC §3 with R_{H-1} = V_{H-1}; the
-    rows are states 0 .. H-2.
+    rows are states 0 .. H-2. With a ``target_critic`` (``--policy.target_critic``) the returns read
+    its values, while ``Imagined.value`` (the advantages' baseline) stays ``critic``'s (released code
+    on Flatland).
     """
     spec = model.spec
     n_classes = model.cfg.n_classes
     latent = start
     keep: dict[str, list] = {k: [] for k in ("latent", "action", "log_prob", "avail")}
-    values, rewards, conts = [], [], []
+    values, target_values, rewards, conts = [], [], [], []
     for k in range(horizon):
         values.append(critic(*level_features(*latent)))
+        if target_critic is not None:
+            target_values.append(target_critic(*level_features(*latent)))
         if k == horizon - 1:
             break
         avail_logits = model.avail_logits(latent)
@@ -90,7 +95,8 @@ def imagine(
     continuation = torch.stack(conts).float()  # [H-1, M, N] each agent's own
     if not per_agent_continuation:
         continuation = continuation.mean(-1, keepdim=True)  # [H-1, M, 1] the team's, broadcast
-    returns = lambda_returns(reward, continuation, value, gamma, lam)  # [H-1, M, N]
+    bootstrap = value if target_critic is None else torch.stack(target_values).float()
+    returns = lambda_returns(reward, continuation, bootstrap, gamma, lam)  # [H-1, M, N]
 
     def rows(x: torch.Tensor) -> torch.Tensor:
         return x.flatten(0, 1)  # [H-1, M, ...] -> [R, ...]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -60,6 +62,12 @@ class MappoLearner:
         self.actor_opt = adam(actor.parameters(), lr=cfg.actor_lr, weight_decay=cfg.actor_weight_decay)
         self.critic_opt = adam(critic.parameters(), lr=cfg.critic_lr)
         self.entropy_coef = cfg.entropy
+        # --policy.target_critic K: the copy whose values the imagined returns read, replaced after every
+        # K-th critic step. The counter starts at 1 and counts every minibatch, as DreamerLearner's cur_update.
+        self.target_critic: AttentionCritic | None = None
+        self.update_count = 1
+        if cfg.target_critic:
+            self.target_critic = copy.deepcopy(critic).requires_grad_(False)
 
     def update(self, batch: Imagined, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """``epochs`` passes over shuffled minibatches; per minibatch one actor then one critic step."""
@@ -83,6 +91,9 @@ class MappoLearner:
                 value = self.critic(*level_features(*latent))
                 critic_loss = 0.5 * (value - batch.returns[index]).pow(2).mean()
                 self._step(self.critic_opt, self.critic, critic_loss)
+                self.update_count += 1
+                if self.target_critic is not None and self.update_count % cfg.target_critic == 0:
+                    self.target_critic.load_state_dict(self.critic.state_dict())
                 for key, v in zip(sums, (actor_loss, critic_loss, entropy)):
                     sums[key] = sums[key] + v.detach()
                 count += 1
@@ -92,10 +103,16 @@ class MappoLearner:
         optimizer_step(optimizer, module, loss, self.cfg.grad_clip)
 
     def state_dict(self) -> dict:
-        return {"actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                "entropy_coef": self.entropy_coef}
+        state = {"actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+                 "entropy_coef": self.entropy_coef}
+        if self.target_critic is not None:
+            state.update(target_critic=self.target_critic.state_dict(), update_count=self.update_count)
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.entropy_coef = float(state["entropy_coef"])
+        if self.target_critic is not None:
+            self.target_critic.load_state_dict(state["target_critic"])
+            self.update_count = int(state["update_count"])

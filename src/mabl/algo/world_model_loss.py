@@ -27,12 +27,19 @@ Losses on the first T-1 posterior states (j = 0 .. T-2; the paper preset: 18 of 
 
     KL (both levels)  prior_j vs posterior_j
     observation       decoder(z^a_j, h^a_j)          -> obs[j]            masked where fake[j]
+                                                                          (per agent when fake is [N])
     available actions head(feat^a_j, feat^g_j)       -> avail[j]
     reward            head(z^a_j, h^a_{j+1})         -> reward[j+1]       (h_{j+1} holds a_{k+j+1},
     continuation      head(z^a_j,h^a_{j+1},z^g_j,h^g_{j+1}) -> 1-done[j+1]  the action taken at obs[j])
     action decoder    obs decoder hidden_j            -> prev_act[j]      masked where fake[j] and at j = 0
                                                                           (--model.action_decoder_mask;
                                                                            'episode_start': where first[j])
+
+Where the rows hold reward, done and fake per agent (``[N]``: ``--model.reward_target`` /
+``--model.done_target`` per_agent, Flatland's defaults), each agent's reward and continuation heads
+learn its own reward[j+1] and 1-done[j+1], and the masks of the observation and action-decoder
+losses skip each agent's own absorbed rows (released code on Flatland). The loss of team rows is
+unchanged.
 
 ``h_{j+1}`` here is the transition from posterior j (``Filtered.h_*_trans``), also across an
 episode boundary, so the final reward of an episode is predicted from its own history.
@@ -58,9 +65,9 @@ class SequenceBatch(NamedTuple):
     state: torch.Tensor  # [T, B, G] float
     avail: torch.Tensor | None  # [T, B, N, A] bool
     prev_action: torch.Tensor  # [T, B, N] int64 (discrete) or [T, B, N, D] float
-    reward: torch.Tensor  # [T, B] float
-    done: torch.Tensor  # [T, B] float (1 = terminated)
-    fake: torch.Tensor  # [T, B] float (1 = absorbing row)
+    reward: torch.Tensor  # [T, B] float, or [T, B, N] each agent's own (--model.reward_target per_agent)
+    done: torch.Tensor  # [T, B] float (1 = terminated), or [T, B, N] per agent (--model.done_target per_agent)
+    fake: torch.Tensor  # [T, B] float (1 = absorbing row), or [T, B, N] per agent (an agent absorbed)
     first: torch.Tensor  # [T, B] bool
 
 
@@ -106,7 +113,10 @@ def world_model_loss(
     filt = model.observe(batch.obs, batch.state, prev_action, batch.first)
     post = filt.post
     cut = batch.obs.shape[0] - 1  # posterior states j = 0 .. T-2 carry losses
-    real = (1.0 - batch.fake[:cut])[..., None, None]  # [T-1, B, 1, 1]
+    n_agents = spec.n_agents
+    per_agent_fake = batch.fake.dim() == 3  # [T, B, N]: each agent absorbed on its own (--model.done_target)
+    fake = batch.fake if per_agent_fake else batch.fake[..., None]  # [T, B, N or 1]
+    real = (1.0 - fake[:cut])[..., None]  # [T-1, B, N or 1, 1]
 
     terms = {"kl_agent": balanced_kl(filt.post_a_logits[:cut], filt.prior_a_logits[:cut], kl_balance).mean()}
     if model.has_global:  # one term per level; MABL-SG's has no agent axis
@@ -119,12 +129,15 @@ def world_model_loss(
     obs_err = F.smooth_l1_loss(heads["obs"].float(), obs_target, reduction="none").sum(-1, keepdim=True)
     obs_loss = _masked_mean(obs_err, real)
 
-    n_agents = spec.n_agents
+    # Reward and continuation targets: each agent's own where the rows hold them per agent ([T, B, N]:
+    # --model.reward_target / done_target per_agent), else the team's broadcast to every agent.
     reward_pred = heads["reward"].squeeze(-1)  # [T-1, B, N]
-    reward_target = batch.reward[1:, :, None].expand(-1, -1, n_agents)
+    reward = batch.reward if batch.reward.dim() == 3 else batch.reward[..., None]
+    reward_target = reward[1:].expand(-1, -1, n_agents)
     reward_loss = F.smooth_l1_loss(reward_pred.float(), reward_target)
     cont_logit = heads["cont"].squeeze(-1)
-    cont_target = (1.0 - batch.done[1:, :, None]).expand(-1, -1, n_agents)
+    done = batch.done if batch.done.dim() == 3 else batch.done[..., None]
+    cont_target = (1.0 - done[1:]).expand(-1, -1, n_agents)
     cont_loss = F.binary_cross_entropy_with_logits(cont_logit.float(), cont_target)
 
     terms.update(obs=obs_loss, reward=reward_loss, cont=cont_loss)
@@ -136,11 +149,10 @@ def world_model_loss(
 
     action_out = heads["action"].float()
     if model.cfg.action_decoder_mask == "fake_and_window_start":  # released code
-        scored = 1.0 - batch.fake[:cut]  # [T-1, B]
+        scored = 1.0 - fake[:cut]  # [T-1, B, N or 1]
         scored = torch.cat([torch.zeros_like(scored[:1]), scored[1:]])  # not the window's first step
     else:  # 'episode_start': not where obs[j] starts an episode (its previous action is another episode's)
-        scored = (~batch.first[:cut]).float()
-    scored = scored[..., None]  # [T-1, B, 1]
+        scored = (~batch.first[:cut]).float()[..., None]  # [T-1, B, 1]
     if spec.discrete:
         action_err = F.cross_entropy(action_out.flatten(0, -2), batch.prev_action[:cut].flatten(),
                                      reduction="none").view(action_out.shape[:-1])

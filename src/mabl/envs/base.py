@@ -10,6 +10,12 @@ Arrays (numpy, fixed shapes for the whole episode; dead agents stay in, masked):
 - ``avail``  ``[N, A]`` bool, available actions, or ``None`` when ``spec.has_action_mask`` is False;
   every row has at least one True
 - ``reward`` float, the team reward of the step
+- ``agent_reward`` ``[N]`` float32, each agent's own reward of the step, where ``spec.per_agent_reward``
+  (Flatland: each train's; ``reward`` is their sum), else ``None``
+- ``agent_done`` ``[N]`` bool, where ``spec.per_agent_done``: the agent has finished its part of the
+  episode (Flatland: the train arrived or is deadlocked); once True it stays True until the episode
+  ends (every agent is done on a step that terminates the episode), and its actions have no effect
+  from then on; else ``None``
 - ``terminated`` bool (the episode ended in the env's own terms: win, loss, all done)
 - ``truncated`` bool (the time limit ``spec.episode_limit`` was reached)
 - ``info`` dict; ``info["win"]`` (bool) where the env defines a win, only on the final step;
@@ -45,6 +51,10 @@ class EnvSpec:
     episode_limit: int = 0
     has_win: bool = False
     """Whether ``info["win"]`` is reported at episode end."""
+    per_agent_reward: bool = False
+    """Whether each step reports ``TimeStep.agent_reward`` (each agent's own reward ``[N]``)."""
+    per_agent_done: bool = False
+    """Whether each step reports ``TimeStep.agent_done`` (which agents have finished ``[N]``)."""
 
     @property
     def action_size(self) -> int:
@@ -63,6 +73,8 @@ class TimeStep:
     terminated: bool = False
     truncated: bool = False
     info: dict[str, Any] | None = None
+    agent_reward: np.ndarray | None = None
+    agent_done: np.ndarray | None = None
 
     @property
     def done(self) -> bool:

@@ -22,10 +22,12 @@ class CheckedEnv:
 
     Checked on each result: obs ``[N, O]`` and state ``[G]`` float32 and finite; avail ``[N, A]``
     bool with an available action in every row (``None`` without masks); a finite reward; bool
-    flags; the episode ending by ``spec.episode_limit``; ``info["win"]`` at the end when
-    ``spec.has_win``. Checked on each action: shape, integer type, ``0 <= a < n_actions`` and
-    availability under the last mask (discrete), or a finite ``[N, action_dim]`` array (continuous;
-    bounds are the env's to enforce: adapters clip). Also refuses ``step`` outside an episode.
+    flags; ``agent_reward`` ``[N]`` float32 finite and ``agent_done`` ``[N]`` bool (never going back to
+    False within an episode) exactly where the spec has them; the episode ending by
+    ``spec.episode_limit``; ``info["win"]`` at the end when ``spec.has_win``. Checked on each action:
+    shape, integer type, ``0 <= a < n_actions`` and availability under the last mask (discrete), or a
+    finite ``[N, action_dim]`` array (continuous; bounds are the env's to enforce: adapters clip).
+    Also refuses ``step`` outside an episode.
     """
 
     def __init__(self, env: MultiAgentEnv) -> None:
@@ -34,10 +36,12 @@ class CheckedEnv:
         self._t = 0
         self._episode_over = True  # no episode until the first reset
         self._avail: np.ndarray | None = None
+        self._agent_done: np.ndarray | None = None  # the last step's, to check that it never goes back
 
     def reset(self, seed: int | None = None) -> TimeStep:
         timestep = self.env.reset(seed)
         self._t = 0
+        self._agent_done = None
         self._check_timestep(timestep, "at reset")
         self._episode_over = False
         return timestep
@@ -105,6 +109,21 @@ class CheckedEnv:
         for flag in ("terminated", "truncated"):
             if not isinstance(getattr(timestep, flag), (bool, np.bool_)):
                 self._fail(f"returned a non-bool {flag} {where}")
+        n = spec.n_agents
+        if spec.per_agent_reward:
+            self._check_array(timestep.agent_reward, "agent_reward", (n,), where)
+        elif timestep.agent_reward is not None:
+            self._fail(f"returned agent_reward although its spec has no per-agent reward {where}")
+        done = timestep.agent_done
+        if spec.per_agent_done:
+            if not isinstance(done, np.ndarray) or done.dtype != np.bool_ or done.shape != (n,):
+                self._fail(f"returned agent_done that is not a bool numpy array of shape ({n},) {where}")
+            if self._agent_done is not None and (self._agent_done & ~done).any():
+                agent = int(np.flatnonzero(self._agent_done & ~done)[0])
+                self._fail(f"returned agent_done False for agent {agent}, done on an earlier step, {where}")
+            self._agent_done = done.copy()
+        elif done is not None:
+            self._fail(f"returned agent_done although its spec has no per-agent done {where}")
 
     def _check_actions(self, actions: np.ndarray) -> None:
         spec = self.spec

@@ -79,6 +79,11 @@ How Flatland's per-train dicts become the contract's arrays:
     before departure, 0 once arrived; an unreachable target counts as distance 1000, as in MAMBA);
   - -5 once, on the step a train becomes deadlocked.
 
+  Each train's own reward of the step is ``TimeStep.agent_reward`` ``[N]`` (``spec.per_agent_reward``;
+  the MAMBA-era code gave every train its own reward), and ``TimeStep.agent_done`` ``[N]``
+  (``spec.per_agent_done``) flags the trains that arrived or are deadlocked (MAMBA's per-train
+  ``done``): their actions no longer matter (only DO_NOTHING is available to them).
+
 - deadlocks (MAMBA's rule, in a fixed-point form): a train on the grid is deadlocked when every way
   out of its cell (in the direction it faces) leads into a cell held by a train that is itself
   deadlocked or in the same situation: the greatest set of trains in which every train's every way
@@ -426,6 +431,8 @@ class FlatlandEnv:
             has_action_mask=True,
             episode_limit=self._limit,
             has_win=False,
+            per_agent_reward=True,
+            per_agent_done=True,
         )
         with _python_random_kept():
             self.rail_env = flatland["RailEnv"](
@@ -506,7 +513,8 @@ class FlatlandEnv:
         self._deadlocked[:] = False
         self._read_agents()
         self._distance = self._distances()
-        return self._timestep(obs, reward=0.0, terminated=False, truncated=False)
+        return self._timestep(obs, reward=0.0, terminated=False, truncated=False,
+                              agent_reward=np.zeros(self.spec.n_agents, np.float32))
 
     def step(self, actions: np.ndarray) -> TimeStep:
         """Advance one step with ``actions`` ``[N]`` (ints in ``[0, 5)``)."""
@@ -521,18 +529,21 @@ class FlatlandEnv:
         newly_arrived = arrived & ~self._arrived
         self._arrived = arrived
         distance = self._distances()
-        progress = float((self._distance - distance).sum())
+        previous = self._distance
+        progress = float((previous - distance).sum())
         self._distance = distance
         newly_deadlocked = self._update_deadlocks()
         reward = (ARRIVAL_REWARD * int(newly_arrived.sum()) + PROGRESS_COEF * progress
                   + DEADLOCK_PENALTY * int(newly_deadlocked.sum()))
+        agent_reward = (ARRIVAL_REWARD * newly_arrived + PROGRESS_COEF * (previous - distance)
+                        + DEADLOCK_PENALTY * newly_deadlocked).astype(np.float32)
 
         terminated = bool((self._arrived | self._deadlocked).all())
         truncated = not terminated and self._t >= self._limit
         if dones["__all__"] and not (terminated or truncated):
             raise MablError(f"env {self.spec.name}: Flatland ended the episode unexpectedly at step {self._t}")
         self._in_episode = not (terminated or truncated)
-        return self._timestep(obs, reward, terminated, truncated)
+        return self._timestep(obs, reward, terminated, truncated, agent_reward)
 
     def close(self) -> None:
         """Nothing to release (Flatland holds no external resources)."""
@@ -631,7 +642,8 @@ class FlatlandEnv:
         avail[:, STOP_MOVING] = driving
         return avail
 
-    def _timestep(self, obs: dict, reward: float, terminated: bool, truncated: bool) -> TimeStep:
+    def _timestep(self, obs: dict, reward: float, terminated: bool, truncated: bool,
+                  agent_reward: np.ndarray) -> TimeStep:
         spec = self.spec
         n = spec.n_agents
         rows: list = []
@@ -677,4 +689,6 @@ class FlatlandEnv:
             terminated=bool(terminated),
             truncated=bool(truncated),
             info=info,
+            agent_reward=agent_reward,
+            agent_done=self._arrived | self._deadlocked,
         )

@@ -228,7 +228,8 @@ class BiLevelWorldModel(nn.Module):
         both = ([z, deter, z, deter], {0: cfg.n_classes, 2: cfg.n_classes}) if self.has_global else (one_level, k1)
         self.reward_head = SplitMLP(one_level, hid, 1, 2, nn.ELU, k1)
         self.cont_head = SplitMLP(both[0], hid, 1, 2, nn.ELU, both[1])
-        self.avail_head = SplitMLP(both[0], hid, a, 2, nn.ELU, both[1]) if spec.has_action_mask else None
+        # (--model.avail_head off: no mask head, imagined actions unmasked; released code on Flatland)
+        self.avail_head = SplitMLP(both[0], hid, a, 2, nn.ELU, both[1]) if spec.has_action_mask and cfg.avail_head else None
         self.obs_decoder_body = SplitMLP(one_level, hid, hid, 2, nn.ReLU, k1)  # 3 x (Linear, ReLU), last ReLU below
         self.obs_decoder_out = nn.Linear(hid, spec.obs_dim)
         # Action decoder: Linear ELU [Linear ReLU] Linear (model.action_decoder_layers; 2 in the code).
