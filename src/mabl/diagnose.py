@@ -321,7 +321,8 @@ def open_loop_stats(pred: dict[str, np.ndarray], target: dict[str, np.ndarray], 
             entry["reward_error"] = float(np.abs(r_pred - r_true).mean())
             entry["reward_corr"] = _corr(r_pred, r_true)
             c_pred = pred["cont"][k][t].reshape(int(t.sum()), -1)
-            c_true = np.broadcast_to(target["cont"][k][t].reshape(-1, 1), c_pred.shape)
+            c_true = target["cont"][k][t]  # the team's [n] or, with per-agent done, each agent's [n, N]
+            c_true = np.broadcast_to(c_true.reshape(c_true.shape[0], -1), c_pred.shape)
             entry["cont_brier"] = float(((c_pred - c_true) ** 2).mean())
             entry["cont_accuracy"] = float(((c_pred > 0.5) == (c_true > 0.5)).mean())
         out.append(entry)
@@ -437,6 +438,8 @@ def diagnose_windows(agent, windows: dict[str, np.ndarray], horizon: int, return
         prev_action = action_input(batch.prev_action, spec)
         filt = model.observe(batch.obs, batch.state, prev_action, batch.first)
         fake_rows = np.asarray(windows["fake"], bool)
+        if fake_rows.ndim == 3:  # per-agent absorbing rows (Flatland): skip rows where any agent is absorbed
+            fake_rows = fake_rows.any(-1)
         last_rows = np.asarray(windows["last"], bool)
         burn_in = min(burn_in, steps // 2)
         step_mask = ~fake_rows[1:]  # [T, B]: the observation row of step j is real
@@ -489,7 +492,7 @@ def diagnose_windows(agent, windows: dict[str, np.ndarray], horizon: int, return
         sl = slice(context, context + horizon)
         pred = {k: None if v[0] is None else torch.stack(v).float().cpu().numpy() for k, v in preds.items()}
         target = {"obs": model.agent.transform(batch.obs[sl].float()).cpu().numpy(),
-                  "reward": batch.reward[sl].cpu().numpy(), "cont": (1.0 - batch.done[sl]).cpu().numpy(),
+                  "reward": _team(batch.reward[sl]).cpu().numpy(), "cont": (1.0 - batch.done[sl]).cpu().numpy(),
                   "avail": None if batch.avail is None else batch.avail[sl].cpu().numpy()}
         trans, obs_ok = open_loop_masks(fake_rows, last_rows, context, horizon)
         result["open_loop"] = open_loop_stats(pred, target, trans, obs_ok)
@@ -511,6 +514,12 @@ def diagnose_windows(agent, windows: dict[str, np.ndarray], horizon: int, return
         model.train(was_training)
 
 
+def _team(reward: torch.Tensor) -> torch.Tensor:
+    """Per-agent rewards ``[..., N]`` (Flatland) -> the team's, their mean (what imagination predicts);
+    team rewards ``[L, B]`` as they are."""
+    return reward.float().mean(-1) if reward.dim() == 3 else reward
+
+
 def _imagination(agent, filt, batch, step_mask, returns, returns_complete) -> dict[str, Any]:
     """Imagine from every probe state; compare its lambda-return (mean over agents) and the critic's
     value with the observed discounted return from the same row, where that return is complete."""
@@ -525,7 +534,7 @@ def _imagination(agent, filt, batch, step_mask, returns, returns_complete) -> di
     rollout = imagine(agent.world_model, agent.actor, agent.critic, start, policy.horizon, policy.gamma, policy.lam)
     lam_return = rollout.returns[:n_start].mean(-1).cpu().numpy()
     value = rollout.value[:n_start].mean(-1).cpu().numpy()
-    real_reward = batch.reward[1:][torch.as_tensor(step_mask[:-1], device=agent.device)]
+    real_reward = _team(batch.reward[1:])[torch.as_tensor(step_mask[:-1], device=agent.device)]
     out = {"starts": n_start, "horizon": policy.horizon, "gamma": policy.gamma, "lambda": policy.lam,
            "lambda_return_mean": float(lam_return.mean()), "value_mean": float(value.mean()),
            "imagined_reward_mean": float(rollout.reward.mean()), "imagined_reward_std": float(rollout.reward.std()),
@@ -573,7 +582,12 @@ def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int =
     starts = draw_windows(source.n_rows, length, windows, rng)
     torch.manual_seed(seed)
     rows = source.rows
-    returns, complete = discounted_returns(rows["reward"], rows["done"], rows["last"], loaded.cfg.policy.gamma)
+    reward, done = np.asarray(rows["reward"]), np.asarray(rows["done"])
+    if reward.ndim == 2:  # per-agent rewards (Flatland): the team's is their mean, as imagination's
+        reward = reward.mean(-1)
+    if done.ndim == 2:  # per-agent done: the team's episode goes on until every agent is done
+        done = done.all(-1)
+    returns, complete = discounted_returns(reward, done, rows["last"], loaded.cfg.policy.gamma)
     win = gather(rows, starts, length)
     index = starts[None, :] + np.arange(length)[:, None]
     result = diagnose_windows(loaded.agent, win, horizon, returns[index], complete[index], stack=stack)

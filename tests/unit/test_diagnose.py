@@ -144,6 +144,21 @@ def test_open_loop_stats_of_an_exact_model_are_zero_error():
     assert stats[0]["avail_accuracy"] is None and stats[2]["n_transitions"] == 3
 
 
+def test_open_loop_continuation_per_agent_targets():
+    """With per-agent done (Flatland) each agent's probability is scored against its own target."""
+    h, b, n = 2, 3, 2
+    target_cont = np.array([[[1, 0], [1, 1], [0, 0]], [[1, 1], [0, 1], [1, 0]]], float)  # [H, B, N]
+    pred_cont = np.full((h, b, n), 0.8)
+    target = {"obs": np.zeros((h, b, n, 1)), "reward": np.zeros((h, b)), "cont": target_cont, "avail": None}
+    pred = {**target, "cont": pred_cont}
+    ones = np.ones((h, b), bool)
+    for k, entry in enumerate(dg.open_loop_stats(pred, target, ones, ones)):
+        hand = np.mean([(0.8 - c) ** 2 for c in target_cont[k].ravel()])
+        assert entry["cont_brier"] == pytest.approx(hand)
+        assert entry["cont_accuracy"] == pytest.approx(target_cont[k].mean())
+    assert dg._team(torch.tensor([[[1.0, 3.0]]])).tolist() == [[2.0]]  # per-agent rewards -> their mean
+
+
 # ------------------------------------------------------------------------------ latents
 def test_uniform_logits_give_zero_kl_and_maximal_entropy():
     logits = torch.zeros(4, 3, 5, 7)  # [T, B, C, K]
