@@ -374,7 +374,10 @@ class Check:
         if code is None:
             record.status, record.detail = "timeout", f"stopped at its budget of {budget:.0f} s"
             return None
-        data = json.loads(result.read_text()) if result.exists() else None
+        try:
+            data = json.loads(result.read_text()) if result.exists() else None
+        except (OSError, json.JSONDecodeError):
+            data = None  # cut short: reported as a failure with its exit code
         if code != 0 or data is None or "error" in data:
             record.status = "failed"
             record.detail = (data or {}).get("error") or f"exit code {code}; see log.txt"
