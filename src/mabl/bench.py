@@ -192,7 +192,7 @@ def bench_learner(preset: str = "paper", map_name: str = "3s_vs_4z", device: str
 
 def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str = "cpu", amp: bool = False,
                 model_repeats: int = 10, policy_repeats: int = 3, seed: int = 0, compile: bool = False,
-                algo: str = "mabl", overrides: dict | None = None) -> SpeedResult:
+                algo: str = "mabl", overrides: dict | None = None, matmul_size: int | None = None) -> SpeedResult:
     """Time ``model_repeats`` world-model updates and ``policy_repeats`` policy iterations of the
     learner of ``algo`` (:func:`bench_learner`) after a warm-up; each phase reports the **median**
     of its repeats (a shared machine's bursts of interference move a mean far more than a median)."""
@@ -233,7 +233,7 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
 
     imag_flops = count_flops(imagine_once)
     ppo_flops = count_flops(lambda: ppo(rollout))
-    rate = matmul_rate(dev, torch.bfloat16 if amp else torch.float32)
+    rate = matmul_rate(dev, torch.bfloat16 if amp else torch.float32, matmul_size)
     model_ms = float(np.median(model_times)) * 1e3
     imag_ms, ppo_ms = float(np.median(imag_times)) * 1e3, float(np.median(ppo_times)) * 1e3
     sched = cfg.schedule

@@ -171,13 +171,13 @@ def _nvidia_smi_driver() -> str | None:
 
 
 def worker_bench(map_name: str, mode: str, device: str, preset: str, model_repeats: int, policy_repeats: int,
-                 overrides: dict | None = None) -> dict:
+                 overrides: dict | None = None, matmul_size: int | None = None) -> dict:
     """One ``mabl bench speed`` run; its JSON fields."""
     from mabl.bench import bench_speed
 
     amp, compile = MODES[mode]
     result = bench_speed(preset, map_name, device, amp, model_repeats, policy_repeats, compile=compile,
-                         overrides=overrides)
+                         overrides=overrides, matmul_size=matmul_size)
     return {**dataclasses.asdict(result), "achieved_gflops": result.achieved_gflops()}
 
 
@@ -190,7 +190,8 @@ SYNC_PREFIXES = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSyn
 
 def worker_profile(map_name: str, mode: str, device: str, preset: str, overrides: dict | None = None,
                    top: int = 25) -> dict:
-    """torch.profiler over one world-model update and one policy iteration (after two warm-ups each):
+    """torch.profiler over one world-model update and one policy iteration (after a warm-up of each,
+    two when compiled):
     per phase, the wall time, the top ops by self time (device time on a GPU, CPU time otherwise),
     the number of kernels run and of launch calls, and the profiler's table as text."""
     from torch.profiler import ProfilerActivity, profile
@@ -200,7 +201,7 @@ def worker_profile(map_name: str, mode: str, device: str, preset: str, overrides
     amp, compile = MODES[mode]
     bench = bench_learner(preset, map_name, device, amp, compile, overrides=overrides)
     dev = bench.device
-    for _ in range(2):  # warm-up: lazy init, compiling, CUDA-graph recording
+    for _ in range(2 if compile or dev.type == "cuda" else 1):  # warm-up: lazy init (compiling, CUDA graphs: 2)
         bench.model_update()
         bench.ppo(bench.imagination())
     _sync(dev)
@@ -430,7 +431,8 @@ class Check:
                 if budget:
                     params = {"map_name": map_name, "mode": mode, "device": self.cfg.device,
                               "preset": self.cfg.bench_preset, "model_repeats": self.cfg.model_repeats,
-                              "policy_repeats": self.cfg.policy_repeats, "overrides": self.cfg.bench_overrides}
+                              "policy_repeats": self.cfg.policy_repeats, "overrides": self.cfg.bench_overrides,
+                              "matmul_size": self.cfg.matmul_size}
                     result = self.worker(record, "bench", params, budget)
                     if result is not None:
                         entry["result"] = result
