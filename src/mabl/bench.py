@@ -82,9 +82,13 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.flops
 
 
-def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+def matmul_rate(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int = 5) -> float:
     """FLOP/s of one ``[size, size] x [size, size]`` product in ``dtype`` on ``device`` (best of
-    ``repeats``, after a warm-up): what the device's matrix units reach on a large, easy shape."""
+    ``repeats``, after a warm-up): what the device's matrix units reach on a large, easy shape.
+    ``size`` defaults to 2048 on a CPU and 8192 on a GPU (where a 2048^3 product takes tens of
+    microseconds, too short to reach the matrix units' rate)."""
+    if size is None:
+        size = 8192 if device.type == "cuda" else 2048
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
     out = torch.empty(size, size, device=device, dtype=dtype)
@@ -103,6 +107,7 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 2048, repe
 class SpeedResult:
     map: str
     preset: str
+    algo: str
     device: str
     amp: bool
     compiled: bool
@@ -133,26 +138,43 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str = "cpu", amp: bool = False,
-                model_repeats: int = 10, policy_repeats: int = 3, seed: int = 0, compile: bool = False) -> SpeedResult:
-    """Time ``model_repeats`` world-model updates and ``policy_repeats`` policy iterations after a
-    warm-up; each phase reports the **median** of its repeats (a shared machine's bursts of
-    interference move a mean far more than a median)."""
-    from mabl.algo.agent import MablAgent
+@dataclass
+class BenchLearner:
+    """A learner of a map's sizes with a replay of random episodes, and its three timed phases."""
+
+    agent: object
+    cfg: object
+    device: torch.device
+    model_update: Callable[[], None]
+    imagination: Callable[[], object]
+    ppo: Callable[[object], None]
+
+
+def bench_learner(preset: str = "paper", map_name: str = "3s_vs_4z", device: str = "cpu", amp: bool = False,
+                  compile: bool = False, algo: str = "mabl", seed: int = 0,
+                  overrides: dict | None = None) -> BenchLearner:
+    """The learner of ``algo`` (any world-model algorithm, :data:`mabl.algo.MODEL_BASED`) at
+    ``map_name``'s sizes with ``preset``'s settings (and config ``overrides``, dotted paths), and
+    closures running one world-model update, one imagination and one PPO phase on windows sampled
+    from random episodes."""
+    from mabl.algo import MODEL_BASED, build_learner
     from mabl.presets import build_config
     from mabl.replay import SequenceReplay
     from mabl.train import resolve_device
 
     if map_name not in MAP_SIZES:
         raise MablError(f"unknown map '{map_name}' for bench; choose one of {', '.join(MAP_SIZES)}")
+    if algo not in MODEL_BASED:
+        raise MablError(f"--algo={algo!r}: bench speed times world-model learners; choose one of "
+                        f"{', '.join(MODEL_BASED)}")
     n, a, o, g = MAP_SIZES[map_name]
     spec = EnvSpec(name=f"bench:{map_name}", n_agents=n, obs_dim=o, state_dim=g, discrete=True, n_actions=a,
                    has_action_mask=True, episode_limit=200)
-    cfg = build_config(preset, {"amp": amp, "device": device, "compile": compile})
+    cfg = build_config(preset, {**(overrides or {}), "amp": amp, "device": device, "compile": compile, "algo": algo})
     dev = resolve_device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    agent = MablAgent(spec, cfg, dev)
+    agent = build_learner(spec, cfg, dev)
     replay = fill_random_episodes(SequenceReplay(spec, 20_000), MAP_SIZES[map_name], rng)
 
     def model_update() -> None:
@@ -164,6 +186,19 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
     def ppo(rollout) -> None:
         with agent.autocast():
             agent.mappo.update(rollout)
+
+    return BenchLearner(agent, cfg, dev, model_update, imagination, ppo)
+
+
+def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str = "cpu", amp: bool = False,
+                model_repeats: int = 10, policy_repeats: int = 3, seed: int = 0, compile: bool = False,
+                algo: str = "mabl", overrides: dict | None = None, matmul_size: int | None = None) -> SpeedResult:
+    """Time ``model_repeats`` world-model updates and ``policy_repeats`` policy iterations of the
+    learner of ``algo`` (:func:`bench_learner`) after a warm-up; each phase reports the **median**
+    of its repeats (a shared machine's bursts of interference move a mean far more than a median)."""
+    bench = bench_learner(preset, map_name, device, amp, compile, algo, seed, overrides)
+    agent, cfg, dev = bench.agent, bench.cfg, bench.device
+    model_update, imagination, ppo = bench.model_update, bench.imagination, bench.ppo
 
     model_update()  # warm-up (allocator, kernels, lazy init; compilation with --compile)
     ppo(imagination())
@@ -198,7 +233,7 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
 
     imag_flops = count_flops(imagine_once)
     ppo_flops = count_flops(lambda: ppo(rollout))
-    rate = matmul_rate(dev, torch.bfloat16 if amp else torch.float32)
+    rate = matmul_rate(dev, torch.bfloat16 if amp else torch.float32, matmul_size)
     model_ms = float(np.median(model_times)) * 1e3
     imag_ms, ppo_ms = float(np.median(imag_times)) * 1e3, float(np.median(ppo_times)) * 1e3
     sched = cfg.schedule
@@ -207,7 +242,7 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
     return SpeedResult(
-        map=map_name, preset=preset, device=str(dev), amp=amp, compiled=compile, threads=torch.get_num_threads(),
+        map=map_name, preset=preset, algo=algo, device=str(dev), amp=amp, compiled=compile, threads=torch.get_num_threads(),
         model_update_ms=model_ms, policy_iteration_ms=imag_ms + ppo_ms, imagination_ms=imag_ms, ppo_ms=ppo_ms,
         learner_s_per_episode=(sched.model_updates * model_ms + sched.policy_iterations * (imag_ms + ppo_ms)) / 1e3,
         model_updates_per_call=sched.model_updates, policy_iterations_per_call=sched.policy_iterations,
@@ -215,9 +250,16 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
         ppo_gflop=ppo_flops / 1e9, matmul_gflops=rate / 1e9)
 
 
-ANCHOR = {"3s_vs_4z": (820.0, 18000.0, 121.0), "corridor": (1571.0, 38800.0, 250.0)}
-"""The authors' released learner on our 2-core CPU: ms per model update, ms per policy iteration,
-learner seconds per episode (BENCHMARKS.md)."""
+OTHER_HOST = {"3s_vs_4z": (820.0, 18000.0, 121.0), "corridor": (1571.0, 38800.0, 250.0)}
+"""The authors' released MABL learner (paper preset) as measured on ANOTHER machine, the project's
+2-core CPU host (torch 2.13, 2 threads; /work/shared/design/BENCHMARKS.md, lower ends of 820-906 ms,
+18.0-19.5 s, 121-132 s at 3s_vs_4z): ms per model update, ms per policy iteration, learner seconds
+per episode. The same released code measured 1050 ms / 25.1 s (3s_vs_4z) and 2206 ms / 51.4 s
+(corridor) on a second host, so a ratio of this machine's times to these numbers is a ratio to
+another host's measurement, not a speed-up."""
+
+OTHER_HOST_SOURCE = ("the released MABL learner on the project's 2-core CPU host (BENCHMARKS.md; a second "
+                     "host measured 1050 ms / 25.1 s at 3s_vs_4z)")
 
 
 def format_result(r: SpeedResult, as_json: bool = False) -> str:
@@ -230,8 +272,8 @@ def format_result(r: SpeedResult, as_json: bool = False) -> str:
                 f" matmul rate")
 
     lines = [
-        f"mabl bench speed  map={r.map} preset={r.preset} device={r.device} amp={r.amp} compile={r.compiled}"
-        f" threads={r.threads}",
+        f"mabl bench speed  algo={r.algo} map={r.map} preset={r.preset} device={r.device} amp={r.amp}"
+        f" compile={r.compiled} threads={r.threads}",
         f"  world-model update : {r.model_update_ms:9.1f} ms",
         f"  policy iteration   : {r.policy_iteration_ms:9.1f} ms  (imagination {r.imagination_ms:.1f} ms"
         f" + PPO {r.ppo_ms:.1f} ms)",
@@ -244,11 +286,13 @@ def format_result(r: SpeedResult, as_json: bool = False) -> str:
         f"    imagination        {work('imagination', r.imagination_gflop)}",
         f"    PPO epochs         {work('ppo', r.ppo_gflop)}",
     ]
-    if r.preset == "paper" and r.map in ANCHOR and r.device == "cpu":
-        wm, pi, ep = ANCHOR[r.map]
-        lines.append(f"  vs released learner on the 2-core CPU ({wm:.0f} ms, {pi / 1e3:.1f} s, {ep:.0f} s): "
-                     f"{wm / r.model_update_ms:.2f}x, {pi / r.policy_iteration_ms:.2f}x, "
-                     f"{ep / r.learner_s_per_episode:.2f}x faster")
+    if r.preset == "paper" and r.algo == "mabl" and r.map in OTHER_HOST and r.device == "cpu":
+        wm, pi, ep = OTHER_HOST[r.map]
+        lines += [
+            f"  ratio to ANOTHER host's measurement (not a speed-up on this machine): its time / this time ="
+            f" {wm / r.model_update_ms:.2f}x, {pi / r.policy_iteration_ms:.2f}x, {ep / r.learner_s_per_episode:.2f}x",
+            f"    of {wm:.0f} ms, {pi / 1e3:.1f} s, {ep:.0f} s: {OTHER_HOST_SOURCE}; time both on one machine to compare",
+        ]
     return "\n".join(lines)
 
 

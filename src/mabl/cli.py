@@ -3,7 +3,7 @@
     mabl train [--env smax:3s_vs_4z] [--preset paper] [--steps N] [--seed S] [--run-dir DIR] [--model.hidden 128 ...]
     mabl eval --run-dir DIR | --policy FILE [--episodes N]
     mabl export --run-dir DIR --out FILE
-    mabl bench speed [--preset paper] [--map 3s_vs_4z] [--device cpu|cuda] [--amp] [--compile] [--json]
+    mabl bench speed [--algo mabl] [--preset paper] [--map 3s_vs_4z] [--device cpu|cuda] [--amp] [--compile] [--json]
     mabl sweep --algos mabl,mappo --envs smax:3m --seeds 0,1,2 [--preset P] [--steps N] [--workers W] --out DIR
     mabl report DIR [DIR ...] --out REPORT_DIR
     mabl diagnose --run-dir DIR [--data DIR|FILE] [--windows K] [--json] [--out DIR]
@@ -17,6 +17,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from mabl.algo import MODEL_BASED
 from mabl.config import RunConfig, iter_fields
 from mabl.errors import MablError
 
@@ -67,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     speed = bench_sub.add_parser("speed", help="learner speed on synthetic batches of a map's sizes")
     speed.add_argument("--preset", default="paper", help="preset whose sizes and schedule are timed (default paper)")
+    speed.add_argument("--algo", default="mabl", choices=MODEL_BASED,
+                       help="world-model algorithm whose learner is timed (default mabl)")
     speed.add_argument("--map", default="3s_vs_4z", help="sizes: 3s_vs_4z (N=3,A=10,O=42,G=61) or corridor")
     speed.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     speed.add_argument("--amp", action="store_true", help="bf16 autocast for the learner")
@@ -238,7 +241,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     if args.repeats <= 0 or args.policy_repeats <= 0:
         raise MablError("--repeats and --policy-repeats must be > 0")
     result = bench_speed(args.preset, args.map, args.device, args.amp, args.repeats, args.policy_repeats,
-                         compile=args.compile)
+                         compile=args.compile, algo=args.algo)
     print(format_result(result, as_json=args.json))
 
 

@@ -7,6 +7,11 @@ nothing to wait for, but the same operators are dispatched, so a dispatch mode h
 that would synchronise: reading a scalar (``.item()``, ``bool(t)``, ``int(t)``, Python control flow on
 a tensor) and ops whose output size depends on values. The updates run with the GPU's dense
 one-hot table gradients (the CPU's sparse form sizes its index arrays on the host by design).
+
+The ``gpu`` variants (skipped without a GPU) run the same detector with the learner on CUDA, and
+add CUDA's own detector: ``torch.cuda.set_sync_debug_mode("error")`` raises at any call that
+synchronises the host with the device (scalar reads, blocking copies), with the windows gathered
+from a replay copy on the GPU as in training.
 """
 
 from __future__ import annotations
@@ -55,8 +60,11 @@ CONTINUOUS = EnvSpec("sync-continuous", n_agents=2, obs_dim=5, state_dim=7, disc
                      action_low=-0.4, action_high=0.4, episode_limit=30)
 
 
-def _replay(spec: EnvSpec, rng: np.random.Generator) -> SequenceReplay:
-    replay = SequenceReplay(spec, 2000)
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+def _replay(spec: EnvSpec, rng: np.random.Generator, device: torch.device | None = None) -> SequenceReplay:
+    replay = SequenceReplay(spec, 2000, device=device)
     n = spec.n_agents
     while replay.real_rows < 400:
         length = int(rng.integers(5, 30))
@@ -77,10 +85,11 @@ def _replay(spec: EnvSpec, rng: np.random.Generator) -> SequenceReplay:
     return replay
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("algo", ["mabl", "mabl-sg", "dreamer", "mamba"])
 @pytest.mark.parametrize("spec", [DISCRETE, CONTINUOUS], ids=["discrete", "continuous"])
 @pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
-def test_learner_updates_never_read_device_values(monkeypatch, algo, spec, amp):
+def test_learner_updates_never_read_device_values(monkeypatch, algo, spec, amp, device):
     monkeypatch.setattr(nets, "SPARSE_ONEHOT_GRAD", False)  # the GPU's form
     if algo == "mamba" and amp:
         # Under a dispatch mode, the no-grad transformer layers (MAMBA's mixer in imagination) take
@@ -89,8 +98,8 @@ def test_learner_updates_never_read_device_values(monkeypatch, algo, spec, amp):
         monkeypatch.setattr(torch.backends.mha, "get_fastpath_enabled", lambda: False)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    cfg = build_config("debug", {"algo": algo, "amp": amp})
-    agent = MablAgent(spec, cfg, torch.device("cpu"))
+    cfg = build_config("debug", {"algo": algo, "amp": amp, "device": device})
+    agent = MablAgent(spec, cfg, torch.device(device))
     replay = _replay(spec, rng)
     model_rows = replay.sample(cfg.model.batch_size, cfg.model.seq_len, rng)
     policy_rows = replay.sample(cfg.policy.batch_size, cfg.model.seq_len, rng)
@@ -104,6 +113,44 @@ def test_learner_updates_never_read_device_values(monkeypatch, algo, spec, amp):
     # the updates did run: every metric is a finite tensor (still on the device)
     for metrics in (model_metrics, policy_metrics):
         assert all(isinstance(v, torch.Tensor) and torch.isfinite(v).all() for v in metrics.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+def test_learner_updates_do_not_synchronise_cuda(amp):
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    cfg = build_config("debug", {"amp": amp, "device": "cuda"})
+    agent = MablAgent(DISCRETE, cfg, device)
+    replay = _replay(DISCRETE, rng, device)
+    model_rows = replay.sample(cfg.model.batch_size, cfg.model.seq_len, rng)
+    policy_rows = replay.sample(cfg.policy.batch_size, cfg.model.seq_len, rng)
+    assert all(v.device.type == "cuda" for v in model_rows.values())
+    agent.train_world_model(model_rows)  # warm-up
+    agent.train_policy(policy_rows)
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        model_metrics = agent.train_world_model(model_rows)
+        policy_metrics = agent.train_policy(policy_rows)
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    for metrics in (model_metrics, policy_metrics):
+        assert all(torch.isfinite(v).all() for v in metrics.values())
+
+
+@pytest.mark.gpu
+def test_cuda_sync_detector_sees_a_host_read():
+    x = torch.ones(3, device="cuda")
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with pytest.raises(RuntimeError):
+            x.sum().item()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
 
 
 def test_the_detector_sees_a_host_read():

@@ -1,13 +1,17 @@
 """A replay with a copy of its rows on the learner's device samples exactly the host windows
-(issue 6: keep the replay on the device when it fits). Run on the CPU with a torch copy."""
+(issue 6: keep the replay on the device when it fits). Run on the CPU with a torch copy, and on CUDA
+(the ``gpu`` variants, skipped without a GPU)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from mabl.envs.base import EnvSpec
 from mabl.replay import SequenceReplay, replay_bytes
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 SPEC = EnvSpec("replay-test", n_agents=2, obs_dim=3, state_dim=4, discrete=True, n_actions=5,
                has_action_mask=True, episode_limit=20)
@@ -31,12 +35,13 @@ def _assert_same_windows(host: SequenceReplay, device: SequenceReplay, seed: int
     assert a.keys() == b.keys()
     for key in a:
         assert isinstance(a[key], np.ndarray) and isinstance(b[key], torch.Tensor)
-        assert b[key].device.type == "cpu" and b[key].shape == a[key].shape
-        np.testing.assert_array_equal(b[key].numpy(), a[key], err_msg=key)
+        assert b[key].device.type == device.device.type and b[key].shape == a[key].shape
+        np.testing.assert_array_equal(b[key].cpu().numpy(), a[key], err_msg=key)
 
 
-def test_device_copy_samples_the_host_windows_also_after_the_ring_wraps():
-    host, device = SequenceReplay(SPEC, 60), SequenceReplay(SPEC, 60, device=torch.device("cpu"))
+@pytest.mark.parametrize("where", DEVICES)
+def test_device_copy_samples_the_host_windows_also_after_the_ring_wraps(where):
+    host, device = SequenceReplay(SPEC, 60), SequenceReplay(SPEC, 60, device=torch.device(where))
     _fill(host, 0, 3)
     _fill(device, 0, 3)
     _assert_same_windows(host, device, seed=1)
@@ -45,13 +50,14 @@ def test_device_copy_samples_the_host_windows_also_after_the_ring_wraps():
     assert host.size == host.capacity and host.pos == device.pos
     _assert_same_windows(host, device, seed=3)
     for key in host.data:  # and the copy holds every row as the host arrays do
-        np.testing.assert_array_equal(device.mirror[key].numpy(), host.data[key], err_msg=key)
+        np.testing.assert_array_equal(device.mirror[key].cpu().numpy(), host.data[key], err_msg=key)
 
 
-def test_device_copy_is_refreshed_when_a_checkpoint_is_loaded():
+@pytest.mark.parametrize("where", DEVICES)
+def test_device_copy_is_refreshed_when_a_checkpoint_is_loaded(where):
     host = SequenceReplay(SPEC, 80)
     _fill(host, 4, 12)
-    restored = SequenceReplay(SPEC, 80, device=torch.device("cpu"))
+    restored = SequenceReplay(SPEC, 80, device=torch.device(where))
     restored.load_state_dict(host.state_dict())
     _assert_same_windows(host, restored, seed=5)
 
