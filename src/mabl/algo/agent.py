@@ -24,13 +24,14 @@ from mabl.policy import DecentralizedPolicy, latent_policy
 
 
 class MablAgent:
-    """The learner of every world-model algorithm (``mabl``, ``mabl-sg``, ``dreamer``, ``mamba``):
-    the variant (:data:`VARIANTS`) decides which parts the world model and the critic have."""
+    """The learner of every world-model algorithm (``mabl``, ``mabl-sg``, ``dreamer``, ``mamba``;
+    ``mag`` subclasses it): the variant (:data:`VARIANTS`) decides which parts the world model and
+    the critic have."""
 
     def __init__(self, spec: EnvSpec, cfg: RunConfig, device: torch.device):
         self.spec, self.cfg, self.device = spec, cfg, device
         self.variant = VARIANTS[cfg.algo]
-        self.world_model = BiLevelWorldModel(spec, cfg.model, self.variant).to(device)
+        self.world_model = self.build_world_model().to(device)
         # Dropout (MAMBA's mixer) is on in world-model training only; acting and imagination are eval.
         self.world_model.eval()
         sizes = (self.world_model.latent_dim, cfg.model.n_classes, cfg.model.deter, cfg.policy.hidden)
@@ -45,6 +46,15 @@ class MablAgent:
             options = {"fullgraph": True, "dynamic": False, "mode": "reduce-overhead" if self.cuda_graphs else None}
             self.model_loss = torch.compile(self.eager_model_loss, **options)
             self.imagine_fn = torch.compile(self.imagine_batch, **options)
+
+    def build_world_model(self) -> BiLevelWorldModel:
+        """The world model of the variant (``mag`` builds its per-agent local models here)."""
+        return BiLevelWorldModel(self.spec, self.cfg.model, self.variant)
+
+    def imagination_model(self):
+        """What imagination steps with (``imagine_step``): the world model itself; ``mag`` wraps it
+        with its rollout-time planning."""
+        return self.world_model
 
     def eager_model_loss(self, batch: SequenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The world-model loss and its per-term metrics (what ``--compile`` compiles)."""
@@ -114,7 +124,7 @@ class MablAgent:
             filt = self.world_model.observe(batch.obs, batch.state, prev_action, batch.first)
             # SPEC §3: the first T-1 posterior states of each window: [T-1, B, N, .] -> [M, N, .]
             start = filt.post.map(lambda t: t[:-1].float()).flatten(0, 1)
-            return imagine(self.world_model, self.actor, self.critic, start,
+            return imagine(self.imagination_model(), self.actor, self.critic, start,
                            self.cfg.policy.horizon, self.cfg.policy.gamma, self.cfg.policy.lam)
 
     # ------------------------------------------------------------------ checkpointing
