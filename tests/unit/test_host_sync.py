@@ -20,7 +20,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import mabl.models.nets as nets
-from mabl.algo.agent import MablAgent
+from mabl.algo import build_learner
 from mabl.envs.base import EnvSpec
 from mabl.presets import build_config
 from mabl.replay import SequenceReplay
@@ -77,12 +77,12 @@ def _replay(spec: EnvSpec, rng: np.random.Generator) -> SequenceReplay:
     return replay
 
 
-@pytest.mark.parametrize("algo", ["mabl", "mabl-sg", "dreamer", "mamba"])
+@pytest.mark.parametrize("algo", ["mabl", "mabl-sg", "dreamer", "mamba", "mag"])
 @pytest.mark.parametrize("spec", [DISCRETE, CONTINUOUS], ids=["discrete", "continuous"])
 @pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
 def test_learner_updates_never_read_device_values(monkeypatch, algo, spec, amp):
     monkeypatch.setattr(nets, "SPARSE_ONEHOT_GRAD", False)  # the GPU's form
-    if algo == "mamba" and amp:
+    if algo in ("mamba", "mag") and amp:
         # Under a dispatch mode, the no-grad transformer layers (MAMBA's mixer in imagination) take
         # their fused fast path even inside bf16 autocast, which that kernel does not support;
         # without the mode they take the unfused path, which this turns on.
@@ -90,7 +90,7 @@ def test_learner_updates_never_read_device_values(monkeypatch, algo, spec, amp):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     cfg = build_config("debug", {"algo": algo, "amp": amp})
-    agent = MablAgent(spec, cfg, torch.device("cpu"))
+    agent = build_learner(spec, cfg, torch.device("cpu"))
     replay = _replay(spec, rng)
     model_rows = replay.sample(cfg.model.batch_size, cfg.model.seq_len, rng)
     policy_rows = replay.sample(cfg.policy.batch_size, cfg.model.seq_len, rng)

@@ -51,11 +51,6 @@ class MablAgent:
         """The world model of the variant (``mag`` builds its per-agent local models here)."""
         return BiLevelWorldModel(self.spec, self.cfg.model, self.variant)
 
-    def imagination_model(self):
-        """What imagination steps with (``imagine_step``): the world model itself; ``mag`` wraps it
-        with its rollout-time planning."""
-        return self.world_model
-
     def eager_model_loss(self, batch: SequenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The world-model loss and its per-term metrics (what ``--compile`` compiles)."""
         loss, metrics, _ = world_model_loss(self.world_model, batch, self.cfg.model.kl_balance)
@@ -124,7 +119,7 @@ class MablAgent:
             filt = self.world_model.observe(batch.obs, batch.state, prev_action, batch.first)
             # SPEC §3: the first T-1 posterior states of each window: [T-1, B, N, .] -> [M, N, .]
             start = filt.post.map(lambda t: t[:-1].float()).flatten(0, 1)
-            return imagine(self.imagination_model(), self.actor, self.critic, start,
+            return imagine(self.world_model, self.actor, self.critic, start,
                            self.cfg.policy.horizon, self.cfg.policy.gamma, self.cfg.policy.lam)
 
     # ------------------------------------------------------------------ checkpointing

@@ -130,21 +130,6 @@ class MagPlanner:
         return first.map(lambda t: t[pick])
 
 
-class PlannedModel:
-    """The world model as imagination sees it under MAG: every attribute is the model's, except
-    :meth:`imagine_step`, whose next state is the planner's choice."""
-
-    def __init__(self, model: BiLevelWorldModel, planner: MagPlanner):
-        self.model, self.planner = model, planner
-
-    def __getattr__(self, name: str):
-        return getattr(self.model, name)
-
-    def imagine_step(self, latent: Latent, action: torch.Tensor):
-        next_latent = self.planner(latent, action)
-        return (next_latent, *self.model.reward_continuation(latent, next_latent))
-
-
 class MagAgent(MablAgent):
     """The MAG learner: :class:`MablAgent` with per-agent local models, the error predictor trained
     alongside every world-model update, and planned imagination. Same schedule, sample budget,
@@ -156,14 +141,12 @@ class MagAgent(MablAgent):
         self.error_predictor = ErrorPredictor(spec.n_agents, self.world_model.latent_dim, m.deter, m.hidden,
                                               cfg.mag.error_layers).to(device)
         self.error_opt = adam(self.error_predictor.parameters(), lr=cfg.mag.error_lr)
-        self.planner = MagPlanner(self.world_model, self.actor, self.error_predictor, cfg.mag.candidates,
-                                  cfg.mag.plan_horizon)
+        # imagination's imagine_step takes its next state from the planner (LocalWorldModels.imagine_step)
+        self.world_model.planner = MagPlanner(self.world_model, self.actor, self.error_predictor,
+                                              cfg.mag.candidates, cfg.mag.plan_horizon)
 
     def build_world_model(self) -> LocalWorldModels:
         return LocalWorldModels(self.spec, self.cfg.model)
-
-    def imagination_model(self) -> PlannedModel:
-        return PlannedModel(self.world_model, self.planner)
 
     def eager_model_loss(self, batch: SequenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The world-model loss, plus the error predictor's regression on the same filtered windows.

@@ -223,6 +223,16 @@ class LocalWorldModels(BiLevelWorldModel):
             self.action_decoder = AgentSplitMLP(n, [hid], hid, a, 1, nn.ELU)
         else:
             self.action_decoder = AgentSplitMLP(n, feat, hid, a, 1, nn.ELU)
+        self.planner = None
+        """Set by the MAG learner (:class:`mabl.algo.mag.MagPlanner`, not a submodule): chooses the
+        next state of every imagined step; None = the plain prior step."""
+
+    def imagine_step(self, latent: Latent, action: torch.Tensor) -> tuple[Latent, torch.Tensor, torch.Tensor]:
+        """:meth:`BiLevelWorldModel.imagine_step` with the next state chosen by :attr:`planner`."""
+        if self.planner is None:
+            return super().imagine_step(latent, action)
+        next_latent = self.planner(latent, action)
+        return (next_latent, *self.reward_continuation(latent, next_latent))
 
     def per_agent_parameters(self) -> dict[str, torch.Tensor]:
         """Every parameter that belongs to one local model (leading axis = agent): all but the
