@@ -63,13 +63,13 @@ import numpy as np
 
 from mabl.errors import MablError
 
-ALGO_ORDER = ("mabl", "mabl-sg", "dreamer", "mamba", "mappo")
+ALGO_ORDER = ("mabl", "mabl-sg", "dreamer", "mamba", "mappo", "mag")
 """Column order of the tables and legends; algorithms not listed follow, sorted by name."""
 
 PAPER_ALGOS = ("MABL", "Dreamer-v2", "MAPPO", "MAMBA", "MAG")
 """Columns of the paper's Table 1."""
 
-ALGO_TO_PAPER = {"mabl": "MABL", "dreamer": "Dreamer-v2", "mappo": "MAPPO", "mamba": "MAMBA"}
+ALGO_TO_PAPER = {"mabl": "MABL", "dreamer": "Dreamer-v2", "mappo": "MAPPO", "mamba": "MAMBA", "mag": "MAG"}
 """Our algorithm names -> the paper's (mabl-sg is not in Table 1; MAG is not implemented here)."""
 
 RUN_FILES = ("config.json", "metrics.jsonl")
@@ -332,7 +332,7 @@ def _algo_rank(algo: str) -> tuple[int, str]:
 
 
 def order_algos(algos: Iterable[str]) -> list[str]:
-    """Algorithms in column order: mabl, mabl-sg, dreamer, mamba, mappo, then others by name."""
+    """Algorithms in column order: mabl, mabl-sg, dreamer, mamba, mappo, mag, then others by name."""
     return sorted(set(algos), key=_algo_rank)
 
 
@@ -495,8 +495,8 @@ def markdown_table(stats: dict[tuple[str, str], CellStats], paper: dict[str, Pap
                 row.append(f"{ours_text} (paper {prow.values.get(palgo, '—')})")
             rows.append(row)
         out += _table(["Task", "Paper task", "Budget (paper / ours)", "Paper metric", *PAPER_ALGOS], rows)
-        out += ["", "Each cell: ours (paper). Ours: mabl→MABL, dreamer→Dreamer-v2, mappo→MAPPO, mamba→MAMBA; "
-                "mabl-sg is not in Table 1 and MAG is not implemented (—).", ""]
+        out += ["", "Each cell: ours (paper). Ours: mabl→MABL, dreamer→Dreamer-v2, mappo→MAPPO, mamba→MAMBA, "
+                "mag→MAG; mabl-sg is not in Table 1.", ""]
 
     if skipped:
         out += ["## Skipped runs", ""]
