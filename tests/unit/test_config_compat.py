@@ -28,7 +28,9 @@ def test_fields_added_later_take_their_earlier_behaviour():
     cfg = from_dict(saved)
     assert (cfg.algo, cfg.seed) == ("dreamer", 3)
     assert {path: get_path(cfg, path) for path in ADDED_FIELDS} == {
-        "policy.init_std": 0.5, "mappo.init_std": 0.5, "model.input_transform": "none"}
+        "policy.init_std": 0.5, "mappo.init_std": 0.5, "model.input_transform": "none",
+        # --algo mag came later; its section is unused by earlier runs (MAG's code defaults)
+        "mag.candidates": 4, "mag.plan_horizon": 6, "mag.error_layers": 4, "mag.error_lr": 5e-4}
 
 
 @pytest.mark.parametrize("path", ["model.hidden", "algo", "schedule.model_updates"])
