@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation episodes")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the most likely")
 
-    ex = sub.add_parser("export", help="write the policy of a run to one file (decentralized; joint for mamba)")
+    ex = sub.add_parser("export", help="write the policy of a run to one file (decentralized; joint for mamba, mag)")
     ex.add_argument("--run-dir", required=True)
     ex.add_argument("--out", required=True, help="output file, e.g. policy.pt")
 

@@ -99,9 +99,9 @@ class ModelConfig:
     grad_clip: float = _f(100.0, "world-model gradient-norm clip [code]")
     batch_size: int = _f(40, "windows per world-model update [code]")
     seq_len: int = _f(20, "rows per sampled window (filtered for seq_len-1 steps) [code]")
-    mixer_layers: int = _f(3, "--algo mamba: transformer layers over the agents' GRU inputs [MAMBA]")
-    mixer_heads: int = _f(8, "--algo mamba: attention heads of that transformer (width = model.hidden) [MAMBA]")
-    mixer_dropout: float = _f(0.1, "--algo mamba: dropout of that transformer, active in world-model training [MAMBA]")
+    mixer_layers: int = _f(3, "--algo mamba/mag: transformer layers over the agents' GRU inputs [MAMBA]")
+    mixer_heads: int = _f(8, "--algo mamba/mag: attention heads of that transformer (width = model.hidden) [MAMBA]")
+    mixer_dropout: float = _f(0.1, "--algo mamba/mag: dropout of that transformer, active in world-model training [MAMBA]")
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,20 @@ class MappoConfig:
 
 
 @dataclass(frozen=True)
+class MagConfig:
+    """``--algo mag``: what MAG adds to MAMBA's world model (docs/ALGORITHM.md, "MAG"). [MAG-code]
+    marks the released MAG code (ZifanWu/MAG, configs/dreamer/DreamerLearnerConfig.py)."""
+
+    candidates: int = _f(4, "--algo mag: candidate next states the local models sample at every imagined step "
+                         "(the model-agents' actions) [MAG-code: n_trajs]")
+    plan_horizon: int = _f(6, "--algo mag: predicted states each candidate is scored over, rolled out with the current "
+                           "policy as the dynamics [MAG-code: MPCHorizon]")
+    error_layers: int = _f(4, "--algo mag: hidden ELU layers of the per-agent error predictor (the model-agents' "
+                           "learned cost), width model.hidden [MAG-code]")
+    error_lr: float = _f(5e-4, "--algo mag: Adam learning rate of the error predictor [MAG-code]")
+
+
+@dataclass(frozen=True)
 class ScheduleConfig:
     """When the learner runs (SPEC §5). 'episode' = paper Alg. 1: after every collected episode."""
 
@@ -211,9 +225,10 @@ class RunConfig:
     algo: str = _f(
         "mabl",
         "algorithm: mabl (bi-level world model), mabl-sg (one shared global latent), dreamer (agent "
-        "level only), mamba (agent level, transformer over agents: centralized execution), mappo "
-        "(model-free, real data)",
-        ("mabl", "mabl-sg", "dreamer", "mamba", "mappo"),
+        "level only), mamba (agent level, transformer over agents: centralized execution), mag (MAMBA's "
+        "model, one parameter set per agent, predictions planned against a learned error: centralized "
+        "execution), mappo (model-free, real data)",
+        ("mabl", "mabl-sg", "dreamer", "mamba", "mag", "mappo"),
     )
     preset: str = _f("quick", "named preset applied before the flags", ("paper", "quick", "cpu", "debug"))
     steps: int = _f(100_000, "environment steps to train for")
@@ -242,6 +257,7 @@ class RunConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     mappo: MappoConfig = field(default_factory=MappoConfig)
+    mag: MagConfig = field(default_factory=MagConfig)
 
     def validate(self) -> RunConfig:
         """Check values; raise a one-line MablError naming the field and what is allowed."""
@@ -257,6 +273,7 @@ class RunConfig:
             "schedule.model_updates", "schedule.policy_iterations", "checkpoint_every",
             "model.mixer_layers", "model.mixer_heads", "mappo.n_envs", "mappo.rollout_steps", "mappo.hidden",
             "mappo.lr", "mappo.adam_eps", "mappo.epochs", "mappo.minibatches", "mappo.huber_delta",
+            "mag.candidates", "mag.plan_horizon", "mag.error_layers", "mag.error_lr",
         ]
         for path in positive:
             if get_path(self, path) <= 0:
@@ -283,10 +300,10 @@ class RunConfig:
                 f"--policy.hidden={self.policy.hidden} must be divisible by --policy.attn_heads="
                 f"{self.policy.attn_heads}"
             )
-        if self.algo == "mamba" and self.model.hidden % self.model.mixer_heads:
+        if self.algo in ("mamba", "mag") and self.model.hidden % self.model.mixer_heads:
             raise MablError(
                 f"--model.hidden={self.model.hidden} must be divisible by --model.mixer_heads="
-                f"{self.model.mixer_heads} for --algo mamba"
+                f"{self.model.mixer_heads} for --algo {self.algo}"
             )
         return self
 
@@ -363,6 +380,10 @@ ADDED_FIELDS: dict[str, Any] = {
     "model.done_target": "team",
     "model.avail_head": True,
     "policy.target_critic": 0,
+    "mag.candidates": 4,
+    "mag.plan_horizon": 6,
+    "mag.error_layers": 4,
+    "mag.error_lr": 5e-4,
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input

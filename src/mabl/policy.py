@@ -9,7 +9,7 @@ Exported file (``mabl export``): a ``torch.save`` dict loadable with ``weights_o
     {"format": "mabl-policy", "version": 1, "algo": str, "execution": "decentralized" | "centralized",
      "spec": {...}, "model": {...}, "policy_hidden": int, "encoder": state_dict, "actor": state_dict}
 
-``--algo mamba`` mixes the agents' inputs in its recurrent model, so its policy is a
+``--algo mamba`` (and ``mag``) mixes the agents' inputs in its recurrent model, so its policy is a
 :class:`JointPolicy`: the same ``act(obs [N, O])`` call, but agent i's action depends on every
 agent's observation; ``policy.spec.centralized`` is True. ``--algo mappo`` files hold an MLP actor
 (:mod:`mabl.algo.model_free`). Files without "algo" are MABL policies.
@@ -173,7 +173,12 @@ def load_policy(path: str, device: str = "cpu", seed: int | None = None) -> Dece
         return mappo_policy_from_payload(payload, device=device, seed=seed)
     env_spec = EnvSpec(**payload["spec"])
     model_cfg = ModelConfig(**payload["model"])
-    encoder = AgentEncoder(env_spec, model_cfg, mixer=payload.get("execution") == "centralized")
+    if algo == "mag":  # one parameter set per agent (mabl.models.mag)
+        from mabl.models.mag import LocalAgentEncoder
+
+        encoder = LocalAgentEncoder(env_spec, model_cfg)
+    else:
+        encoder = AgentEncoder(env_spec, model_cfg, mixer=payload.get("execution") == "centralized")
     actor = Actor(encoder.latent_dim, model_cfg.n_classes, model_cfg.deter, payload["policy_hidden"],
                   env_spec.action_size, continuous=not env_spec.discrete)
     encoder.load_state_dict(payload["encoder"])

@@ -16,8 +16,8 @@ import torch
 
 from mabl.train import TIMING_KEYS
 
-ALGOS = ["mabl", "mabl-sg", "dreamer", "mamba", "mappo"]
-MODEL_BASED = ["mabl", "mabl-sg", "dreamer", "mamba"]
+ALGOS = ["mabl", "mabl-sg", "dreamer", "mamba", "mag", "mappo"]
+MODEL_BASED = ["mabl", "mabl-sg", "dreamer", "mamba", "mag"]
 STEPS = 300
 EPISODE_KEYS = {"kind", "env_step", "episode", "return", "length", "sps", "win"}
 LEARNER_KEYS = {"kind", "env_step", "learner_call", "model_updates", "policy_iterations", "real_samples",
@@ -111,14 +111,14 @@ def test_trains_on_pettingzoo(algo, tmp_path):
     assert learner and all(np.isfinite(r["policy/critic_loss"]) for r in learner)
 
 
-@pytest.mark.parametrize("algo", ["mamba", "mappo", "dreamer"])
+@pytest.mark.parametrize("algo", ["mamba", "mag", "mappo", "dreamer"])
 def test_export_states_how_the_policy_executes(algo, smax_runs, tmp_path):
     from mabl.policy import load_policy
 
     out = tmp_path / "policy.pt"
     text = mabl("export", "--run-dir", str(smax_runs[algo]), "--out", str(out)).stdout
     policy = load_policy(str(out))
-    if algo == "mamba":
+    if algo in ("mamba", "mag"):
         assert "JOINT" in text and "centralized" in text and policy.spec.centralized
     else:
         assert "decentralized" in text and not policy.spec.centralized

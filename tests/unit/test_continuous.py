@@ -129,7 +129,7 @@ def _filled_replay(agent, env, episodes: int = 4) -> SequenceReplay:
     return replay
 
 
-@pytest.mark.parametrize("algo", ["mabl", "mabl-sg", "dreamer", "mamba"])
+@pytest.mark.parametrize("algo", ["mabl", "mabl-sg", "dreamer", "mamba", "mag"])
 def test_world_model_algos_train_on_continuous_actions(algo):
     torch.manual_seed(0)
     cfg = build_config("debug", {"algo": algo, "policy.init_std": 0.7})

@@ -25,7 +25,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import mabl.models.nets as nets
-from mabl.algo.agent import MablAgent
+from mabl.algo import build_learner
 from mabl.envs.base import EnvSpec
 from mabl.presets import build_config
 from mabl.replay import SequenceReplay
@@ -86,12 +86,12 @@ def _replay(spec: EnvSpec, rng: np.random.Generator, device: torch.device | None
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("algo", ["mabl", "mabl-sg", "dreamer", "mamba"])
+@pytest.mark.parametrize("algo", ["mabl", "mabl-sg", "dreamer", "mamba", "mag"])
 @pytest.mark.parametrize("spec", [DISCRETE, CONTINUOUS], ids=["discrete", "continuous"])
 @pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
 def test_learner_updates_never_read_device_values(monkeypatch, algo, spec, amp, device):
     monkeypatch.setattr(nets, "SPARSE_ONEHOT_GRAD", False)  # the GPU's form
-    if algo == "mamba" and amp:
+    if algo in ("mamba", "mag") and amp:
         # Under a dispatch mode, the no-grad transformer layers (MAMBA's mixer in imagination) take
         # their fused fast path even inside bf16 autocast, which that kernel does not support;
         # without the mode they take the unfused path, which this turns on.
@@ -99,7 +99,7 @@ def test_learner_updates_never_read_device_values(monkeypatch, algo, spec, amp, 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     cfg = build_config("debug", {"algo": algo, "amp": amp, "device": device})
-    agent = MablAgent(spec, cfg, torch.device(device))
+    agent = build_learner(spec, cfg, torch.device(device))
     replay = _replay(spec, rng)
     model_rows = replay.sample(cfg.model.batch_size, cfg.model.seq_len, rng)
     policy_rows = replay.sample(cfg.policy.batch_size, cfg.model.seq_len, rng)
@@ -122,7 +122,7 @@ def test_learner_updates_do_not_synchronise_cuda(amp):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     cfg = build_config("debug", {"amp": amp, "device": "cuda"})
-    agent = MablAgent(DISCRETE, cfg, device)
+    agent = build_learner(DISCRETE, cfg, device)
     replay = _replay(DISCRETE, rng, device)
     model_rows = replay.sample(cfg.model.batch_size, cfg.model.seq_len, rng)
     policy_rows = replay.sample(cfg.policy.batch_size, cfg.model.seq_len, rng)

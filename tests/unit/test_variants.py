@@ -14,7 +14,8 @@ from mabl.algo.world_model_loss import action_input, world_model_loss
 from mabl.policy import DecentralizedPolicy, JointPolicy, latent_policy
 from mabl.presets import build_config
 
-MODEL_BASED = ["mabl", "mabl-sg", "dreamer", "mamba"]
+MODEL_BASED = ["mabl", "mabl-sg", "dreamer", "mamba", "mag"]
+CENTRALIZED = ("mamba", "mag")
 
 
 def _agent(algo: str, seed: int = 0, preset: str = "debug", **overrides) -> MablAgent:
@@ -28,7 +29,7 @@ def _batch(agent: MablAgent, seed: int = 1):
 
 
 # ------------------------------------------------------------------------------- structure
-@pytest.mark.parametrize("algo", ["dreamer", "mamba"])
+@pytest.mark.parametrize("algo", ["dreamer", "mamba", "mag"])
 def test_agent_level_only_models_have_no_global_parameters(algo):
     agent = _agent(algo)
     model, cfg = agent.world_model, agent.cfg.model
@@ -179,11 +180,11 @@ def _run_policy(policy, obs_seq: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("algo", MODEL_BASED)
 def test_who_sees_whose_observation(algo):
     """Agent 0's action probabilities never move when other agents' observations change in mabl,
-    mabl-sg and dreamer (decentralized execution); in mamba they do (centralized execution)."""
+    mabl-sg and dreamer (decentralized execution); in mamba and mag they do (centralized execution)."""
     agent = _agent(algo, 6)
     policy = agent.policy()
-    assert isinstance(policy, JointPolicy if algo == "mamba" else DecentralizedPolicy)
-    assert policy.spec.centralized == (algo == "mamba")
+    assert isinstance(policy, JointPolicy if algo in CENTRALIZED else DecentralizedPolicy)
+    assert policy.spec.centralized == (algo in CENTRALIZED)
     rng = np.random.default_rng(7)
     steps = 5
     obs = rng.standard_normal((steps, N, OBS)).astype(np.float32)
@@ -193,7 +194,7 @@ def test_who_sees_whose_observation(algo):
     # Agents 1.. saw other inputs: their own probabilities moved (the comparison below can fail).
     assert np.abs(changed[:, 1:] - base[:, 1:]).max() > 1e-3
     moved = np.abs(changed[:, 0] - base[:, 0]).max()
-    if algo == "mamba":
+    if algo in CENTRALIZED:
         assert np.allclose(changed[0, 0], base[0, 0], atol=1e-6)  # step 0: nobody has communicated yet
         assert moved > 1e-3
     else:

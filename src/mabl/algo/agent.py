@@ -24,13 +24,14 @@ from mabl.policy import DecentralizedPolicy, latent_policy
 
 
 class MablAgent:
-    """The learner of every world-model algorithm (``mabl``, ``mabl-sg``, ``dreamer``, ``mamba``):
-    the variant (:data:`VARIANTS`) decides which parts the world model and the critic have."""
+    """The learner of every world-model algorithm (``mabl``, ``mabl-sg``, ``dreamer``, ``mamba``;
+    ``mag`` subclasses it): the variant (:data:`VARIANTS`) decides which parts the world model and
+    the critic have."""
 
     def __init__(self, spec: EnvSpec, cfg: RunConfig, device: torch.device):
         self.spec, self.cfg, self.device = spec, cfg, device
         self.variant = VARIANTS[cfg.algo]
-        self.world_model = BiLevelWorldModel(spec, cfg.model, self.variant).to(device)
+        self.world_model = self.build_world_model().to(device)
         # Dropout (MAMBA's mixer) is on in world-model training only; acting and imagination are eval.
         self.world_model.eval()
         sizes = (self.world_model.latent_dim, cfg.model.n_classes, cfg.model.deter, cfg.policy.hidden)
@@ -47,6 +48,10 @@ class MablAgent:
             options = {"fullgraph": True, "dynamic": False, "mode": "reduce-overhead" if self.cuda_graphs else None}
             self.model_loss = torch.compile(self.eager_model_loss, **options)
             self.imagine_fn = torch.compile(self.imagine_batch, **options)
+
+    def build_world_model(self) -> BiLevelWorldModel:
+        """The world model of the variant (``mag`` builds its per-agent local models here)."""
+        return BiLevelWorldModel(self.spec, self.cfg.model, self.variant)
 
     def eager_model_loss(self, batch: SequenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The world-model loss and its per-term metrics (what ``--compile`` compiles)."""

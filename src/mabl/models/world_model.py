@@ -71,6 +71,7 @@ VARIANTS: dict[str, Variant] = {
     "mabl-sg": Variant("shared"),
     "dreamer": Variant("none"),
     "mamba": Variant("none", agent_mixer=True),
+    "mag": Variant("none", agent_mixer=True),  # MAMBA's parts, per agent: mabl.models.mag.LocalWorldModels
 }
 """The model-based algorithms of ``--algo``."""
 

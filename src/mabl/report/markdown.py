@@ -89,8 +89,8 @@ def markdown_table(stats: dict[tuple[str, str], CellStats], paper: dict[str, Pap
                 row.append(f"{ours_text} (paper {prow.values.get(palgo, '—')})")
             rows.append(row)
         out += _table(["Task", "Paper task", "Budget (paper / ours)", "Paper metric", *PAPER_ALGOS], rows)
-        out += ["", "Each cell: ours (paper). Ours: mabl→MABL, dreamer→Dreamer-v2, mappo→MAPPO, mamba→MAMBA; "
-                "mabl-sg is not in Table 1 and MAG is not implemented (—).", ""]
+        out += ["", "Each cell: ours (paper). Ours: mabl→MABL, dreamer→Dreamer-v2, mappo→MAPPO, mamba→MAMBA, "
+                "mag→MAG; mabl-sg is not in Table 1.", ""]
 
     if skipped:
         out += ["## Skipped runs", ""]

@@ -1,0 +1,176 @@
+r"""MAG, Models as AGents (Wu et al., AAAI 2023, arXiv 2303.17984): ``--algo mag``.
+
+MAG reverses the roles of policies and models during model rollouts: the N local models are the
+decision makers, each one's *action* is its prediction of its agent's next latent state, the
+current policies are the *dynamics* that turn those predictions into the next joint action, and a
+model-agent's *reward* is the negative error of its prediction. Maximising the model-agents' return
+minimises the multi-step (not one-step) prediction error of the interacting models; the paper shows
+this is approximately a lower bound of the true return. How the released code realises it, and
+what we took from it (docs/ALGORITHM.md, "MAG"):
+
+1. The local models are trained with MAMBA's world-model loss (:func:`world_model_loss`), one
+   parameter set per agent (:class:`~mabl.models.mag.LocalWorldModels`).
+2. The model-agents' reward is learned: an error predictor ``c_i(z^a_i, h^a_i)`` regresses, from a
+   prior (predicted) state of agent i's model, that model's loss at that step on real data
+   (:func:`local_model_errors`, :func:`error_predictor_loss`). Its inputs and targets are
+   detached: its gradient reaches the error predictor only, and the world-model loss does not
+   reach it.
+3. At every imagined step the model-agents act by planning (:class:`MagPlanner`): K candidate
+   joint predictions are sampled from the local models' priors, each is rolled out P predicted
+   states with the current policy as the dynamics, scored by the summed predicted error of all
+   local models, and the first state of the cheapest rollout becomes the imagined next state.
+   Rewards, continuation and everything after (MAPPO in imagination) are the shared machinery.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mabl.actions import one_hot
+from mabl.algo.agent import MablAgent
+from mabl.algo.imagination import sample_avail
+from mabl.algo.mappo import adam
+from mabl.algo.world_model_loss import SequenceBatch, action_input, world_model_loss
+from mabl.config import RunConfig
+from mabl.envs.base import EnvSpec
+from mabl.models.actor_critic import Actor
+from mabl.models.distributions import categorical_kl, sample_onehot
+from mabl.models.mag import ErrorPredictor, LocalWorldModels
+from mabl.models.world_model import BiLevelWorldModel, Filtered, Latent
+
+
+@torch.no_grad()
+def local_model_errors(model: BiLevelWorldModel, batch: SequenceBatch, filt: Filtered) -> torch.Tensor:
+    """Each local model's loss at each step, ``[T-1, B, N]``: the terms of :func:`world_model_loss`
+    for posterior state j of agent i, unreduced and summed with weight 1 (KL, observation where the
+    row is real, reward, continuation, availability, action decoder where not an episode's first
+    row). The regression target of the error predictor [MAG-code: per-step model loss]."""
+    spec = model.spec
+    cut = batch.obs.shape[0] - 1
+    n = spec.n_agents
+    post = filt.post.map(lambda t: t[:cut])
+    heads = model.loss_heads(post, filt.h_a_trans[1:], None if filt.h_g_trans is None else filt.h_g_trans[1:])
+    kl = categorical_kl(filt.post_a_logits[:cut].float(), filt.prior_a_logits[:cut].float()).mean(-1)
+    real = 1.0 - batch.fake[:cut, :, None]
+    obs_target = model.agent.transform(batch.obs[:cut])
+    obs = F.smooth_l1_loss(heads["obs"].float(), obs_target, reduction="none").sum(-1) * real
+    reward = F.smooth_l1_loss(heads["reward"].squeeze(-1).float(),
+                              batch.reward[1:, :, None].expand(-1, -1, n), reduction="none")
+    cont = F.binary_cross_entropy_with_logits(heads["cont"].squeeze(-1).float(),
+                                              (1.0 - batch.done[1:, :, None]).expand(-1, -1, n), reduction="none")
+    errors = kl + obs + reward + cont
+    if "avail" in heads and batch.avail is not None:
+        errors = errors + F.binary_cross_entropy_with_logits(
+            heads["avail"].float(), batch.avail[:cut].float(), reduction="none").sum(-1)
+    action_out = heads["action"].float()
+    not_first = (~batch.first[:cut]).float()[..., None]
+    if spec.discrete:
+        action_err = F.cross_entropy(action_out.flatten(0, -2), batch.prev_action[:cut].flatten(),
+                                     reduction="none").view(action_out.shape[:-1])
+    else:
+        action_err = F.mse_loss(action_out, action_input(batch.prev_action[:cut], spec), reduction="none").sum(-1)
+    return errors + action_err * not_first
+
+
+def error_predictor_loss(model: BiLevelWorldModel, predictor: ErrorPredictor, batch: SequenceBatch,
+                         filt: Filtered) -> torch.Tensor:
+    """Smooth-L1 regression of :func:`local_model_errors` from the prior states of the same steps:
+    ``(z ~ prior_j, h^a_j)`` per agent, the kind of state imagination predicts [MAG-code]. Inputs
+    and targets carry no gradient (only the predictor learns from this loss)."""
+    cut = batch.obs.shape[0] - 1
+    target = local_model_errors(model, batch, filt)
+    with torch.no_grad():
+        z_prior = sample_onehot(filt.prior_a_logits[:cut].detach(), straight_through=False)
+    pred = predictor(z_prior, filt.post.h_a[:cut].detach())
+    return F.smooth_l1_loss(pred, target)
+
+
+class MagPlanner:
+    """The model-agents' decision at one imagined step (released MAG code: ``MPCPredict``).
+
+    ``K`` candidate next joint states from the priors under the policies' action, each continued
+    for ``P - 1`` more prior steps with actions sampled from the current actor (the policies as the
+    dynamics, under availability masks sampled from the avail head as in imagination); a candidate
+    costs the error predictor's output summed over its P predicted states and all agents; per
+    imagined row the cheapest candidate's first state is returned. ``K = 1`` is the plain prior step.
+    """
+
+    def __init__(self, model: BiLevelWorldModel, actor: Actor, predictor: ErrorPredictor, candidates: int,
+                 horizon: int):
+        self.model, self.actor, self.predictor = model, actor, predictor
+        self.candidates, self.horizon = candidates, horizon
+
+    def policy_action(self, latent: Latent) -> torch.Tensor:
+        """What the world model would see of the current actor's action in ``latent``."""
+        spec = self.model.spec
+        avail_logits = self.model.avail_logits(latent)
+        avail = sample_avail(avail_logits) if avail_logits is not None else None
+        action = self.actor.dist(latent.z_a, latent.h_a, avail).sample()
+        return one_hot(action, spec.n_actions) if spec.discrete else action.clamp(-1.0, 1.0)
+
+    def cost(self, latent: Latent) -> torch.Tensor:
+        """The model-agents' summed predicted error of a predicted state ``[R, N, .] -> [R]``."""
+        return self.predictor(latent.z_a, latent.h_a).sum(-1)
+
+    @torch.no_grad()
+    def __call__(self, latent: Latent, action: torch.Tensor) -> Latent:
+        k = self.candidates
+        if k == 1:
+            return self.model.prior_step(latent, action)
+        rows = action.shape[0]
+        tile = lambda t: t.repeat(k, *([1] * (t.dim() - 1)))  # noqa: E731  candidate-major [K*M, ...]
+        first = self.model.prior_step(latent.map(tile), tile(action))  # K samples of the next joint state
+        state, total = first, self.cost(first)
+        for _ in range(self.horizon - 1):
+            state = self.model.prior_step(state, self.policy_action(state))
+            total = total + self.cost(state)
+        best = total.view(k, rows).argmin(0)  # [M]
+        pick = best * rows + torch.arange(rows, device=best.device)
+        return first.map(lambda t: t[pick])
+
+
+class MagAgent(MablAgent):
+    """The MAG learner: :class:`MablAgent` with per-agent local models, the error predictor trained
+    alongside every world-model update, and planned imagination. Same schedule, sample budget,
+    MAPPO, checkpoints and (joint) exported policy as ``mamba``."""
+
+    def __init__(self, spec: EnvSpec, cfg: RunConfig, device: torch.device):
+        super().__init__(spec, cfg, device)
+        m = cfg.model
+        self.error_predictor = ErrorPredictor(spec.n_agents, self.world_model.latent_dim, m.deter, m.hidden,
+                                              cfg.mag.error_layers).to(device)
+        self.error_opt = adam(self.error_predictor.parameters(), lr=cfg.mag.error_lr)
+        # imagination's imagine_step takes its next state from the planner (LocalWorldModels.imagine_step)
+        self.world_model.planner = MagPlanner(self.world_model, self.actor, self.error_predictor,
+                                              cfg.mag.candidates, cfg.mag.plan_horizon)
+
+    def build_world_model(self) -> LocalWorldModels:
+        return LocalWorldModels(self.spec, self.cfg.model)
+
+    def eager_model_loss(self, batch: SequenceBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The world-model loss, plus the error predictor's regression on the same filtered windows.
+
+        The returned loss has the world-model loss's value (the metric every algorithm reports) and
+        both losses' gradients: ``L_wm + (L_err - sg(L_err))``; the two touch disjoint parameters.
+        """
+        loss, metrics, filt = world_model_loss(self.world_model, batch, self.cfg.model.kl_balance)
+        err = error_predictor_loss(self.world_model, self.error_predictor, batch, filt)
+        metrics["error_predictor"] = err.detach()
+        return loss + (err - err.detach()), metrics
+
+    def train_world_model(self, rows) -> dict[str, torch.Tensor]:
+        """One world-model update (Alg. 1 lines 6-7) and one error-predictor step on the same batch."""
+        self.error_opt.zero_grad(set_to_none=True)
+        metrics = super().train_world_model(rows)
+        self.error_opt.step()
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "error_predictor": self.error_predictor.state_dict(),
+                "error_opt": self.error_opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.error_predictor.load_state_dict(state["error_predictor"])
+        self.error_opt.load_state_dict(state["error_opt"])

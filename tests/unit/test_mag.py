@@ -1,0 +1,343 @@
+"""``--algo mag`` (Wu et al., AAAI 2023) as structures: one parameter set per local model, the
+model-agents' learned cost and planning against small-loop re-implementations, and which
+parameters each of MAG's objectives reaches."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_ctde import OBS, SPEC, A, N, _replay  # the same fake spec and random replay
+
+from mabl.algo import build_learner
+from mabl.algo.mag import MagAgent, error_predictor_loss, local_model_errors
+from mabl.algo.world_model_loss import action_input, world_model_loss
+from mabl.models.mag import AgentGRUCell, AgentLinear, LocalAgentEncoder, LocalWorldModels
+from mabl.models.world_model import Latent
+from mabl.policy import JointPolicy, load_policy, save_policy
+from mabl.presets import build_config
+
+
+def _agent(seed: int = 0, **overrides) -> MagAgent:
+    torch.manual_seed(seed)
+    agent = build_learner(SPEC, build_config("debug", {"algo": "mag", **overrides}), torch.device("cpu"))
+    assert isinstance(agent, MagAgent) and isinstance(agent.world_model, LocalWorldModels)
+    return agent
+
+
+def _batch(agent: MagAgent, seed: int = 1):
+    cfg = agent.cfg
+    return agent.to_batch(_replay(seed).sample(cfg.model.batch_size, cfg.model.seq_len, np.random.default_rng(seed)))
+
+
+def _filter(agent: MagAgent, batch):
+    return agent.world_model.observe(batch.obs, batch.state, action_input(batch.prev_action, SPEC), batch.first)
+
+
+# ------------------------------------------------------------------------------- per-agent layers
+def test_agent_layers_equal_one_torch_layer_per_agent():
+    torch.manual_seed(0)
+    lin = AgentLinear(N, 6, 4)
+    x = torch.randn(2, 5, N, 6)
+    out = lin(x)
+    for i in range(N):
+        torch.testing.assert_close(out[..., i, :], x[..., i, :] @ lin.weight[i] + lin.bias[i])
+    gru = AgentGRUCell(N, 6, 8)
+    with torch.no_grad():
+        gru.bias_ih.normal_()
+        gru.bias_hh.normal_()
+    h = torch.randn(2, 5, N, 8)
+    got = gru(x, h)
+    for i in range(N):
+        ref = torch.nn.GRUCell(6, 8)
+        with torch.no_grad():  # torch stores [3H, in]; ours is agent i's [in, 3H]
+            ref.weight_ih.copy_(gru.weight_ih[i].t())
+            ref.weight_hh.copy_(gru.weight_hh[i].t())
+            ref.bias_ih.copy_(gru.bias_ih[i])
+            ref.bias_hh.copy_(gru.bias_hh[i])
+        expected = ref(x[..., i, :].reshape(-1, 6), h[..., i, :].reshape(-1, 8)).view(2, 5, 8)
+        torch.testing.assert_close(got[..., i, :], expected)
+
+
+def test_every_local_model_parameter_has_an_agent_axis_and_only_the_mixer_is_shared():
+    agent = _agent()
+    model = agent.world_model
+    per_agent = model.per_agent_parameters()
+    shared = {name for name, _ in model.named_parameters()} - set(per_agent)
+    assert shared and all(name.startswith("agent.mixer.") for name in shared)
+    assert all(p.shape[0] == N for p in per_agent.values()), {k: tuple(p.shape) for k, p in per_agent.items()}
+    assert all(p.shape[0] == N for p in agent.error_predictor.parameters())
+    # Distinct draws per agent (not N copies of one initialisation).
+    w = model.agent.agent_gru.weight_ih
+    assert not torch.equal(w[0], w[1])
+
+
+def test_changing_agent_1s_model_leaves_agent_0s_predictions_unchanged():
+    agent = _agent(2)
+    model = agent.world_model
+    cfg = agent.cfg.model
+    gen = torch.Generator().manual_seed(3)
+    obs = torch.randn(6, N, OBS, generator=gen)
+    h = torch.randn(6, N, cfg.deter, generator=gen)
+    h_next = torch.randn(6, N, cfg.deter, generator=gen)
+    z = torch.nn.functional.one_hot(torch.randint(0, cfg.n_classes, (6, N, cfg.n_categoricals), generator=gen),
+                                    cfg.n_classes).float().flatten(-2)
+    act = torch.nn.functional.one_hot(torch.randint(0, A, (6, N), generator=gen), A).float()
+    x = torch.randn(6, N, cfg.hidden, generator=gen)
+    enc = model.agent
+
+    def outputs() -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            out = {"encoder": enc.obs_encoder(obs), "input": enc.agent_input(act, z), "gru": enc.agent_gru(x, h),
+                   "posterior": enc.agent_posterior(h, x), "prior": model.agent_prior(h),
+                   "error": agent.error_predictor(z, h), "start": enc.start_state(N)[None]}
+            out.update(model.loss_heads(Latent(z, h, None, None), h_next, None))
+        return out
+
+    before = outputs()
+    with torch.no_grad():
+        for p in [*model.per_agent_parameters().values(), *agent.error_predictor.parameters()]:
+            p[1] += torch.randn(p[1].shape, generator=gen)
+    after = outputs()
+    for key in before:
+        # (the start state is the transition from zero inputs: its agent-0 row reads the shared mixer)
+        if key != "start":
+            assert torch.equal(before[key][:, 0], after[key][:, 0]), key
+        assert not torch.allclose(before[key][:, 1], after[key][:, 1]), key  # the change did reach agent 1
+
+
+def test_without_the_mixer_the_local_models_filter_independently():
+    """The filter too: with the transformer (the one shared, interacting part) taken out, agent 0's
+    whole filtered trajectory ignores agent 1's parameters; with it, it does not."""
+    agent = _agent(3)
+    model = agent.world_model
+    batch = _batch(agent)
+
+    def filtered(mixer: bool):
+        saved = model.agent.mixer
+        model.agent.mixer = saved if mixer else None
+        torch.manual_seed(5)
+        with torch.no_grad():
+            out = _filter(agent, batch)
+        model.agent.mixer = saved
+        return out
+
+    base = {m: filtered(m) for m in (False, True)}
+    with torch.no_grad():
+        for p in model.per_agent_parameters().values():
+            p[1] += 0.5 * torch.randn_like(p[1])
+    new = {m: filtered(m) for m in (False, True)}
+    torch.testing.assert_close(new[False].post_a_logits[..., 0, :, :], base[False].post_a_logits[..., 0, :, :],
+                               rtol=0, atol=0)
+    assert not torch.allclose(new[False].post_a_logits[..., 1, :, :], base[False].post_a_logits[..., 1, :, :])
+    assert not torch.allclose(new[True].post_a_logits[..., 0, :, :], base[True].post_a_logits[..., 0, :, :])
+
+
+# ------------------------------------------------------------------------------- the model-agents' cost
+def _smooth_l1(d: float) -> float:
+    return 0.5 * d * d if abs(d) < 1.0 else abs(d) - 0.5
+
+
+def _bce(logit: float, y: float) -> float:
+    return -(y * math.log(1.0 / (1.0 + math.exp(-logit))) + (1.0 - y) * math.log(1.0 / (1.0 + math.exp(logit))))
+
+
+def test_local_model_errors_match_a_loop_over_steps_windows_and_agents():
+    agent = _agent(4)
+    model = agent.world_model
+    batch = _batch(agent, 2)
+    with torch.no_grad():
+        filt = _filter(agent, batch)
+        got = local_model_errors(model, batch, filt)
+        cut = batch.obs.shape[0] - 1
+        heads = model.loss_heads(filt.post.map(lambda t: t[:cut]), filt.h_a_trans[1:], None)
+    assert got.shape == (cut, batch.obs.shape[1], N)
+    eps = 1e-7
+    for j in range(cut):
+        for b in range(batch.obs.shape[1]):
+            for i in range(N):
+                q = filt.post_a_logits[j, b, i].double().softmax(-1)
+                p = filt.prior_a_logits[j, b, i].double().softmax(-1)
+                kl = float((q * ((q + eps).log() - (p + eps).log())).sum(-1).mean())
+                real = 1.0 - float(batch.fake[j, b])
+                obs = real * sum(_smooth_l1(float(heads["obs"][j, b, i, d] - batch.obs[j, b, i, d])) for d in range(OBS))
+                reward = _smooth_l1(float(heads["reward"][j, b, i, 0] - batch.reward[j + 1, b]))
+                cont = _bce(float(heads["cont"][j, b, i, 0]), 1.0 - float(batch.done[j + 1, b]))
+                avail = sum(_bce(float(heads["avail"][j, b, i, a]), float(batch.avail[j, b, i, a])) for a in range(A))
+                logits = heads["action"][j, b, i].double()
+                taken = int(batch.prev_action[j, b, i])
+                action = 0.0 if bool(batch.first[j, b]) else float(torch.logsumexp(logits, 0) - logits[taken])
+                expected = kl + obs + reward + cont + avail + action
+                assert float(got[j, b, i]) == pytest.approx(expected, rel=1e-4, abs=1e-4), (j, b, i)
+
+
+def test_error_predictor_regresses_the_errors_from_prior_states():
+    agent = _agent(5)
+    model = agent.world_model
+    batch = _batch(agent, 3)
+    seen = {}
+    forward = agent.error_predictor.forward
+
+    def spy(z, h):
+        seen["z"], seen["h"] = z, h
+        seen["out"] = forward(z, h)
+        return seen["out"]
+
+    agent.error_predictor.forward = spy
+    filt = _filter(agent, batch)
+    loss = error_predictor_loss(model, agent.error_predictor, batch, filt)
+    cut = batch.obs.shape[0] - 1
+    torch.testing.assert_close(seen["h"], filt.post.h_a[:cut].detach())
+    k = agent.cfg.model.n_classes
+    z = seen["z"].unflatten(-1, (-1, k))
+    assert torch.equal(z.sum(-1), torch.ones(z.shape[:-1]))  # one-hot samples
+    prior_probs = filt.prior_a_logits[:cut].softmax(-1)
+    assert bool(((z * prior_probs).sum(-1) > 0).all())  # drawn from the prior (classes it gives mass to)
+    target = local_model_errors(model, batch, filt)
+    d = (seen["out"] - target).abs()
+    expected = torch.where(d < 1.0, 0.5 * d * d, d - 0.5).mean()
+    torch.testing.assert_close(loss, expected)
+
+
+# ------------------------------------------------------------------------------- planning
+def test_planner_picks_per_row_the_candidate_with_the_lowest_predicted_error():
+    agent = _agent(6, **{"mag.candidates": 3, "mag.plan_horizon": 4})
+    model = agent.world_model
+    batch = _batch(agent, 4)
+    with torch.no_grad():
+        start = _filter(agent, batch).post.map(lambda t: t[:2].flatten(0, 1))  # M = 2 * B rows
+    rows = start.z_a.shape[0]
+    action = torch.nn.functional.one_hot(torch.randint(0, A, (rows, N)), A).float()
+    calls = []
+    step = model.prior_step
+
+    def record(latent, act):
+        out = step(latent, act)
+        calls.append((latent, act, out))
+        return out
+
+    model.prior_step = record
+    chosen = agent.world_model.planner(start, action)
+    del model.prior_step
+    k, horizon = 3, 4
+    assert len(calls) == horizon
+    first_in, first_act, first = calls[0]
+    for c in range(k):  # every candidate starts from its row's state under its row's action
+        assert torch.equal(first_act[c * rows:(c + 1) * rows], action)
+        assert torch.equal(first_in.h_a[c * rows:(c + 1) * rows], start.h_a)
+    for t in range(1, horizon):  # the continuations follow each candidate's own chain
+        assert calls[t][0] is calls[t - 1][2]
+    assert not torch.equal(first.z_a[:rows], first.z_a[rows:2 * rows])  # the candidates differ
+    picked = []
+    with torch.no_grad():
+        for m in range(rows):
+            costs = []
+            for c in range(k):
+                r = c * rows + m
+                costs.append(sum(float(agent.error_predictor(s.z_a[r:r + 1], s.h_a[r:r + 1]).sum())
+                                 for s in (call[2] for call in calls)))
+            best = int(np.argmin(costs))
+            picked.append(best)
+            assert torch.equal(chosen.z_a[m], first.z_a[best * rows + m]), m
+            assert torch.equal(chosen.h_a[m], first.h_a[best * rows + m]), m
+    assert len(set(picked)) > 1  # the choice is made per row, not once for the batch
+
+
+def test_one_candidate_is_the_plain_prior_step():
+    agent = _agent(7, **{"mag.candidates": 1})
+    model = agent.world_model
+    with torch.no_grad():
+        start = _filter(agent, _batch(agent)).post.map(lambda t: t[0])
+        action = torch.nn.functional.one_hot(torch.randint(0, A, start.z_a.shape[:2]), A).float()
+        torch.manual_seed(1)
+        planned = model.imagine_step(start, action)
+        torch.manual_seed(1)
+        model.planner, planner = None, model.planner
+        plain = model.imagine_step(start, action)
+        model.planner = planner
+    for x, y in zip(planned, plain):
+        if isinstance(x, Latent):
+            assert all(u is None or torch.equal(u, v) for u, v in zip(x, y))
+        else:
+            assert torch.equal(x, y)
+
+
+# ------------------------------------------------------------------------------- gradient reach
+def test_error_objective_reaches_only_the_error_predictor():
+    agent = _agent(8)
+    model = agent.world_model
+    batch = _batch(agent, 5)
+    model.train()
+    torch.manual_seed(11)
+    loss, metrics = agent.eager_model_loss(batch)
+    loss.backward()
+    mag_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.error_predictor.parameters())
+    assert all(p.grad is None for p in [*agent.actor.parameters(), *agent.critic.parameters()])
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(11)  # the same filter samples (the loss draws them first)
+    wm_loss, _, filt = world_model_loss(model, batch, agent.cfg.model.kl_balance)
+    assert float(loss.detach()) == pytest.approx(float(wm_loss.detach()))  # the reported loss is the world model's
+    wm_loss.backward(retain_graph=True)
+    for name, p in model.named_parameters():  # MAG's objective adds nothing to the models' gradients
+        torch.testing.assert_close(mag_grads[name], p.grad, msg=name)
+    model.zero_grad(set_to_none=True)
+    agent.error_predictor.zero_grad(set_to_none=True)
+    error_predictor_loss(model, agent.error_predictor, batch, filt).backward()
+    assert all(p.grad is None for p in model.parameters())
+    assert all(p.grad is not None for p in agent.error_predictor.parameters())
+
+
+def test_each_learner_step_changes_only_its_own_networks():
+    agent = _agent(9)
+    rows = _replay(6).sample(agent.cfg.model.batch_size, agent.cfg.model.seq_len, np.random.default_rng(6))
+
+    def snapshot(module):
+        return [p.detach().clone() for p in module.parameters()]
+
+    def same(a, module):
+        return all(torch.equal(x, y) for x, y in zip(a, module.parameters()))
+
+    nets = {"world_model": agent.world_model, "error_predictor": agent.error_predictor, "actor": agent.actor,
+            "critic": agent.critic}
+    before = {k: snapshot(v) for k, v in nets.items()}
+    agent.train_world_model(rows)
+    changed = {k for k, v in nets.items() if not same(before[k], v)}
+    assert changed == {"world_model", "error_predictor"}
+    before = {k: snapshot(v) for k, v in nets.items()}
+    out = agent.train_policy(rows)  # planning in imagination: no gradients into the models
+    changed = {k for k, v in nets.items() if not same(before[k], v)}
+    assert changed == {"actor", "critic"}
+    assert int(out["imagined_rows"]) == (agent.cfg.policy.horizon - 1) * (agent.cfg.model.seq_len - 2) * 4
+
+
+# ------------------------------------------------------------------------------- execution, checkpoints
+def test_exported_policy_is_joint_and_acts_like_the_learner(tmp_path):
+    agent = _agent(10)
+    path = tmp_path / "mag.pt"
+    save_policy(str(path), agent.world_model.agent, agent.actor, SPEC, agent.cfg.model, agent.cfg.policy.hidden, "mag")
+    loaded = load_policy(str(path))
+    assert isinstance(loaded, JointPolicy) and loaded.spec.centralized
+    assert isinstance(loaded.encoder, LocalAgentEncoder)
+    live = agent.policy()
+    assert isinstance(live, JointPolicy)
+    obs = np.random.default_rng(0).standard_normal((4, N, OBS)).astype(np.float32)
+    live.reset()
+    loaded.reset()
+    for o in obs:
+        a = live.act(o, None, deterministic=True)[1]["probs"]
+        b = loaded.act(o, None, deterministic=True)[1]["probs"]
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_state_dict_round_trip_includes_the_error_predictor():
+    agent = _agent(11)
+    agent.train_world_model(_replay(7).sample(4, agent.cfg.model.seq_len, np.random.default_rng(7)))
+    other = _agent(12)
+    other.load_state_dict(agent.state_dict())
+    for p, q in zip(agent.error_predictor.parameters(), other.error_predictor.parameters()):
+        assert torch.equal(p, q)
+    assert other.error_opt.state_dict()["state"].keys() == agent.error_opt.state_dict()["state"].keys()
+    assert other.world_model.planner.predictor is other.error_predictor
