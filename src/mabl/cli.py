@@ -128,7 +128,7 @@ def _agent_from_run(run_dir: str):
     import torch
 
     from mabl.algo import build_learner
-    from mabl.checkpoint import latest_checkpoint, load_checkpoint
+    from mabl.checkpoint import latest_checkpoint, load_finite_checkpoint
     from mabl.config import from_dict
     from mabl.envs.base import EnvSpec
 
@@ -137,7 +137,7 @@ def _agent_from_run(run_dir: str):
     path = latest_checkpoint(run_dir)
     if path is None:
         raise MablError(f"run directory {run_dir} has no checkpoint yet (checkpoints/step_*.pt)")
-    state = load_checkpoint(path)
+    state = load_finite_checkpoint(path)  # a checkpoint with NaN or infinite weights is refused
     cfg = from_dict(state["config"])
     spec = EnvSpec(**state["spec"])
     agent = build_learner(spec, dataclasses.replace(cfg, device="cpu"), torch.device("cpu"))

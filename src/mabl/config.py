@@ -167,6 +167,10 @@ class RunConfig:
         "Compiles once per run (minutes on a CPU); same values as eager up to rounding; world-model "
         "algorithms [ours]")
     checkpoint_every: int = _f(10_000, "env steps between checkpoints (also one at the end)")
+    max_skipped_updates: int = _f(
+        20,
+        "divergence guard: an update whose loss or gradient norm is not finite is never applied; after this "
+        "many consecutive skipped updates of one learner the run stops with one line (0 = never stop) [ours]")
     eval_every: int = _f(10_000, "env steps between evaluation rounds (0 = never)")
     eval_episodes: int = _f(10, "episodes per evaluation round")
     progress: bool = _f(True, "show a progress bar")
@@ -193,7 +197,7 @@ class RunConfig:
         for path in positive:
             if get_path(self, path) <= 0:
                 raise MablError(f"--{path}={get_path(self, path)} must be > 0")
-        nonneg = ["threads", "eval_every", "schedule.learning_starts", "schedule.train_every",
+        nonneg = ["threads", "eval_every", "max_skipped_updates", "schedule.learning_starts", "schedule.train_every",
                   "model.grad_clip", "policy.grad_clip", "policy.entropy", "policy.clip",
                   "policy.actor_weight_decay", "mappo.clip", "mappo.entropy", "mappo.grad_clip"]
         for path in nonneg:
@@ -284,11 +288,12 @@ ADDED_FIELDS: dict[str, Any] = {
     "policy.init_std": 0.5,
     "mappo.init_std": 0.5,
     "model.input_transform": "none",
+    "max_skipped_updates": 0,
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
-transform before ``input_transform``). A saved config without them gets these values, so runs and
-checkpoints made by an earlier mabl still resume and evaluate."""
+transform before ``input_transform``; no divergence stop before ``max_skipped_updates``). A saved config
+without them gets these values, so runs and checkpoints made by an earlier mabl still resume and evaluate."""
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:

@@ -28,7 +28,8 @@ def test_fields_added_later_take_their_earlier_behaviour():
     cfg = from_dict(saved)
     assert (cfg.algo, cfg.seed) == ("dreamer", 3)
     assert {path: get_path(cfg, path) for path in ADDED_FIELDS} == {
-        "policy.init_std": 0.5, "mappo.init_std": 0.5, "model.input_transform": "none"}
+        "policy.init_std": 0.5, "mappo.init_std": 0.5, "model.input_transform": "none",
+        "max_skipped_updates": 0}
 
 
 @pytest.mark.parametrize("path", ["model.hidden", "algo", "schedule.model_updates"])
