@@ -121,9 +121,11 @@ class OnnxPolicy:
             probs = out["probs"]
             if deterministic:
                 action = probs.argmax(-1)
-            else:  # inverse CDF with this policy's generator
-                u = self.rng.random((self.n_rows, 1))
-                action = np.minimum((np.cumsum(probs, -1) < u).sum(-1), probs.shape[-1] - 1)
+            else:  # inverse CDF with this policy's generator; the CDF is normalised to end at exactly 1,
+                # so that rounding never selects a masked action (probability 0) past the last available one
+                cdf = np.cumsum(probs.astype(np.float64), -1)
+                u = self.rng.random((self.n_rows, 1)) * cdf[:, -1:]
+                action = (cdf <= u).sum(-1)
             if self.recurrent:
                 self.prev_action = np.eye(self.spec["n_actions"], dtype=np.float32)[action]
             return action.astype(np.int64), {"probs": probs}

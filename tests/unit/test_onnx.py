@@ -208,3 +208,19 @@ def test_cli_export_format_onnx(tmp_path, monkeypatch, capsys):
     bad.write_bytes(b"not an onnx file")
     with pytest.raises(OnnxPolicyError, match="is not a readable ONNX file"):
         OnnxPolicy(str(bad))
+
+
+def test_the_runner_samples_actions_from_the_probabilities_and_never_a_masked_one(exported):
+    _, _, path, _ = exported(DISCRETE, "mappo")
+    policy = OnnxPolicy(str(path), seed=11)
+    obs = np.random.default_rng(5).normal(size=(DISCRETE.n_agents, DISCRETE.obs_dim)).astype(np.float32)
+    avail = np.ones((DISCRETE.n_agents, DISCRETE.n_actions), bool)
+    avail[:, 1] = avail[0, 4] = False
+    draws = np.stack([policy.act(obs, avail)[0] for _ in range(3000)])
+    probs = policy.act(obs, avail)[1]["probs"]
+    for i in range(DISCRETE.n_agents):
+        freq = np.bincount(draws[:, i], minlength=DISCRETE.n_actions) / len(draws)
+        np.testing.assert_allclose(freq, probs[i], atol=0.04)
+        assert freq[~avail[i]].sum() == 0.0
+    again = OnnxPolicy(str(path), seed=11)
+    assert np.array_equal(np.stack([again.act(obs, avail)[0] for _ in range(50)]), draws[:50])  # seeded
