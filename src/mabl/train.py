@@ -210,9 +210,9 @@ class Trainer:
         c.learner_calls += 1
         c.policy_iterations += 1
         samples = metrics.pop("samples")
-        losses, extra = self._read({"policy/": [metrics]}, [samples])
+        losses, extra, stop = self._read({"policy/": [metrics]}, [samples])
         c.real_samples += int(extra[0])
-        return self._log_learner(t0, losses)
+        return self._log_learner(t0, losses, stop)
 
     def _learner_calls_due(self) -> int:
         cfg, c = self.cfg.schedule, self.counters
@@ -242,8 +242,8 @@ class Trainer:
         c.learner_calls += 1
         c.model_updates += cfg.schedule.model_updates
         c.policy_iterations += cfg.schedule.policy_iterations
-        losses, _ = self._read({"model/": model_metrics, "policy/": policy_metrics}, [])
-        return self._log_learner(t0, losses)
+        losses, _, stop = self._read({"model/": model_metrics, "policy/": policy_metrics}, [])
+        return self._log_learner(t0, losses, stop)
 
     # ---------------------------------------------------------------- divergence guard
     def _new_learner_call(self) -> None:
@@ -251,11 +251,12 @@ class Trainer:
             guard.new_call()
 
     def _read(self, groups: dict[str, list[dict[str, torch.Tensor]]], extra: list[torch.Tensor]
-              ) -> tuple[dict[str, float], list[float]]:
+              ) -> tuple[dict[str, float], list[float], str | None]:
         """Read one learner call's numbers from the device at once: the mean metrics of each group
         (:func:`_mean`), ``extra`` tensors, the divergence guards' counters and whether every
-        network's weights are finite. Stops the run with one line (MablError) when a guard's run of
-        consecutive skipped updates reached ``max_skipped_updates`` or a network is not finite."""
+        network's weights are finite. The third result is the one line that stops the run (after
+        its learner line is logged) when a guard's run of consecutive skipped updates reached
+        ``max_skipped_updates`` or a network is not finite; else None."""
         guards = self.agent.guards
         finite = self.agent.params_finite()
         tail = [torch.stack([t.float().reshape(()) for t in extra]) if extra else None,
@@ -266,16 +267,18 @@ class Trainer:
         c, limit = self.counters, self.cfg.max_skipped_updates
         for key, report in reports.items():
             if limit and report["max_run"] >= limit:
-                raise MablError(divergence_message(guards[key], report, limit, c.env_step, c.learner_calls))
+                return losses, extra_values, divergence_message(guards[key], report, limit, c.env_step, c.learner_calls)
         broken = [name for name, ok in zip(finite, values[-1]) if not ok]
         if broken:
-            raise MablError(f"training diverged: the {' and '.join(broken)} weights became non-finite (env step "
-                            f"{c.env_step}, learner call {c.learner_calls}); the last checkpoint is intact; "
-                            "try lower learning rates (--model.lr, --policy.actor_lr, --policy.critic_lr, --mappo.lr)")
-        return losses, extra_values
+            return losses, extra_values, (
+                f"training diverged: the {' and '.join(broken)} weights became non-finite (env step {c.env_step}, "
+                f"learner call {c.learner_calls}); the last checkpoint is intact; try lower learning rates "
+                "(--model.lr, --policy.actor_lr, --policy.critic_lr, --mappo.lr)")
+        return losses, extra_values, None
 
-    def _log_learner(self, t0: float, losses: dict[str, float]) -> float:
-        """Write one learner line (counters, mean losses, seconds since ``t0``); returns the seconds."""
+    def _log_learner(self, t0: float, losses: dict[str, float], stop: str | None = None) -> float:
+        """Write one learner line (counters, mean losses, seconds since ``t0``); returns the seconds.
+        ``stop``: the divergence guard's line, raised as a MablError once the line is written."""
         c = self.counters
         elapsed = time.perf_counter() - t0
         record = {"kind": "learner", "env_step": c.env_step, "learner_call": c.learner_calls,
@@ -283,6 +286,9 @@ class Trainer:
                   "real_samples": c.real_samples, "imagined_samples": c.imagined_samples,
                   **losses, "learner_s": elapsed}
         self.log.write("metrics.jsonl", record, step=c.env_step)
+        if stop is not None:
+            self.log.close()
+            raise MablError(stop)
         return elapsed
 
     def _crossed(self, length: int, every: int) -> bool:

@@ -4,6 +4,8 @@ eval refuse non-finite weights; env and policy faults during collection are one 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -74,6 +76,8 @@ def test_a_diverging_run_stops_with_one_line_and_only_finite_checkpoints(toy, tm
     err = _one_line(capsys)
     assert "training diverged" in err and "consecutive" in err and "env step" in err and "learner call" in err, err
     assert "--max-skipped-updates 20" in err and "lower --" in err, err
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])  # the stopping call is logged
+    assert last["kind"] == "learner" and max(v for k, v in last.items() if k.endswith("skipped")) > 0, last
     files = checkpoint_files(run_dir)
     assert files, "the run had written checkpoints before it stopped"
     for path in files:
