@@ -64,8 +64,40 @@ def safe_torch_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for torn or foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MablError(f"{what} {path} is unreadable (truncated or not a mabl file): {reason[:160]}") from None
+        raise MablError(f"{what} {path} is unreadable (truncated or not a mabl file: {short_reason(exc)})") from None
+
+
+def short_reason(exc: BaseException, limit: int = 120) -> str:
+    """The first line of an exception's message, shortened at a word boundary (never mid-word)."""
+    text = str(exc).strip()
+    reason = text.splitlines()[0].strip() if text else type(exc).__name__
+    if len(reason) <= limit:
+        return reason
+    cut = reason[:limit].rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + " ..."
+
+
+def nonfinite_tensors(tree: Any, prefix: str = "") -> list[str]:
+    """Paths (``agent.world_model.obs_encoder.0.weight``) of floating tensors in a nested
+    dict/list of ``tree`` that hold a NaN or an infinity."""
+    if isinstance(tree, torch.Tensor):
+        return [prefix or "tensor"] if tree.is_floating_point() and not torch.isfinite(tree).all() else []
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return []
+    found = []
+    for key, value in items:
+        found += nonfinite_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    return found
+
+
+def describe_nonfinite(paths: list[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more`` for a list of tensor paths."""
+    text = ", ".join(paths[:shown])
+    return text + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
 
 
 def checkpoint_files(run_dir: str | os.PathLike) -> list[Path]:
@@ -79,6 +111,10 @@ def checkpoint_files(run_dir: str | os.PathLike) -> list[Path]:
 def save_checkpoint(run_dir: str | os.PathLike, env_step: int, payload: dict[str, Any]) -> Path:
     """Write ``checkpoints/step_<env_step>.pt`` atomically, then keep only the newest :data:`KEEP`."""
     path = Path(run_dir) / "checkpoints" / f"step_{env_step:09d}.pt"
+    bad = nonfinite_tensors(payload)
+    if bad:  # never write a checkpoint that cannot be trusted (the divergence guard should stop first)
+        raise MablError(f"refusing to write checkpoint {path.name}: non-finite values in {describe_nonfinite(bad)}; "
+                        "the previous checkpoints are intact")
     atomic_torch_save({"kind": CHECKPOINT_KIND, "schema": SCHEMA_VERSION, **payload}, path)
     for old in checkpoint_files(run_dir)[:-KEEP]:
         old.unlink(missing_ok=True)
@@ -97,3 +133,39 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     files = checkpoint_files(run_dir)
     return files[-1] if files else None
+
+
+def load_finite_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """:func:`load_checkpoint`, refusing one whose networks or optimizer states hold NaN or infinity."""
+    state = load_checkpoint(path)
+    bad = nonfinite_tensors(state.get("agent"), "agent")
+    if bad:
+        raise MablError(f"checkpoint {path} holds non-finite weights ({describe_nonfinite(bad)})")
+    return state
+
+
+def resume_checkpoint(run_dir: str | os.PathLike, report=print) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of a run that loads and is finite, and its state; None without checkpoints.
+
+    Newer checkpoints that fail are renamed aside (``step_N.pt.damaged``, never deleted), each
+    with one line given to ``report``. When none is usable, nothing is renamed and a one-line
+    MablError names every checkpoint and why it failed.
+    """
+    files = checkpoint_files(run_dir)
+    failures: list[tuple[Path, str]] = []
+    for path in reversed(files):
+        try:
+            state = load_finite_checkpoint(path)
+        except MablError as exc:
+            failures.append((path, str(exc)))
+            continue
+        for bad_path, reason in failures:
+            aside = bad_path.with_name(bad_path.name + ".damaged")
+            os.replace(bad_path, aside)
+            report(f"mabl: {reason}; renamed it to {aside.name} and resumed from {path.name}")
+        return path, state
+    if not failures:
+        return None
+    reasons = "; ".join(reason for _, reason in failures)
+    raise MablError(f"run directory {run_dir} has no usable checkpoint: {reasons}. Nothing was renamed or deleted; "
+                    "move the checkpoints folder aside or use another --run-dir to start afresh.")

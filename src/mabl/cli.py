@@ -62,7 +62,10 @@ def _parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="write the policy of a run to one file (decentralized; joint for mamba, mag)")
     ex.add_argument("--run-dir", required=True)
-    ex.add_argument("--out", required=True, help="output file, e.g. policy.pt")
+    ex.add_argument("--out", required=True, help="output file, e.g. policy.pt (or policy.onnx)")
+    ex.add_argument("--format", choices=("torch", "onnx"), default="torch",
+                    help="torch: a file for mabl.load_policy (default); onnx: one agent's execution path as an "
+                         "ONNX graph for onnxruntime (mabl.onnx_policy; needs the onnx extra)")
 
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
@@ -148,7 +151,7 @@ def _agent_from_run(run_dir: str):
     import torch
 
     from mabl.algo import build_learner
-    from mabl.checkpoint import latest_checkpoint, load_checkpoint
+    from mabl.checkpoint import latest_checkpoint, load_finite_checkpoint
     from mabl.config import from_dict
     from mabl.envs.base import EnvSpec
 
@@ -157,7 +160,7 @@ def _agent_from_run(run_dir: str):
     path = latest_checkpoint(run_dir)
     if path is None:
         raise MablError(f"run directory {run_dir} has no checkpoint yet (checkpoints/step_*.pt)")
-    state = load_checkpoint(path)
+    state = load_finite_checkpoint(path)  # a checkpoint with NaN or infinite weights is refused
     cfg = from_dict(state["config"])
     spec = EnvSpec(**state["spec"])
     agent = build_learner(spec, dataclasses.replace(cfg, device="cpu"), torch.device("cpu"))
@@ -205,6 +208,13 @@ def cmd_export(args: argparse.Namespace) -> None:
     from mabl.policy import save_policy
 
     agent, cfg, spec = _agent_from_run(args.run_dir)
+    if args.format == "onnx":
+        from mabl.onnx_export import export_onnx
+
+        export_onnx(agent, cfg, spec, args.out)
+        print(f"wrote ONNX policy ({cfg.algo}: one agent's step, recurrent state as inputs/outputs) for {spec.name} "
+              f"to {args.out}; run it with mabl.onnx_policy.OnnxPolicy")
+        return
     policy = agent.policy()
     if cfg.algo in MODEL_FREE:
         atomic_torch_save(policy.to_payload(), args.out)

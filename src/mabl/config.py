@@ -244,6 +244,10 @@ class RunConfig:
         "Compiles once per run (minutes on a CPU); same values as eager up to rounding; world-model "
         "algorithms [ours]")
     checkpoint_every: int = _f(10_000, "env steps between checkpoints (also one at the end)")
+    max_skipped_updates: int = _f(
+        20,
+        "divergence guard: an update whose loss or gradient norm is not finite is never applied; after this "
+        "many consecutive skipped updates of one learner the run stops with one line (0 = never stop) [ours]")
     eval_every: int = _f(10_000, "env steps between evaluation rounds (0 = never)")
     eval_episodes: int = _f(10, "episodes per evaluation round")
     diagnose_every: int = _f(
@@ -278,8 +282,8 @@ class RunConfig:
         for path in positive:
             if get_path(self, path) <= 0:
                 raise MablError(f"--{path}={get_path(self, path)} must be > 0")
-        nonneg = ["threads", "eval_every", "diagnose_every", "policy.target_critic", "schedule.learning_starts",
-                  "schedule.train_every",
+        nonneg = ["threads", "eval_every", "diagnose_every", "max_skipped_updates", "policy.target_critic",
+                  "schedule.learning_starts", "schedule.train_every",
                   "model.grad_clip", "policy.grad_clip", "policy.entropy", "policy.clip",
                   "policy.actor_weight_decay", "mappo.clip", "mappo.entropy", "mappo.grad_clip"]
         for path in nonneg:
@@ -384,13 +388,14 @@ ADDED_FIELDS: dict[str, Any] = {
     "mag.plan_horizon": 6,
     "mag.error_layers": 4,
     "mag.error_lr": 5e-4,
+    "max_skipped_updates": 0,
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
 transform before ``input_transform``; the five faithfulness fields of mabl 0.2 take their 0.1
 readings; the four Flatland fields of the per-agent mend take the team readings every run had
-before). A saved config without them gets these values, so runs and
-checkpoints made by an earlier mabl still resume and evaluate."""
+before; no divergence stop before ``max_skipped_updates``). A saved config without them gets these
+values, so runs and checkpoints made by an earlier mabl still resume and evaluate."""
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:

@@ -88,7 +88,7 @@ class DecentralizedPolicy:
         """
         obs_t, avail_t = check_act_inputs(self.spec, obs, avail, self.device)
         self.h, self.z = self.encoder.step(self.h, self.z, self.prev_action, obs_t, deterministic, self.generator)
-        out = self.actor(self.z, self.h, avail_t)
+        out = check_actor_output(self.actor(self.z, self.h, avail_t))
         if self.actor.continuous:
             u, action, std = act_gaussian(out, self.actor.log_std, deterministic, self.env_spec.action_low,
                                           self.env_spec.action_high, self.generator)
@@ -103,6 +103,15 @@ class DecentralizedPolicy:
         return action.cpu().numpy(), {"probs": probs.cpu().numpy()}
 
 
+def check_actor_output(out: torch.Tensor) -> torch.Tensor:
+    """The actor's logits or means, or a one-line MablError when they are not finite (acting reads
+    them on the host anyway, so this costs no extra wait)."""
+    if not bool(torch.isfinite(out).all()):
+        raise MablError("the actor's outputs are NaN or infinite (its weights or its recurrent state overflowed); "
+                        "if this happens in training, lower the learning rates")
+    return out
+
+
 def policy_spec(env_spec: EnvSpec, centralized: bool = False) -> PolicySpec:
     """The :class:`PolicySpec` of a policy acting in an env of ``env_spec``."""
     if env_spec.discrete:
@@ -114,9 +123,13 @@ def policy_spec(env_spec: EnvSpec, centralized: bool = False) -> PolicySpec:
 def check_act_inputs(spec: PolicySpec, obs: np.ndarray, avail: np.ndarray | None, device: torch.device
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``act``'s inputs as tensors, or a one-line MablError naming the wrong shape and the right one."""
-    obs_t = torch.as_tensor(np.asarray(obs, np.float32), device=device)
-    if obs_t.shape != (spec.n_agents, spec.obs_dim):
-        raise MablError(f"policy.act: obs has shape {tuple(obs_t.shape)}, expected ({spec.n_agents}, {spec.obs_dim})")
+    obs_np = np.asarray(obs, np.float32)
+    if obs_np.shape != (spec.n_agents, spec.obs_dim):
+        raise MablError(f"policy.act: obs has shape {obs_np.shape}, expected ({spec.n_agents}, {spec.obs_dim})")
+    if not np.isfinite(obs_np).all():
+        agents = sorted({int(i) for i in np.argwhere(~np.isfinite(obs_np))[:, 0]})
+        raise MablError(f"policy.act: obs of agent(s) {agents} hold NaN or infinite values; observations must be finite")
+    obs_t = torch.as_tensor(obs_np, device=device)
     if avail is None:
         return obs_t, None
     if spec.n_actions is None:
@@ -159,11 +172,15 @@ def save_policy(path: str, encoder: AgentEncoder, actor: Actor, env_spec: EnvSpe
 
 def load_policy(path: str, device: str = "cpu", seed: int | None = None) -> DecentralizedPolicy:
     """Load an exported policy file; needs no training code, no global state, no other agent."""
-    from mabl.checkpoint import safe_torch_load
+    from mabl.checkpoint import describe_nonfinite, nonfinite_tensors, safe_torch_load
 
     payload = safe_torch_load(path, what="policy file")
     if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT:
         raise MablError(f"{path} is not a mabl policy file (export one with `mabl export`)")
+    bad = nonfinite_tensors({k: payload.get(k) for k in ("encoder", "actor")})
+    if bad:
+        raise MablError(f"policy file {path} holds non-finite weights ({describe_nonfinite(bad)}); "
+                        "export it again from a healthy checkpoint")
     if payload.get("version") != POLICY_VERSION:
         raise MablError(f"{path} has policy format version {payload.get('version')}; this mabl reads {POLICY_VERSION}")
     algo = payload.get("algo", "mabl")

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mabl.checkpoint import short_reason
 from mabl.envs.base import MultiAgentEnv
+from mabl.errors import MablError
 from mabl.policy import DecentralizedPolicy
 
 
@@ -30,10 +32,31 @@ def episode_metrics(info: dict | None) -> dict[str, float] | None:
     return {str(k): float(v) for k, v in metrics.items()} if metrics else None
 
 
-def run_episode(env: MultiAgentEnv, policy: DecentralizedPolicy, seed: int, deterministic: bool = False) -> Episode:
+def collection_fault(who: str, exc: BaseException, where: str) -> MablError:
+    """A fault of the env or the policy while acting, as one line naming the step: a MablError
+    keeps its message, any other exception becomes its type and first line."""
+    reason = str(exc) if isinstance(exc, MablError) else f"{type(exc).__name__}: {short_reason(exc)}"
+    return MablError(f"{who} failed {where}: {reason}")
+
+
+def run_episode(env: MultiAgentEnv, policy: DecentralizedPolicy, seed: int, deterministic: bool = False,
+                first_step: int = 0) -> Episode:
     """Reset with ``seed`` and act until terminated or truncated; rows follow the replay convention
-    (``algo/world_model_loss.py``): row k = (o_k, s_k, avail_k, a_k, r_k, done_k)."""
-    step = env.reset(seed=seed)
+    (``algo/world_model_loss.py``): row k = (o_k, s_k, avail_k, a_k, r_k, done_k).
+
+    An exception of the env or the policy becomes one MablError line naming the env step
+    (``first_step`` + the step in the episode); the env's own contract errors (CheckedEnv) pass as
+    they are."""
+
+    def where(t: int) -> str:
+        return f"at env step {first_step + t} (step {t} of the episode with seed {seed})"
+
+    try:
+        step = env.reset(seed=seed)
+    except MablError:
+        raise
+    except Exception as exc:
+        raise collection_fault(f"env {env.spec.name}", exc, "at reset " + where(0)) from None
     policy.reset()
     spec = env.spec
     keys = (["obs", "state", "action", "reward", "done"] + (["avail"] if spec.has_action_mask else [])
@@ -41,13 +64,22 @@ def run_episode(env: MultiAgentEnv, policy: DecentralizedPolicy, seed: int, dete
     rows: dict[str, list] = {k: [] for k in keys}
     total = 0.0
     while True:
-        action, _ = policy.act(step.obs, step.avail, deterministic=deterministic)
+        t = len(rows["reward"])
+        try:
+            action, _ = policy.act(step.obs, step.avail, deterministic=deterministic)
+        except Exception as exc:
+            raise collection_fault("the policy", exc, where(t)) from None
         rows["obs"].append(step.obs)
         rows["state"].append(step.state)
         if env.spec.has_action_mask:
             rows["avail"].append(step.avail)
         rows["action"].append(action)
-        step = env.step(action)
+        try:
+            step = env.step(action)
+        except MablError:
+            raise
+        except Exception as exc:
+            raise collection_fault(f"env {env.spec.name}", exc, where(t + 1)) from None
         rows["reward"].append(step.reward)
         rows["done"].append(step.terminated)
         if spec.per_agent_reward:

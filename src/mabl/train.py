@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from collections import deque
 from pathlib import Path
@@ -32,7 +33,8 @@ import numpy as np
 import torch
 
 from mabl.algo import ALGOS, MODEL_FREE, build_learner
-from mabl.checkpoint import atomic_write_bytes, latest_checkpoint, load_checkpoint, save_checkpoint
+from mabl.algo.guard import divergence_message, read_guard
+from mabl.checkpoint import atomic_write_bytes, resume_checkpoint, save_checkpoint
 from mabl.config import RunConfig, from_dict, iter_fields, to_dict
 from mabl.envs import make_env
 from mabl.errors import MablError
@@ -41,7 +43,7 @@ from mabl.rollout import Episode, run_episode
 from mabl.run_log import RunLogger, truncate_logs
 
 RESUMABLE = {"steps", "progress", "device", "threads", "checkpoint_every", "eval_every", "eval_episodes", "run_dir",
-             "diagnose_every"}
+             "diagnose_every", "max_skipped_updates"}
 """Fields a resumed run may change; anything else must match the run directory's config. (The
 diagnostics only add log lines: they draw no windows and restore the torch random state.)"""
 TIMING_KEYS = ("sps", "learner_s", "wall_s", "cpu_s")
@@ -163,7 +165,8 @@ class Trainer:
             if self.model_free:  # MAPPO: whole episodes from all envs, then one PPO update on them
                 episodes, batch = self.agent.collect(self.envs, self._seeds())
             else:
-                episodes = [run_episode(self.env, self.agent.policy(), episode_seed(cfg.seed, c.episode))]  # line 3
+                episodes = [run_episode(self.env, self.agent.policy(), episode_seed(cfg.seed, c.episode),  # line 3
+                                        first_step=c.env_step)]
                 rows = stored_episode(episodes[0], cfg.schedule.time_limit_done, self.agent_reward, self.agent_done)
                 self.replay.add_episode(*rows, self.rng)  # line 4
             collected = 0
@@ -212,11 +215,14 @@ class Trainer:
         """One MAPPO update on the episodes just collected; logs its losses. Returns seconds."""
         c = self.counters
         t0 = time.perf_counter()
+        self._new_learner_call()
         metrics = self.agent.update(batch)
         c.learner_calls += 1
         c.policy_iterations += 1
-        c.real_samples += int(metrics.pop("samples"))
-        return self._log_learner(t0, _mean("policy/", [metrics]))
+        samples = metrics.pop("samples")
+        losses, extra, stop = self._read({"policy/": [metrics]}, [samples])
+        c.real_samples += int(extra[0])
+        return self._log_learner(t0, losses, stop)
 
     def _learner_calls_due(self) -> int:
         cfg, c = self.cfg.schedule, self.counters
@@ -230,6 +236,7 @@ class Trainer:
         """World-model updates, then policy iterations; logs their mean losses. Returns seconds."""
         cfg, c = self.cfg, self.counters
         t0 = time.perf_counter()
+        self._new_learner_call()
         model_metrics = []
         for _ in range(cfg.schedule.model_updates):  # lines 5-8
             rows = self.replay.sample(cfg.model.batch_size, cfg.model.seq_len, self.rng)
@@ -240,12 +247,13 @@ class Trainer:
             rows = self.replay.sample(cfg.policy.batch_size, cfg.model.seq_len, self.rng)
             c.real_samples += math.prod(rows["last"].shape)
             metrics = self.agent.train_policy(rows)
-            c.imagined_samples += int(metrics.pop("imagined_rows"))
+            c.imagined_samples += int(metrics.pop("imagined_rows"))  # (a host number, no read)
             policy_metrics.append(metrics)
         c.learner_calls += 1
         c.model_updates += cfg.schedule.model_updates
         c.policy_iterations += cfg.schedule.policy_iterations
-        elapsed = self._log_learner(t0, {**_mean("model/", model_metrics), **_mean("policy/", policy_metrics)})
+        losses, _, stop = self._read({"model/": model_metrics, "policy/": policy_metrics}, [])
+        elapsed = self._log_learner(t0, losses, stop)
         if cfg.diagnose_every and c.learner_calls % cfg.diagnose_every == 0:
             from mabl.diagnose import training_diagnostics  # on this call's last windows; no RNG is touched
 
@@ -253,8 +261,40 @@ class Trainer:
                                              **training_diagnostics(self.agent, rows)}, step=c.env_step)
         return elapsed
 
-    def _log_learner(self, t0: float, losses: dict[str, float]) -> float:
-        """Write one learner line (counters, mean losses, seconds since ``t0``); returns the seconds."""
+    # ---------------------------------------------------------------- divergence guard
+    def _new_learner_call(self) -> None:
+        for guard in self.agent.guards.values():
+            guard.new_call()
+
+    def _read(self, groups: dict[str, list[dict[str, torch.Tensor]]], extra: list[torch.Tensor]
+              ) -> tuple[dict[str, float], list[float], str | None]:
+        """Read one learner call's numbers from the device at once: the mean metrics of each group
+        (:func:`_mean`), ``extra`` tensors, the divergence guards' counters and whether every
+        network's weights are finite. The third result is the one line that stops the run (after
+        its learner line is logged) when a guard's run of consecutive skipped updates reached
+        ``max_skipped_updates`` or a network is not finite; else None."""
+        guards = self.agent.guards
+        finite = self.agent.params_finite()
+        tail = [torch.stack([t.float().reshape(()) for t in extra]) if extra else None,
+                *(g.counters() for g in guards.values()), torch.stack(list(finite.values())).float()]
+        losses, values = _mean(groups, [t for t in tail if t is not None])
+        extra_values = values.pop(0) if extra else []
+        reports = {key: read_guard(g, v) for (key, g), v in zip(guards.items(), values)}
+        c, limit = self.counters, self.cfg.max_skipped_updates
+        for key, report in reports.items():
+            if limit and report["max_run"] >= limit:
+                return losses, extra_values, divergence_message(guards[key], report, limit, c.env_step, c.learner_calls)
+        broken = [name for name, ok in zip(finite, values[-1]) if not ok]
+        if broken:
+            return losses, extra_values, (
+                f"training diverged: the {' and '.join(broken)} weights became non-finite (env step {c.env_step}, "
+                f"learner call {c.learner_calls}); the last checkpoint is intact; try lower learning rates "
+                "(--model.lr, --policy.actor_lr, --policy.critic_lr, --mappo.lr)")
+        return losses, extra_values, None
+
+    def _log_learner(self, t0: float, losses: dict[str, float], stop: str | None = None) -> float:
+        """Write one learner line (counters, mean losses, seconds since ``t0``); returns the seconds.
+        ``stop``: the divergence guard's line, raised as a MablError once the line is written."""
         c = self.counters
         elapsed = time.perf_counter() - t0
         self._tick()
@@ -263,6 +303,9 @@ class Trainer:
                   "real_samples": c.real_samples, "imagined_samples": c.imagined_samples,
                   **losses, "learner_s": elapsed, "wall_s": c.wall_s, "cpu_s": c.cpu_s}
         self.log.write("metrics.jsonl", record, step=c.env_step)
+        if stop is not None:
+            self.log.close()
+            raise MablError(stop)
         return elapsed
 
     def _tick(self) -> None:
@@ -308,13 +351,14 @@ class Trainer:
         return save_checkpoint(self.run_dir, c.env_step, payload)
 
     def _resume(self) -> None:
-        """Load the newest checkpoint of the run directory, if there is one."""
-        path = latest_checkpoint(self.run_dir)
-        if path is None:
+        """Load the newest usable checkpoint of the run directory, if there is one (a damaged or
+        non-finite newer one is renamed aside with one line: :func:`mabl.checkpoint.resume_checkpoint`)."""
+        found = resume_checkpoint(self.run_dir, report=lambda line: print(line, file=sys.stderr))
+        if found is None:
             if (self.run_dir / "metrics.jsonl").exists():  # crashed before the first checkpoint
                 truncate_logs(self.run_dir, {})
             return
-        state = load_checkpoint(path)
+        path, state = found
         # (a spec saved before a capability flag existed lacks it; the flag does not size anything)
         if {**dataclasses.asdict(self.spec), **state["spec"]} != dataclasses.asdict(self.spec):
             raise MablError(f"checkpoint {path} was made for env spec {state['spec']['name']} with other sizes")
@@ -394,13 +438,42 @@ def evaluate_policy(env, policy, episodes: int, seeds: list[int], deterministic:
     return out
 
 
-def _mean(prefix: str, metrics: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Average each metric over the updates of one learner call (one host sync per call)."""
-    if not metrics:
-        return {}
-    keys = list(metrics[0])
-    stacked = torch.stack([torch.stack([m[k].float() for k in keys]) for m in metrics]).mean(0).tolist()
-    return {prefix + k: v for k, v in zip(keys, stacked)}
+def _mean(groups: dict[str, list[dict[str, torch.Tensor]]], tail: list[torch.Tensor] = ()
+          ) -> tuple[dict[str, float], list[list[float]]]:
+    """Average each metric over the updates of one learner call, and read ``tail`` (1-d tensors),
+    all with one host sync per call.
+
+    ``groups``: prefix -> per-update metric dicts. A ``skipped`` metric (1.0 for an update the
+    divergence guard skipped) leaves its update out of the means and is reported as a count; a
+    metric ending in ``_skipped`` is summed. Returns ``{prefix + key: mean}`` and ``tail`` as lists.
+    """
+    parts, layout = [], []
+    for prefix, metrics in groups.items():
+        if not metrics:
+            continue
+        keys = list(metrics[0])
+        table = torch.stack([torch.stack([m[k].float().reshape(()) for k in keys]) for m in metrics])  # [U, K]
+        summed = torch.tensor([k == "skipped" or k.endswith("_skipped") for k in keys], device=table.device)
+        if "skipped" in keys:  # means over the applied updates only
+            ok = table[:, keys.index("skipped")] == 0
+            means = torch.where(ok[:, None], table, 0.0).sum(0) / ok.sum()
+        else:
+            means = table.mean(0)
+        parts.append(torch.where(summed, table.sum(0), means))
+        layout.append((prefix, keys))
+    parts += [t.float() for t in tail]
+    if not parts:
+        return {}, []
+    flat = torch.cat([p.to(parts[0].device) for p in parts]).tolist()
+    out: dict[str, float] = {}
+    for prefix, keys in layout:
+        out.update({prefix + k: v for k, v in zip(keys, flat[: len(keys)])})
+        flat = flat[len(keys):]
+    lists = []
+    for t in tail:
+        lists.append(flat[: t.numel()])
+        flat = flat[t.numel():]
+    return out, lists
 
 
 def _progress(cfg: RunConfig, initial: int):

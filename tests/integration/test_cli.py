@@ -218,23 +218,26 @@ def test_bench_speed_reports_every_phase_and_its_matrix_work():
     assert r["matmul_gflops"] > 0
 
 
-def test_broken_checkpoints_are_refused_without_damage(finished_run: Path, tmp_path: Path):
+def test_broken_checkpoints_are_refused_without_damage_and_resume_falls_back(finished_run: Path, tmp_path: Path):
     import shutil
 
     run_dir = tmp_path / "copy"
     shutil.copytree(finished_run, run_dir)
-    newest = sorted((run_dir / "checkpoints").glob("step_*.pt"))[-1]
+    older, newest = sorted((run_dir / "checkpoints").glob("step_*.pt"))[-2:]
     snapshot = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p != newest}
     data = newest.read_bytes()
     newest.write_bytes(data[: len(data) // 2])  # truncated
-    assert_one_line_error(mabl(*train_args(run_dir, "--steps", "900"), check=False), "unreadable")
     assert_one_line_error(mabl("eval", "--run-dir", str(run_dir), check=False), "unreadable")
-    torch.save({"kind": "something-else"}, newest)  # foreign
-    assert_one_line_error(mabl(*train_args(run_dir, "--steps", "900"), check=False), "not a mabl")
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
     assert_one_line_error(mabl("eval", "--policy", str(tmp_path / "foreign.pt"), check=False), "not a mabl policy")
     for path, content in snapshot.items():
         assert path.read_bytes() == content, f"{path} was modified"
+    # resuming falls back to the previous checkpoint, says so in one line, keeps the damaged file aside
+    proc = mabl(*train_args(run_dir, "--steps", "900"), check=False)
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "unreadable" in err and f"resumed from {older.name}" in err, err
+    assert newest.with_name(newest.name + ".damaged").read_bytes() == data[: len(data) // 2]
 
 
 def test_resume_with_other_settings_is_refused(finished_run: Path):

@@ -35,7 +35,7 @@ def test_fields_added_later_take_their_earlier_behaviour():
         "model.reward_target": "team", "model.done_target": "team", "model.avail_head": True,
         "policy.target_critic": 0,
         # --algo mag came later; its section is unused by earlier runs (MAG's code defaults)
-        "mag.candidates": 4, "mag.plan_horizon": 6, "mag.error_layers": 4, "mag.error_lr": 5e-4}
+        "mag.candidates": 4, "mag.plan_horizon": 6, "mag.error_layers": 4, "mag.error_lr": 5e-4, "max_skipped_updates": 0}
 
 
 @pytest.mark.parametrize("path", ["model.hidden", "algo", "schedule.model_updates"])

@@ -162,3 +162,33 @@ def test_the_detector_sees_a_host_read():
     assert any(k.startswith("_local_scalar_dense") for k in reads.hits) or any(
         k.startswith("is_nonzero") for k in reads.hits)
     assert any(k.startswith("nonzero") for k in reads.hits)
+
+
+@pytest.mark.parametrize("spec", [DISCRETE, CONTINUOUS], ids=["discrete", "continuous"])
+def test_skipped_updates_never_read_device_values(monkeypatch, spec):
+    """The divergence guard decides on the device: a non-finite update is skipped without a host read."""
+    monkeypatch.setattr(nets, "SPARSE_ONEHOT_GRAD", False)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    cfg = build_config("debug", {"algo": "mabl"})
+    agent = build_learner(spec, cfg, torch.device("cpu"))
+    replay = _replay(spec, rng)
+    model_rows = replay.sample(cfg.model.batch_size, cfg.model.seq_len, rng)
+    policy_rows = replay.sample(cfg.policy.batch_size, cfg.model.seq_len, rng)
+    agent.train_world_model(model_rows)
+    agent.train_policy(policy_rows)
+    loss_fn, imagine = agent.model_loss, agent.imagine
+    monkeypatch.setattr(agent, "model_loss", lambda batch: (lambda lm: (lm[0] * float("nan"), lm[1]))(loss_fn(batch)))
+    monkeypatch.setattr(agent, "imagine", lambda rows: imagine(rows)._replace(returns=imagine(rows).returns * float("inf")))
+    weights = [p.detach().clone() for m in (agent.world_model, agent.actor, agent.critic) for p in m.parameters()]
+    reads = HostReads()
+    with reads:
+        model_metrics = agent.train_world_model(model_rows)
+        policy_metrics = agent.train_policy(policy_rows)
+        counters = [g.counters() for g in agent.guards.values()]
+        finite = agent.params_finite()
+    assert not reads.hits, "host reads in a skipped update:\n" + "\n".join(f"{n} x {k}" for k, n in reads.hits.items())
+    assert model_metrics["skipped"].item() == 1.0 and policy_metrics["critic_skipped"].item() > 0
+    assert all(c[0].item() > 0 for c in counters) and all(bool(v) for v in finite.values())
+    after = [p for m in (agent.world_model, agent.actor, agent.critic) for p in m.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(weights, after))

@@ -168,8 +168,9 @@ def test_learner_update_schedule_and_entropy_decay(rows, minibatch, epochs):
     for opt in (learner.actor_opt, learner.critic_opt):
         for state in opt.state.values():
             assert int(state["step"]) == steps
-    assert set(metrics) == {"actor_loss", "critic_loss", "entropy"}
+    assert set(metrics) == {"actor_loss", "critic_loss", "entropy", "actor_skipped", "critic_skipped"}
     assert all(math.isfinite(float(v)) for v in metrics.values())
+    assert float(metrics["actor_skipped"]) == float(metrics["critic_skipped"]) == 0.0  # the divergence guard
 
 
 def test_masked_logits():

@@ -341,7 +341,8 @@ def test_update_is_finite_changes_parameters_and_ignores_padding():
     torch.manual_seed(0)
     before = ModelFreeMappo(SPEC, _config(), torch.device("cpu"))
     learner, _, batch, metrics = _train_once(0)
-    assert set(metrics) == {"actor_loss", "critic_loss", "entropy", "approx_kl", "clip_fraction", "samples"}
+    assert set(metrics) == {"actor_loss", "critic_loss", "entropy", "approx_kl", "clip_fraction", "samples",
+                            "actor_skipped", "critic_skipped"}
     assert all(torch.isfinite(v).all() and not v.requires_grad for v in metrics.values())
     assert metrics["samples"].item() == batch.mask.sum().item() * _config().mappo.epochs
     for name in ("actor", "critic"):

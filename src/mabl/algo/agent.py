@@ -10,9 +10,9 @@ import contextlib
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils._pytree import tree_map
 
+from mabl.algo.guard import UpdateGuard, params_finite
 from mabl.algo.imagination import Imagined, imagine
 from mabl.algo.mappo import MappoLearner, adam
 from mabl.algo.world_model_loss import SequenceBatch, action_input, shift_window, world_model_loss
@@ -41,7 +41,11 @@ class MablAgent:
         levels = 2 if self.world_model.has_global else 1
         self.critic = AttentionCritic(*sizes, cfg.policy.attn_heads, spec.n_agents, levels, zero_bias).to(device)
         self.model_opt = adam(self.world_model.parameters(), lr=cfg.model.lr)
+        self.model_guard = UpdateGuard("world-model", device, f"try a lower --model.lr (now {cfg.model.lr:g}) "
+                                       f"or --model.grad_clip (now {cfg.model.grad_clip:g})")
         self.mappo = MappoLearner(self.actor, self.critic, cfg.policy)
+        self.guards = {"model": self.model_guard, **self.mappo.guards}
+        """The divergence guard of each learner (:mod:`mabl.algo.guard`), read by the trainer."""
         self.model_loss, self.imagine_fn = self.eager_model_loss, self.imagine_batch
         self.cuda_graphs = cfg.compile and device.type == "cuda"  # compiled graphs replayed as CUDA graphs
         if cfg.compile:  # one graph each for the loss and imagination; CUDA graphs on a GPU (no host reads inside)
@@ -83,15 +87,19 @@ class MablAgent:
             torch.compiler.cudagraph_mark_step_begin()  # each call is a new step of the CUDA graphs
         with self.autocast():
             loss, metrics = self.model_loss(batch)
-        self.model_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(self.world_model.parameters(), self.cfg.model.grad_clip)
-        self.model_opt.step()
-        self.world_model.eval()
-        metrics = {"loss": loss.detach(), **metrics, "grad_norm": grad_norm.detach()}
         if self.cfg.compile:  # a compiled graph's outputs may live in memory its next call overwrites
             metrics = {k: v.clone() for k, v in metrics.items()}
-        return metrics
+        # a non-finite loss or gradient norm skips the step on the device (mabl.algo.guard)
+        grad_norm, skipped = self.model_guard.step(self.model_opt, self.world_model.parameters(), loss,
+                                                   self.cfg.model.grad_clip,
+                                                   {f"model/{k}": v for k, v in metrics.items()})
+        self.world_model.eval()
+        return {"loss": loss.detach(), **metrics, "grad_norm": grad_norm.detach(), "skipped": skipped.float()}
+
+    def params_finite(self) -> dict[str, torch.Tensor]:
+        """Per network, a device bool: all its weights are finite."""
+        return {"world model": params_finite([self.world_model]), "actor": params_finite([self.actor]),
+                "critic": params_finite([self.critic])}
 
     def train_policy(self, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """One policy iteration (Alg. 1 lines 10-13): imagine from fresh windows, then MAPPO."""
@@ -133,6 +141,7 @@ class MablAgent:
             "critic": self.critic.state_dict(),
             "model_opt": self.model_opt.state_dict(),
             "mappo": self.mappo.state_dict(),
+            "guards": {k: g.state_dict() for k, g in self.guards.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -141,3 +150,5 @@ class MablAgent:
         self.critic.load_state_dict(state["critic"])
         self.model_opt.load_state_dict(state["model_opt"])
         self.mappo.load_state_dict(state["mappo"])
+        for key, guard in self.guards.items():  # (checkpoints from before the guard have none)
+            guard.load_state_dict(state.get("guards", {}).get(key))

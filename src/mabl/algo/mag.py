@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from mabl.actions import one_hot
 from mabl.algo.agent import MablAgent
+from mabl.algo.guard import apply_unless, params_finite
 from mabl.algo.imagination import sample_avail
 from mabl.algo.mappo import adam
 from mabl.algo.world_model_loss import SequenceBatch, action_input, world_model_loss
@@ -160,11 +161,19 @@ class MagAgent(MablAgent):
         return loss + (err - err.detach()), metrics
 
     def train_world_model(self, rows) -> dict[str, torch.Tensor]:
-        """One world-model update (Alg. 1 lines 6-7) and one error-predictor step on the same batch."""
+        """One world-model update (Alg. 1 lines 6-7) and one error-predictor step on the same batch.
+
+        The divergence guard (:mod:`mabl.algo.guard`) covers both: when the world-model step is
+        skipped, or the error predictor's loss is not finite, the predictor's step is skipped too
+        (decided on the device)."""
         self.error_opt.zero_grad(set_to_none=True)
         metrics = super().train_world_model(rows)
-        self.error_opt.step()
+        bad = metrics["skipped"].bool() | ~torch.isfinite(metrics["error_predictor"])
+        apply_unless(self.error_opt, bad)
         return metrics
+
+    def params_finite(self) -> dict[str, torch.Tensor]:
+        return {**super().params_finite(), "error predictor": params_finite([self.error_predictor])}
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "error_predictor": self.error_predictor.state_dict(),

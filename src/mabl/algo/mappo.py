@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from mabl.actions import action_distribution
+from mabl.algo.guard import UpdateGuard
 from mabl.algo.imagination import Imagined
 from mabl.config import PolicyConfig
 from mabl.models.actor_critic import Actor, AttentionCritic
@@ -46,14 +47,6 @@ def adam(params, **kwargs) -> torch.optim.Adam:
     return torch.optim.Adam(params, fused=True if fused else None, **kwargs)
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor, grad_clip: float) -> None:
-    """One gradient step on ``loss`` for ``module``'s parameters, with gradient-norm clipping."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
-    optimizer.step()
-
-
 class MappoLearner:
     """Holds the actor/critic optimizers and the decaying entropy coefficient."""
 
@@ -68,14 +61,25 @@ class MappoLearner:
         self.update_count = 1
         if cfg.target_critic:
             self.target_critic = copy.deepcopy(critic).requires_grad_(False)
+        device = next(actor.parameters()).device
+        self.guards = {
+            "actor": UpdateGuard("actor", device, f"try a lower --policy.actor_lr (now {cfg.actor_lr:g}), or check the "
+                                 "world model's losses (an exploding world model feeds the actor)"),
+            "critic": UpdateGuard("critic", device, f"try a lower --policy.critic_lr (now {cfg.critic_lr:g}), or "
+                                  "check the world model's reward loss (imagined returns feed the critic)"),
+        }
 
     def update(self, batch: Imagined, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """``epochs`` passes over shuffled minibatches; per minibatch one actor then one critic step."""
+        """``epochs`` passes over shuffled minibatches; per minibatch one actor then one critic step.
+
+        Returns the mean losses over the applied steps (a step the divergence guard skipped does not
+        count) and ``actor_skipped`` / ``critic_skipped``, the number of skipped steps."""
         cfg = self.cfg
         advantage = normalized_advantage(batch.returns, batch.value, cfg.normalize_advantages)
         rows = batch.action.shape[0]
         device = batch.action.device
         sums = {"actor_loss": 0.0, "critic_loss": 0.0, "entropy": 0.0}
+        applied = {"actor": 0.0, "critic": 0.0}
         count = 0
         for _ in range(cfg.epochs):
             order = torch.randperm(rows, device=device, generator=generator)
@@ -86,21 +90,26 @@ class MappoLearner:
                 actor_loss, entropy = ppo_actor_loss(
                     dist, batch.action[index], batch.log_prob[index], advantage[index],
                     cfg.clip, self.entropy_coef)
-                self._step(self.actor_opt, self.actor, actor_loss)
+                ok_actor = ~self._step("actor", self.actor_opt, self.actor, actor_loss, {"policy/entropy": entropy})
                 self.entropy_coef *= cfg.entropy_decay
                 value = self.critic(*level_features(*latent))
                 critic_loss = 0.5 * (value - batch.returns[index]).pow(2).mean()
-                self._step(self.critic_opt, self.critic, critic_loss)
+                ok_critic = ~self._step("critic", self.critic_opt, self.critic, critic_loss)
                 self.update_count += 1
                 if self.target_critic is not None and self.update_count % cfg.target_critic == 0:
                     self.target_critic.load_state_dict(self.critic.state_dict())
-                for key, v in zip(sums, (actor_loss, critic_loss, entropy)):
-                    sums[key] = sums[key] + v.detach()
+                for key, v, ok in zip(sums, (actor_loss, critic_loss, entropy), (ok_actor, ok_critic, ok_actor)):
+                    sums[key] = sums[key] + torch.where(ok, v.detach(), 0.0)
+                applied["actor"] = applied["actor"] + ok_actor.float()
+                applied["critic"] = applied["critic"] + ok_critic.float()
                 count += 1
-        return {k: v / count for k, v in sums.items()}
+        out = {k: v / applied["critic" if k == "critic_loss" else "actor"] for k, v in sums.items()}
+        return {**out, **{f"{k}_skipped": count - v for k, v in applied.items()}}
 
-    def _step(self, optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor) -> None:
-        optimizer_step(optimizer, module, loss, self.cfg.grad_clip)
+    def _step(self, learner: str, optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor,
+              terms: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """One guarded step (:mod:`mabl.algo.guard`); returns the device flag 'skipped'."""
+        return self.guards[learner].step(optimizer, module.parameters(), loss, self.cfg.grad_clip, terms)[1]
 
     def state_dict(self) -> dict:
         state = {"actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mabl.actions import act_gaussian, action_distribution, to_env_action
-from mabl.algo.mappo import adam, optimizer_step
+from mabl.algo.guard import UpdateGuard, params_finite
+from mabl.algo.mappo import adam
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec, MultiAgentEnv, TimeStep
 from mabl.errors import MablError
@@ -88,9 +89,12 @@ class ValueNormalizer:
     def update(self, x: torch.Tensor) -> None:
         """Fold in one batch of targets (any shape; every element counts once)."""
         x = x.detach().double()
-        self.mean.mul_(self.beta).add_((1.0 - self.beta) * x.mean())
-        self.mean_sq.mul_(self.beta).add_((1.0 - self.beta) * x.square().mean())
-        self.debias.mul_(self.beta).add_(1.0 - self.beta)
+        moments = torch.stack([self.mean, self.mean_sq, self.debias])
+        new = moments * self.beta + (1.0 - self.beta) * torch.stack([x.mean(), x.square().mean(), x.new_ones(())])
+        # a batch with a non-finite target is not folded in (divergence guard; decided on the device)
+        new = torch.where(torch.isfinite(new).all(), new, moments)
+        for stat, value in zip((self.mean, self.mean_sq, self.debias), new.unbind()):
+            stat.copy_(value)
 
     def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Debiased (mean, std)."""
@@ -227,15 +231,15 @@ class MappoPolicy:
             ) -> tuple[np.ndarray, dict[str, Any]]:
         """``obs [N, O]``, ``avail [N, A]`` or None -> ``actions [N]`` int64, ``{"probs": [N, A]}``;
         continuous: ``actions [N, D]`` float32 in the spec's bounds, ``{"mean", "std"}`` (normalised units)."""
-        from mabl.policy import check_act_inputs
+        from mabl.policy import check_act_inputs, check_actor_output
 
         obs_t, avail_t = check_act_inputs(self.spec, obs, avail, self.device)
         if self.actor.continuous:
-            mean = self.actor(obs_t)
+            mean = check_actor_output(self.actor(obs_t))
             _, action, std = act_gaussian(mean, self.actor.log_std, deterministic, self.env_spec.action_low,
                                           self.env_spec.action_high, self.generator)
             return action.cpu().numpy().astype(np.float32), {"mean": mean.cpu().numpy(), "std": std.cpu().numpy()}
-        probs = self.actor(obs_t, avail_t).softmax(-1)
+        probs = check_actor_output(self.actor(obs_t, avail_t)).softmax(-1)
         if deterministic:
             action = probs.argmax(-1)
         else:
@@ -299,6 +303,10 @@ class ModelFreeMappo:
         self.actor_opt = adam(self.actor.parameters(), lr=c.lr, eps=c.adam_eps)
         self.critic_opt = adam(self.critic.parameters(), lr=c.lr, eps=c.adam_eps)
         self.value_norm = ValueNormalizer(device=self.device)
+        hint = f"try a lower --mappo.lr (now {c.lr:g}) or --mappo.grad_clip (now {c.grad_clip:g})"
+        self.guards = {"actor": UpdateGuard("actor", self.device, hint),
+                       "critic": UpdateGuard("critic", self.device, hint)}
+        """The divergence guard of each learner (:mod:`mabl.algo.guard`), read by the trainer."""
         self._row_dtypes = {**_ROW_DTYPES, "action": np.int64 if spec.discrete else np.float32}
 
     def _tensor(self, array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -311,7 +319,13 @@ class ModelFreeMappo:
         Returns per env its step lists and its final TimeStep. Actions are sampled with torch's global
         RNG (of the learner's device), so restoring the RNG state from a checkpoint reproduces them.
         """
-        steps = [env.reset(seed=next_seed()) for env in envs]
+        from mabl.policy import check_actor_output
+        from mabl.rollout import collection_fault  # (here: mabl.rollout imports mabl.policy, which imports this)
+
+        seeds = [next_seed() for _ in envs]
+        steps = []
+        for e, env in enumerate(envs):
+            steps.append(self._env_call(env, "reset", seeds[e], 0, seeds[e]))
         keys = ["obs", "state", "action", "sample", "log_prob", "reward", "done"] + (
             ["avail"] if self.spec.has_action_mask else [])
         logs: list[dict[str, list]] = [{k: [] for k in keys} for _ in envs]
@@ -319,6 +333,12 @@ class ModelFreeMappo:
         while live:
             obs = self._tensor(np.stack([steps[e].obs for e in live]))
             avail = self._tensor(np.stack([steps[e].avail for e in live]), torch.bool) if "avail" in keys else None
+            t = len(logs[live[0]]["reward"])  # the live envs are all at the same step of their episodes
+            try:
+                check_actor_output(self.actor(obs, avail))
+            except MablError as exc:
+                raise collection_fault("the policy", exc, f"at step {t} of the episodes with seeds "
+                                       f"{[seeds[e] for e in live]}") from None
             if self.actor.continuous:  # raw Gaussian sample u for PPO, the clipped and scaled one for the env
                 dist = self.actor.dist(obs)
                 sample = dist.sample()  # [E, N, D]
@@ -330,7 +350,8 @@ class ModelFreeMappo:
                 log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
             action_np, sample_np, log_prob_np = action.cpu().numpy(), sample.cpu().numpy(), log_prob.cpu().numpy()
             for k, e in enumerate(live):
-                ts, nxt = steps[e], envs[e].step(action_np[k])
+                ts = steps[e]
+                nxt = self._env_call(envs[e], "step", seeds[e], t + 1, action_np[k])
                 row = {"obs": ts.obs, "state": ts.state, "avail": ts.avail, "action": action_np[k],
                        "sample": sample_np[k], "log_prob": log_prob_np[k], "reward": nxt.reward,
                        "done": nxt.terminated}
@@ -339,6 +360,20 @@ class ModelFreeMappo:
                 steps[e] = nxt
             live = [e for e in live if not steps[e].done]
         return list(zip(logs, steps))
+
+    @staticmethod
+    def _env_call(env: MultiAgentEnv, what: str, seed: int, t: int, arg: Any) -> TimeStep:
+        """``env.reset(arg)`` or ``env.step(arg)`` (``what``); an exception other than the env
+        contract's own MablError becomes one line naming the step."""
+        from mabl.rollout import collection_fault
+
+        try:
+            return env.reset(seed=arg) if what == "reset" else env.step(arg)
+        except MablError:
+            raise
+        except Exception as exc:
+            raise collection_fault(f"env {env.spec.name}", exc,
+                                   f"at {what}, step {t} of the episode with seed {seed}") from None
 
     @torch.no_grad()
     def collect(self, envs: list[MultiAgentEnv], next_seed: Callable[[], int]) -> tuple[list[Episode], Batch]:
@@ -412,6 +447,7 @@ class ModelFreeMappo:
             target = self.value_norm.normalize(target)
         n_rows = rows["action"].shape[0]
         sums = torch.zeros(5, device=self.device)
+        applied = torch.zeros(2, device=self.device)  # actor, critic steps
         count = 0
         for _ in range(c.epochs):
             for index in torch.randperm(n_rows, device=self.device).tensor_split(c.minibatches):
@@ -423,19 +459,31 @@ class ModelFreeMappo:
                 actor_loss, entropy, kl, clip_fraction = clipped_surrogate_loss(
                     policy, rows["action"][index], rows["log_prob"][index],
                     advantage[index], c.clip, c.entropy)
-                self._step(self.actor_opt, self.actor, actor_loss)
+                actor_ok = ~self._step("actor", self.actor_opt, self.actor, actor_loss,
+                                       {"policy/entropy": entropy, "policy/approx_kl": kl})
                 critic_loss = clipped_value_loss(self.critic(rows["state"][index]), rows["value"][index], target[index],
                                                  c.clip, c.huber_delta)
-                self._step(self.critic_opt, self.critic, critic_loss)
-                sums += torch.stack([actor_loss.detach(), critic_loss.detach(), entropy.detach(), kl, clip_fraction])
+                critic_ok = ~self._step("critic", self.critic_opt, self.critic, critic_loss)
+                values = torch.stack([actor_loss.detach(), critic_loss.detach(), entropy.detach(), kl, clip_fraction])
+                ok = torch.stack([actor_ok, critic_ok, actor_ok, actor_ok, actor_ok])
+                sums += torch.where(ok, values, 0.0)
+                applied += torch.stack([actor_ok, critic_ok]).float()
                 count += 1
-        means = sums / max(count, 1)
+        means = sums / applied[[0, 1, 0, 0, 0]]
         out = dict(zip(["actor_loss", "critic_loss", "entropy", "approx_kl", "clip_fraction"], means.unbind()))
+        out["actor_skipped"], out["critic_skipped"] = (count - applied).unbind()
         out["samples"] = torch.tensor(float(n_rows * c.epochs), device=self.device)
         return out
 
-    def _step(self, optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor) -> None:
-        optimizer_step(optimizer, module, loss, self.cfg.grad_clip)
+    def _step(self, learner: str, optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor,
+              terms: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """One guarded step (:mod:`mabl.algo.guard`); returns the device flag 'skipped'."""
+        return self.guards[learner].step(optimizer, module.parameters(), loss, self.cfg.grad_clip, terms)[1]
+
+    def params_finite(self) -> dict[str, torch.Tensor]:
+        """Per network, a device bool: all its weights (the critic's: and the value normaliser) are finite."""
+        return {"actor": params_finite([self.actor]),
+                "critic": params_finite([self.critic]) & torch.isfinite(self.value_norm.mean_sq)}
 
     def policy(self) -> MappoPolicy:
         """An acting object over the live actor (sees later updates)."""
@@ -444,7 +492,8 @@ class ModelFreeMappo:
     def state_dict(self) -> dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
                 "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                "value_norm": self.value_norm.state_dict()}
+                "value_norm": self.value_norm.state_dict(),
+                "guards": {k: g.state_dict() for k, g in self.guards.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
@@ -452,3 +501,5 @@ class ModelFreeMappo:
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
         self.value_norm.load_state_dict(state["value_norm"])
+        for key, guard in self.guards.items():  # (checkpoints from before the guard have none)
+            guard.load_state_dict(state.get("guards", {}).get(key))
