@@ -29,7 +29,7 @@ drawn by the caller from ``probs`` or ``mean``/``std``.
 ``mappo``: its MLP actor; inputs ``obs [B, O]``, ``agent [B, N]`` (one-hot agent index, which
 the actor reads) and ``avail`` when masked; outputs ``probs`` or ``mean``/``std``. No state.
 
-``mamba`` mixes all agents' inputs in its recurrent model (centralized execution): refused.
+``mamba`` and ``mag`` mix all agents' inputs in their recurrent model (centralized execution): refused.
 
 The graph's metadata (``metadata_props["mabl"]``, JSON) holds the format, version, algorithm,
 sizes, action bounds, mask semantics and the names above.
@@ -186,8 +186,10 @@ def export_onnx(agent, cfg, spec: EnvSpec, out: str | os.PathLike) -> dict:
         raise MablError("--format onnx needs the onnx extra: pip install 'mabl[onnx]' (onnx, onnxruntime, "
                         "onnxscript)") from None
     algo = cfg.algo
-    if algo == "mamba":
-        raise MablError("mamba's policy is joint (its recurrent model mixes every agent's input over a transformer), "
+    from mabl.models.world_model import VARIANTS
+
+    if algo in VARIANTS and VARIANTS[algo].centralized_execution:  # mamba, mag
+        raise MablError(f"{algo}'s policy is joint (its recurrent model mixes every agent's input over a transformer), "
                         "so it has no per-agent ONNX graph; export it with --format torch")
     b = 2  # example batch; the batch axis is exported as dynamic
     masked = spec.discrete and spec.has_action_mask

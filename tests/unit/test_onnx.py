@@ -1,5 +1,5 @@
 """ONNX export (issue 17): one agent's execution path as an ONNX graph, run with numpy and
-onnxruntime only, equals the PyTorch policy; agents stay independent; mamba is refused."""
+onnxruntime only, equals the PyTorch policy; agents stay independent; mamba and mag (joint policies) are refused."""
 
 from __future__ import annotations
 
@@ -175,9 +175,10 @@ def test_nonfinite_observations_and_bad_shapes_are_one_line(exported):
         policy.act(np.zeros((3, 2)))
 
 
-def test_mamba_is_refused_with_one_line(tmp_path):
-    agent, cfg = _learner(DISCRETE, "mamba")
-    with pytest.raises(MablError, match="mamba's policy is joint") as info:
+@pytest.mark.parametrize("algo", ["mamba", "mag"])
+def test_joint_policies_are_refused_with_one_line(tmp_path, algo):
+    agent, cfg = _learner(DISCRETE, algo)
+    with pytest.raises(MablError, match=f"{algo}'s policy is joint") as info:
         export_onnx(agent, cfg, DISCRETE, tmp_path / "p.onnx")
     assert "\n" not in str(info.value) and not (tmp_path / "p.onnx").exists()
 
