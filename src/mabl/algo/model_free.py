@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -37,12 +37,11 @@ from mabl.algo.guard import UpdateGuard, params_finite
 from mabl.algo.mappo import adam
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec, MultiAgentEnv, TimeStep
+from mabl.episode import Episode, collection_fault, episode_metrics
 from mabl.errors import MablError
 from mabl.models.actor_critic import masked_logits
 from mabl.models.nets import mlp
-
-if TYPE_CHECKING:
-    from mabl.rollout import Episode
+from mabl.policy_contract import POLICY_FORMAT, POLICY_VERSION, check_act_inputs, check_actor_output, policy_spec
 
 VALUE_NORM_BETA = 0.99999
 """Decay of the value normaliser's running moments (Yu et al.'s ValueNorm)."""
@@ -215,7 +214,6 @@ class MappoPolicy:
     """
 
     def __init__(self, actor: MlpActor, env_spec: EnvSpec, device: torch.device | str = "cpu", seed: int | None = None):
-        from mabl.policy import policy_spec  # here, so that mabl.policy may import this module at top level
 
         self.actor, self.env_spec, self.device = actor, env_spec, torch.device(device)
         self.generator: torch.Generator | None = None
@@ -231,7 +229,6 @@ class MappoPolicy:
             ) -> tuple[np.ndarray, dict[str, Any]]:
         """``obs [N, O]``, ``avail [N, A]`` or None -> ``actions [N]`` int64, ``{"probs": [N, A]}``;
         continuous: ``actions [N, D]`` float32 in the spec's bounds, ``{"mean", "std"}`` (normalised units)."""
-        from mabl.policy import check_act_inputs, check_actor_output
 
         obs_t, avail_t = check_act_inputs(self.spec, obs, avail, self.device)
         if self.actor.continuous:
@@ -248,7 +245,6 @@ class MappoPolicy:
 
     def to_payload(self) -> dict[str, Any]:
         """The exported-policy dict (plain data and CPU tensors; ``torch.load(weights_only=True)`` reads it)."""
-        from mabl.policy import POLICY_FORMAT, POLICY_VERSION  # the one definition of the file format
 
         return {"format": POLICY_FORMAT, "version": POLICY_VERSION, "algo": "mappo",
                 "spec": dataclasses.asdict(self.env_spec), "hidden": self.actor.hidden,
@@ -258,7 +254,6 @@ class MappoPolicy:
 def mappo_policy_from_payload(payload: dict[str, Any], device: torch.device | str = "cpu",
                               seed: int | None = None) -> MappoPolicy:
     """Rebuild a :class:`MappoPolicy` from :meth:`MappoPolicy.to_payload` (no training code needed)."""
-    from mabl.policy import POLICY_FORMAT, POLICY_VERSION
 
     if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT or payload.get("algo") != "mappo":
         raise MablError("not a mabl mappo policy (export one with `mabl export` from a --algo mappo run)")
@@ -319,8 +314,6 @@ class ModelFreeMappo:
         Returns per env its step lists and its final TimeStep. Actions are sampled with torch's global
         RNG (of the learner's device), so restoring the RNG state from a checkpoint reproduces them.
         """
-        from mabl.policy import check_actor_output
-        from mabl.rollout import collection_fault  # (here: mabl.rollout imports mabl.policy, which imports this)
 
         seeds = [next_seed() for _ in envs]
         steps = []
@@ -365,7 +358,6 @@ class ModelFreeMappo:
     def _env_call(env: MultiAgentEnv, what: str, seed: int, t: int, arg: Any) -> TimeStep:
         """``env.reset(arg)`` or ``env.step(arg)`` (``what``); an exception other than the env
         contract's own MablError becomes one line naming the step."""
-        from mabl.rollout import collection_fault
 
         try:
             return env.reset(seed=arg) if what == "reset" else env.step(arg)
@@ -384,7 +376,6 @@ class ModelFreeMappo:
         the padded :class:`Batch` (column b = episode b) with GAE advantages and returns.
         """
         # imported here, so that mabl.policy (which mabl.rollout imports) may import this module
-        from mabl.rollout import Episode, episode_metrics
 
         episodes: list[Episode] = []
         old_log_probs: list[np.ndarray] = []
