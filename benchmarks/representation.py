@@ -59,7 +59,7 @@ from mabl.replay import SequenceReplay
 from mabl.run_log import count_lines, truncate_logs
 
 ALGOS = ("mabl", "mabl-sg", "dreamer")
-DEFAULT_UPDATES = 1500
+DEFAULT_UPDATES = 1000
 
 
 # ------------------------------------------------------------------------------ (a) collect

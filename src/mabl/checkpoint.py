@@ -144,6 +144,23 @@ def load_finite_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def _newest_usable(run_dir: str | os.PathLike) -> tuple[Path | None, dict[str, Any] | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that loads and is finite (None, None when there is none), its state,
+    and every newer checkpoint that failed with its reason. Reads only."""
+    failures: list[tuple[Path, str]] = []
+    for path in reversed(checkpoint_files(run_dir)):
+        try:
+            return path, load_finite_checkpoint(path), failures
+        except MablError as exc:
+            failures.append((path, str(exc)))
+    return None, None, failures
+
+
+def _no_usable(run_dir, failures: list[tuple[Path, str]], remedy: str) -> MablError:
+    reasons = "; ".join(reason for _, reason in failures)
+    return MablError(f"run directory {run_dir} has no usable checkpoint: {reasons}. {remedy}")
+
+
 def resume_checkpoint(run_dir: str | os.PathLike, report=print) -> tuple[Path, dict[str, Any]] | None:
     """The newest checkpoint of a run that loads and is finite, and its state; None without checkpoints.
 
@@ -151,21 +168,28 @@ def resume_checkpoint(run_dir: str | os.PathLike, report=print) -> tuple[Path, d
     with one line given to ``report``. When none is usable, nothing is renamed and a one-line
     MablError names every checkpoint and why it failed.
     """
-    files = checkpoint_files(run_dir)
-    failures: list[tuple[Path, str]] = []
-    for path in reversed(files):
-        try:
-            state = load_finite_checkpoint(path)
-        except MablError as exc:
-            failures.append((path, str(exc)))
-            continue
-        for bad_path, reason in failures:
-            aside = bad_path.with_name(bad_path.name + ".damaged")
-            os.replace(bad_path, aside)
-            report(f"mabl: {reason}; renamed it to {aside.name} and resumed from {path.name}")
-        return path, state
-    if not failures:
-        return None
-    reasons = "; ".join(reason for _, reason in failures)
-    raise MablError(f"run directory {run_dir} has no usable checkpoint: {reasons}. Nothing was renamed or deleted; "
-                    "move the checkpoints folder aside or use another --run-dir to start afresh.")
+    path, state, failures = _newest_usable(run_dir)
+    if path is None:
+        if not failures:
+            return None
+        raise _no_usable(run_dir, failures, "Nothing was renamed or deleted; move the checkpoints folder aside "
+                                            "or use another --run-dir to start afresh.")
+    for bad_path, reason in failures:
+        aside = bad_path.with_name(bad_path.name + ".damaged")
+        os.replace(bad_path, aside)
+        report(f"mabl: {reason}; renamed it to {aside.name} and resumed from {path.name}")
+    return path, state
+
+
+def read_checkpoint(run_dir: str | os.PathLike, report=print) -> tuple[Path, dict[str, Any]] | None:
+    """What a reader of a run (``mabl diagnose``) opens: the checkpoint :func:`resume_checkpoint` would
+    resume from, without renaming anything. Each newer checkpoint it skips gets one line to ``report``;
+    None without checkpoints; a one-line MablError when none is usable."""
+    path, state, failures = _newest_usable(run_dir)
+    if path is None:
+        if not failures:
+            return None
+        raise _no_usable(run_dir, failures, "Nothing was renamed or deleted.")
+    for _, reason in failures:
+        report(f"mabl: {reason}; skipped it and read {path.name}")
+    return path, state

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,6 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Loaded:
     Run directories of ``benchmarks/representation.py`` hold no replay (``data`` is None then).
     """
     from mabl.algo import MODEL_FREE, build_learner
-    from mabl.checkpoint import latest_checkpoint, load_checkpoint
     from mabl.config import from_dict
     from mabl.envs.base import EnvSpec
     from mabl.train import resolve_device
@@ -127,10 +127,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Loaded:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise MablError(f"run directory {run_dir} does not exist")
-    path = latest_checkpoint(run_dir)
-    if path is None:
-        raise MablError(f"run directory {run_dir} has no checkpoint yet (checkpoints/step_*.pt); train it first")
-    state = load_checkpoint(path)
+    path, state = open_checkpoint(run_dir, f"run directory {run_dir}", "; train it first")
     cfg = from_dict(state["config"])
     if cfg.algo in MODEL_FREE:
         raise MablError(f"run {run_dir} is a {cfg.algo} run (model-free: no world model to diagnose); "
@@ -166,16 +163,23 @@ def load_data(path: str | Path) -> Data:
     return data
 
 
+def open_checkpoint(run_dir: Path, what: str, hint: str = "") -> tuple[Path, dict]:
+    """The checkpoint a resumed run would start from (:func:`mabl.checkpoint.read_checkpoint`: newer
+    damaged or non-finite ones are skipped with one line each on stderr, never renamed)."""
+    from mabl.checkpoint import read_checkpoint
+
+    found = read_checkpoint(run_dir, report=lambda line: print(line, file=sys.stderr))
+    if found is None:
+        raise MablError(f"{what} has no checkpoint yet (checkpoints/step_*.pt){hint}")
+    return found
+
+
 def load_run_replay(run_dir: Path) -> Data | None:
-    from mabl.checkpoint import latest_checkpoint, load_checkpoint
     from mabl.envs.base import EnvSpec
 
     if not run_dir.is_dir():
         raise MablError(f"--data {run_dir} is neither a run directory nor a dataset file")
-    path = latest_checkpoint(run_dir)
-    if path is None:
-        raise MablError(f"--data {run_dir} has no checkpoint (checkpoints/step_*.pt)")
-    state = load_checkpoint(path)
+    _, state = open_checkpoint(run_dir, f"--data {run_dir}")
     if state.get("replay") is None:
         return None
     return Data(checkpoint_rows(state["replay"]), EnvSpec(**state["spec"]), f"replay of {run_dir}")

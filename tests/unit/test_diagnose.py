@@ -13,7 +13,7 @@ import torch
 
 from mabl import diagnose as dg
 from mabl.algo import build_learner
-from mabl.checkpoint import save_checkpoint
+from mabl.checkpoint import checkpoint_files, save_checkpoint
 from mabl.config import replace_path, to_dict
 from mabl.envs.base import EnvSpec
 from mabl.errors import MablError
@@ -267,6 +267,27 @@ def test_diagnose_on_other_data_and_refusals(tmp_path):
         dg.diagnose(run_dir, windows=6, length=12, horizon=9)
     with pytest.raises(MablError, match="--windows=500"):
         dg.diagnose(run_dir, windows=500, length=12, horizon=3)
+
+
+def test_diagnose_reads_past_a_damaged_newest_checkpoint_without_renaming_it(tmp_path, capsys):
+    run_dir, _ = make_run(tmp_path, "mabl")
+    before = dg.diagnose(run_dir, windows=6, length=12, horizon=3)
+    older = checkpoint_files(run_dir)[-1]
+    newest = older.with_name("step_000000200.pt")
+    newest.write_bytes(older.read_bytes()[:1000])  # a truncated write, as a crash leaves one
+    capsys.readouterr()
+    after = dg.diagnose(run_dir, windows=6, length=12, horizon=3)
+    err = capsys.readouterr().err
+    assert newest.name in err and f"read {older.name}" in err and err.count("\n") == 1, err
+    assert after["meta"]["checkpoint"] == before["meta"]["checkpoint"] == str(older)
+    assert after["probe_state_r2"] == before["probe_state_r2"] and after["open_loop"] == before["open_loop"]
+    assert newest.exists() and not newest.with_name(newest.name + ".damaged").exists()  # a reader renames nothing
+    older.write_bytes(b"not a checkpoint")
+    with pytest.raises(MablError, match="no usable checkpoint.*Nothing was renamed"):
+        dg.diagnose(run_dir, windows=6, length=12, horizon=3)
+    # --data through a run directory takes the same path
+    with pytest.raises(MablError, match="no usable checkpoint"):
+        dg.diagnose(make_run(tmp_path, "dreamer", seed=1)[0], data=run_dir, windows=6, length=12, horizon=3)
 
 
 def test_checkpoint_rows_are_the_replay_rows_oldest_first():
