@@ -15,22 +15,18 @@ scored by ``mabl diagnose`` on the same held-out windows. Three steps, each resu
     python benchmarks/representation.py time --out bench/repr --updates 10
 
 Budget. A paper-size world-model update (40 windows x 20 rows, 32x32 latents, GRU 256) at
-smax:3s_vs_4z's sizes (N=3, O=88, G=84, A=9), fp32. Measured here with ``time --updates 5
---threads 1`` on the collected dataset while the machine ran at a load average of 15-17 (other jobs
-on its 2 cores), as CPU seconds of the process per update (median): mabl 2.11 s, mabl-sg 1.75 s,
-dreamer 1.04 s (wall: 6.1 s, 5.2 s, 3.3 s). With 2 threads under that load the wall time was far
-worse (mabl 32 s, oversubscribed). docs/PERFORMANCE.md measures 820-906 ms fp32 and 380-520 ms bf16
-(``--amp``) with 2 threads on the idle machine (at SMAC's slightly smaller sizes). The default of
-1,500 updates per model is therefore ~20-28 min for mabl with 2 threads on 2 idle cores (~10-13 min
-with ``--amp``; 53 min of one core at the contended 2.11 s), dreamer about half: well under an hour
-per model; the 9 models ~3-4 h. Time it again with ``time`` on the machine that will do the work. For
-scale, a paper-preset run makes 60 updates per episode: 1,500 updates are 25 episodes' worth of
-learner calls.
+smax:3s_vs_4z's sizes (N=3, O=88, G=84, A=9), fp32, measured on the idle 2-core machine with ``time
+--updates 5 --threads 1`` on the collected dataset (median): mabl 1.65 s, mabl-sg 1.50 s, dreamer
+0.88 s. bf16 autocast (``--amp``) was ~3x slower with one thread (mabl 4.9 s, dreamer 2.6 s). The
+default of 1,000 updates per model is therefore ~27 / 25 / 15 min of one core for mabl / mabl-sg /
+dreamer, the nine models ~3.4 core-hours (two ``train`` processes of one thread each share the 2
+cores). Time it again with ``time`` on the machine that will do the work. For scale, a paper-preset
+run makes 60 updates per episode: 1,000 updates are ~17 episodes' worth of learner calls.
 
 Data size. ``collect --policy-episodes 150 --random-episodes 100`` gave 10,137 training and 2,734
 held-out rows (mean episode length ~50; mappo 30k steps, mean return 0.47 against random's 0.31).
-1,500 updates of 40 x 20 rows would pass over 10k rows ~120 times, so the defaults collect 400 +
-200 episodes (~25k training rows, ~50 passes) to keep paper-size models from memorising the data.
+1,000 updates of 40 x 20 rows would pass over 10k rows ~80 times, so the defaults collect 400 +
+200 episodes (~25k training rows, ~32 passes) to keep paper-size models from memorising the data.
 
 ``train`` writes ordinary checkpoints (config, spec, the learner's state) without a replay:
 ``mabl diagnose --run-dir OUT/models/mabl/seed0 --data OUT/heldout.npz`` reads them.
@@ -292,23 +288,44 @@ def _cell(values: list) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
+def _updates_of(run_dir: Path) -> int:
+    path = latest_checkpoint(run_dir)
+    return 0 if path is None else int(path.stem.split("_")[-1])
+
+
 def score(args) -> None:
+    """Score every model that has exactly ``--updates`` updates (others are named and skipped); a
+    model's scores/<algo>_<seed>.json is reused while its checkpoint and the scoring settings are the same."""
     data = args.data or str(Path(args.out) / "heldout.npz")
     models = Path(args.out) / "models"
     out = Path(args.out) / "scores"
     out.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = {"data": str(Path(data)), "windows": args.windows, "length": args.length, "horizon": args.horizon,
+                "seed": args.seed}
     results: dict[str, list[dict]] = {}
-    for algo_dir in sorted(p for p in models.iterdir() if p.is_dir()):
+    for algo_dir in sorted(p for p in models.iterdir() if p.is_dir()) if models.is_dir() else []:
         for run_dir in sorted(p for p in algo_dir.iterdir() if p.is_dir()):
-            res = diagnose(run_dir, data, args.windows, args.length, args.horizon, args.seed, args.device)
-            atomic_write_bytes(out / f"{algo_dir.name}_{run_dir.name}.json", json.dumps(res, indent=1).encode())
+            done = _updates_of(run_dir)
+            if done != args.updates:
+                print(f"skipped {run_dir}: {done} of {args.updates} updates", flush=True)
+                continue
+            cached = out / f"{algo_dir.name}_{run_dir.name}.json"
+            res = json.loads(cached.read_text()) if cached.exists() else None
+            if res is None or res["meta"]["checkpoint"] != str(latest_checkpoint(run_dir)) or any(
+                    res["meta"].get(k) != v for k, v in settings.items()):
+                res = diagnose(run_dir, data, args.windows, args.length, args.horizon, args.seed, args.device)
+                atomic_write_bytes(cached, json.dumps(res, indent=1).encode())
+                print(f"scored {run_dir}", flush=True)
             results.setdefault(algo_dir.name, []).append(res)
-            print(f"scored {run_dir}", flush=True)
     if not results:
-        raise MablError(f"no run directories under {models}; run `train` first")
+        raise MablError(f"no model under {models} has {args.updates} updates; run `train` first (or pass the "
+                        "--updates its models were trained for)")
     first = next(iter(results.values()))[0]["meta"]
-    lines = [f"World models on the same held-out windows ({data}: {first['windows']} windows of {first['length']} rows, "
-             f"seed {first['seed']}; open loop H={first['horizon']}). Mean ± std over seeds (population std); "
+    lines = [f"World models after {args.updates} updates each, on the same held-out windows ({data}: "
+             f"{first['windows']} windows of {first['length']} rows, seed {first['seed']}; open loop H={first['horizon']}). "
+             "Mean ± std over seeds (population std); "
              "probe R^2 on the later half of the windows, fitted on the earlier half.", "",
              "| algo | seeds | " + " | ".join(name for name, _ in COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
@@ -358,6 +375,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--horizon", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--updates", type=int, default=DEFAULT_UPDATES, help="score models with exactly this many updates")
     return p
 
 

@@ -22,10 +22,10 @@ def bench(*args: str) -> str:
     spec = importlib.util.spec_from_file_location("representation_bench", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = module.main(list(args))
-    assert code == 0, out.getvalue()
+    assert code == 0, out.getvalue() + err.getvalue()
     return out.getvalue()
 
 
@@ -48,8 +48,17 @@ def test_collect_train_score(tmp_path):
     assert [r["model_updates"] for r in lines] == [1, 2, 3]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000000002.pt", "step_000000003.pt"]
 
-    table = bench("score", "--out", out, "--windows", "4", "--length", "10", "--horizon", "2")
-    assert "| mabl | 1 |" in table and "| dreamer | 1 |" in table
+    bench("train", "--out", out, "--preset", "debug", "--algos", "mabl", "--seeds", "1", "--threads", "1",
+          "--updates", "2")  # an unfinished model is named and left out of the table
+    score = ["score", "--out", out, "--windows", "4", "--length", "10", "--horizon", "2", "--updates", "3"]
+    printed = bench(*score)
+    assert "| mabl | 1 |" in printed and "| dreamer | 1 |" in printed
+    assert f"skipped {Path(out) / 'models' / 'mabl' / 'seed1'}: 2 of 3 updates" in printed
+    assert printed.count("scored ") == 2
+    again = bench(*score)  # same checkpoints, same settings: the saved scores are reused, the table is the same
+    assert "scored " not in again and again.split("World models")[1] == printed.split("World models")[1]
+    with pytest.raises(AssertionError, match="no model under .* has 5 updates"):
+        bench(*score[:-1], "5")
     scores = json.loads((Path(out) / "scores" / "mabl_seed0.json").read_text())
     assert scores["meta"]["data"].endswith("heldout.npz") and scores["probe_state_r2_global"] is not None
     dreamer = json.loads((Path(out) / "scores" / "dreamer_seed0.json").read_text())
