@@ -309,11 +309,6 @@ class RunConfig:
                 f"--model.hidden={self.model.hidden} must be divisible by --model.mixer_heads="
                 f"{self.model.mixer_heads} for --algo {self.algo}"
             )
-        if self.compile and self.algo == "mag":
-            # Measured: torch.compile's fake kernel of the transformer's fused fast path (eval-mode
-            # imagination) fails for mag's mixer; refused rather than ending in a traceback.
-            raise MablError("--compile true is not supported with --algo mag yet (torch.compile fails on its "
-                            "transformer's fused kernel in imagination); run without --compile")
         return self
 
 

@@ -17,12 +17,16 @@ import pytest
 import torch
 import torch._inductor.config as inductor_config
 
-from mabl.algo.agent import MablAgent
+from mabl.algo import build_learner
+from mabl.algo.agent import MablAgent, without_mha_fastpath
 from mabl.envs.base import EnvSpec
 from mabl.presets import build_config
 from mabl.replay import SequenceReplay
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+MIXER_ALGOS = [pytest.param("mamba", marks=pytest.mark.slow), pytest.param("mag", marks=pytest.mark.slow)]
+"""World models with MAMBA's transformer over agents: minutes of compile time each on 2 cores (mag's
+planned imagination: ~6 min), so they run with ``-m slow``."""
 TOLERANCE = {"cpu": {"value": (1e-5, 1e-6), "grad": (1e-4, 1e-6)},
              "cuda": {"value": (1e-4, 1e-5), "grad": (1e-3, 1e-5)}}
 """(rtol, atol) of compiled vs eager values and gradients per device type."""
@@ -86,13 +90,49 @@ def test_compiled_world_model_loss_matches_eager(device):
     assert all(torch.isfinite(v).all() for v in metrics.values())
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_compiled_imagination_matches_eager(device):
+@pytest.mark.parametrize("algo", MIXER_ALGOS)
+def test_compiled_mixer_world_model_loss_matches_eager(algo):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    cfg = build_config("debug", {"compile": True, "model.seq_len": 4, "policy.batch_size": 3, "policy.horizon": 3,
-                                 "device": device})
-    agent = MablAgent(SPEC, cfg, torch.device(device))
+    cfg = build_config("debug", {"algo": algo, "compile": True, "model.seq_len": 5, "model.batch_size": 3,
+                                 "device": "cpu"})
+    agent = build_learner(SPEC, cfg, torch.device("cpu"))
+    batch = agent.to_batch(_replay(rng).sample(3, 5, rng))
+    (vr, va), (gr, ga) = TOLERANCE["cpu"]["value"], TOLERANCE["cpu"]["grad"]
+    with inductor_config.patch(fallback_random=True):
+        compiled = _loss_and_grads(agent, agent.model_loss, batch, seed=1)
+    eager = _loss_and_grads(agent, agent.eager_model_loss, batch, seed=1)
+    torch.testing.assert_close(compiled[0], eager[0], rtol=vr, atol=va)
+    assert compiled[2].keys() == eager[2].keys()
+    for name, grad in eager[2].items():
+        torch.testing.assert_close(compiled[2][name], grad, rtol=gr, atol=ga, msg=name)
+
+
+def test_compiled_graphs_run_without_the_fused_transformer_path():
+    seen = []
+
+    def probe(x):
+        seen.append(torch.backends.mha.get_fastpath_enabled())
+        if x is None:
+            raise ValueError("boom")
+        return x
+
+    assert torch.backends.mha.get_fastpath_enabled()
+    assert without_mha_fastpath(probe)(3) == 3
+    with pytest.raises(ValueError, match="boom"):
+        without_mha_fastpath(probe)(None)
+    assert seen == [False, False] and torch.backends.mha.get_fastpath_enabled()  # restored, also after an error
+
+
+@pytest.mark.parametrize("algo,device", [("mabl", "cpu"), pytest.param("mabl", "cuda", marks=pytest.mark.gpu),
+                                         pytest.param("mamba", "cpu", marks=pytest.mark.slow),
+                                         pytest.param("mag", "cpu", marks=pytest.mark.slow)])
+def test_compiled_imagination_matches_eager(algo, device):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    cfg = build_config("debug", {"algo": algo, "compile": True, "model.seq_len": 4, "policy.batch_size": 3,
+                                 "policy.horizon": 3, "device": device})
+    agent = build_learner(SPEC, cfg, torch.device(device))
     vr, va = TOLERANCE[device]["value"]
     batch = agent.to_batch(_replay(rng).sample(3, 4, rng))
     torch.manual_seed(1)

@@ -42,12 +42,3 @@ def test_fields_added_later_take_their_earlier_behaviour():
 def test_other_missing_fields_mark_a_foreign_file(path):
     with pytest.raises(MablError, match=f"missing field '{path}'"):
         from_dict(_without(to_dict(RunConfig()), path))
-
-
-def test_compile_with_mag_is_refused_with_one_line():
-    from mabl.presets import build_config
-
-    with pytest.raises(MablError, match="--compile true is not supported with --algo mag") as info:
-        build_config("debug", {"algo": "mag", "compile": True})
-    assert "\n" not in str(info.value)
-    assert build_config("debug", {"algo": "mag"}).compile is False

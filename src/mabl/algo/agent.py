@@ -7,6 +7,7 @@ The trainer (``train.py``) calls :meth:`MablAgent.train_world_model` and
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import numpy as np
 import torch
@@ -21,6 +22,28 @@ from mabl.envs.base import EnvSpec
 from mabl.models.actor_critic import Actor, AttentionCritic
 from mabl.models.world_model import VARIANTS, BiLevelWorldModel
 from mabl.policy import DecentralizedPolicy, latent_policy
+
+
+def without_mha_fastpath(fn):
+    """``fn`` called with PyTorch's fused transformer fast path off, restored afterwards.
+
+    The fast path (``aten._transformer_encoder_layer_fwd``, taken by an eval-mode, no-grad
+    ``nn.TransformerEncoderLayer``) has a fake kernel whose strides are wrong under torch.compile:
+    compiling mag's imagination (its mixer inside the planner) ended in an ``assert_size_stride``
+    error (torch 2.13, CPU). Off, the layers trace their plain path: the same math. Compiled graphs
+    of ``--compile`` are traced and called through this, so they never see the fused kernel.
+    """
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        enabled = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(enabled)
+
+    return call
 
 
 class MablAgent:
@@ -50,8 +73,8 @@ class MablAgent:
         self.cuda_graphs = cfg.compile and device.type == "cuda"  # compiled graphs replayed as CUDA graphs
         if cfg.compile:  # one graph each for the loss and imagination; CUDA graphs on a GPU (no host reads inside)
             options = {"fullgraph": True, "dynamic": False, "mode": "reduce-overhead" if self.cuda_graphs else None}
-            self.model_loss = torch.compile(self.eager_model_loss, **options)
-            self.imagine_fn = torch.compile(self.imagine_batch, **options)
+            self.model_loss = without_mha_fastpath(torch.compile(self.eager_model_loss, **options))
+            self.imagine_fn = without_mha_fastpath(torch.compile(self.imagine_batch, **options))
 
     def build_world_model(self) -> BiLevelWorldModel:
         """The world model of the variant (``mag`` builds its per-agent local models here)."""
