@@ -302,6 +302,8 @@ def score(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.windows == 0:
+        args.windows = load_dataset(data).n_rows // args.length
     settings = {"data": str(Path(data)), "windows": args.windows, "length": args.length, "horizon": args.horizon,
                 "seed": args.seed}
     results: dict[str, list[dict]] = {}
@@ -370,7 +372,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("score", help="(c) mabl diagnose on the held-out windows; scores/table.md")
     s.add_argument("--out", required=True)
     s.add_argument("--data", help="dataset (default OUT/heldout.npz)")
-    s.add_argument("--windows", type=int, default=100)
+    s.add_argument("--windows", type=int, default=0,
+                   help="held-out windows (default 0: as many as fit without overlap, i.e. every held-out row)")
     s.add_argument("--length", type=int, default=20)
     s.add_argument("--horizon", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
@@ -384,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         for name in ("updates", "checkpoint_every", "log_every", "mappo_steps", "heldout_every", "windows"):
-            if getattr(args, name, 1) <= 0:
+            if getattr(args, name, 1) < (0 if name == "windows" and args.command == "score" else 1):
                 raise MablError(f"--{name.replace('_', '-')}={getattr(args, name)} must be > 0")
         {"collect": collect, "train": train_all, "time": time_updates, "score": score}[args.command](args)
     except MablError as exc:
