@@ -317,7 +317,9 @@ def score(args) -> None:
             res = json.loads(cached.read_text()) if cached.exists() else None
             if res is None or res["meta"]["checkpoint"] != str(latest_checkpoint(run_dir)) or any(
                     res["meta"].get(k) != v for k, v in settings.items()):
-                res = diagnose(run_dir, data, args.windows, args.length, args.horizon, args.seed, args.device)
+                # world-model updates only: the actor and critic never trained, so no imagination block
+                res = diagnose(run_dir, data, args.windows, args.length, args.horizon, args.seed, args.device,
+                               imagination=False)
                 atomic_write_bytes(cached, json.dumps(res, indent=1).encode())
                 print(f"scored {run_dir}", flush=True)
             results.setdefault(algo_dir.name, []).append(res)

@@ -562,10 +562,12 @@ def _imagination(agent, filt, batch, step_mask, returns, returns_complete) -> di
 
 # ---------------------------------------------------------------------------------------- entry points
 def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int = 100, length: int = 20,
-             horizon: int = 8, seed: int = 0, device: str = "cpu", stack: int = STACK) -> dict[str, Any]:
+             horizon: int = 8, seed: int = 0, device: str = "cpu", stack: int = STACK,
+             imagination: bool = True) -> dict[str, Any]:
     """``mabl diagnose``: every statistic of a run's newest checkpoint on ``windows`` windows of its
     replay (or of ``data``: another run directory's replay or a dataset file). One JSON-ready dict with
-    the keys of :data:`RESULT_KEYS` plus ``meta`` (what was measured on what)."""
+    the keys of :data:`RESULT_KEYS` plus ``meta`` (what was measured on what). ``imagination=False``
+    leaves the imagination block out (None): for world models whose actor and critic never trained."""
     if length < 8:
         raise MablError(f"--length={length} must be >= 8 (burn-in {BURN_IN} steps, then the probes and the open loop)")
     if not 1 <= horizon <= length - 1 - BURN_IN:
@@ -596,12 +598,14 @@ def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int =
     returns, complete = discounted_returns(reward, done, rows["last"], loaded.cfg.policy.gamma)
     win = gather(rows, starts, length)
     index = starts[None, :] + np.arange(length)[:, None]
-    result = diagnose_windows(loaded.agent, win, horizon, returns[index], complete[index], stack=stack)
+    result = diagnose_windows(loaded.agent, win, horizon, returns[index], complete[index], stack=stack,
+                              imagination=imagination)
     ordered = {k: _json_ready(result.get(k)) for k in RESULT_KEYS}
     ordered["meta"] = {"run_dir": str(run_dir), "checkpoint": str(loaded.checkpoint), "algo": loaded.cfg.algo,
                        "env": loaded.spec.name, "data": source.source, "data_rows": source.n_rows,
                        "windows": windows, "length": length, "horizon": horizon, "seed": seed,
-                       "burn_in": BURN_IN, "stack": stack, "window_starts": [int(s) for s in starts]}
+                       "burn_in": BURN_IN, "stack": stack, "imagination": imagination,
+                       "window_starts": [int(s) for s in starts]}
     return ordered
 
 

@@ -290,6 +290,16 @@ def test_diagnose_reads_past_a_damaged_newest_checkpoint_without_renaming_it(tmp
         dg.diagnose(make_run(tmp_path, "dreamer", seed=1)[0], data=run_dir, windows=6, length=12, horizon=3)
 
 
+def test_diagnose_without_imagination_leaves_every_other_number_unchanged(tmp_path):
+    run_dir, _ = make_run(tmp_path, "mabl")
+    full = dg.diagnose(run_dir, windows=6, length=12, horizon=3)
+    lean = dg.diagnose(run_dir, windows=6, length=12, horizon=3, imagination=False)
+    assert full["imagination"]["compared"] > 0 and lean["imagination"] is None and lean["meta"]["imagination"] is False
+    for key in dg.RESULT_KEYS:
+        if key != "imagination":
+            assert lean[key] == full[key], key
+
+
 def test_checkpoint_rows_are_the_replay_rows_oldest_first():
     replay = SequenceReplay(DISCRETE, 100)
     rng = np.random.default_rng(0)
