@@ -217,7 +217,8 @@ def _finite(x) -> bool:
 
 
 @pytest.mark.parametrize("algo,spec", [("mabl", DISCRETE), ("mabl-sg", DISCRETE), ("dreamer", DISCRETE),
-                                       ("mamba", DISCRETE), ("mabl", CONTINUOUS), ("dreamer", CONTINUOUS)])
+                                       ("mamba", DISCRETE), ("mag", DISCRETE), ("mabl", CONTINUOUS), ("dreamer", CONTINUOUS),
+                                       ("mag", CONTINUOUS)])
 def test_diagnose_reports_every_key_for_every_variant(tmp_path, algo, spec):
     run_dir, _ = make_run(tmp_path, algo, spec)
     res = dg.diagnose(run_dir, windows=8, length=12, horizon=4, seed=0)
