@@ -2,11 +2,14 @@
 
 - ``paper``: SPEC.md sizes and the paper's per-episode schedule (the defaults).
 - ``quick``: smaller networks and a step-based schedule so that a 2-core CPU run shows learning on
-  the default task within minutes. It is a different operating point, not the paper's.
+  the default task within minutes, and 10x the code's entropy bonus (0.01: with the code's 0.001 the
+  default run's actor became near-deterministic, entropy ~0.07 nats by 10k steps, and won no episode
+  in 20k; docs/PERFORMANCE.md, "Default run"). It is a different operating point, not the paper's.
 - ``cpu``: the reproduction study's operating point on a 2-core CPU (docs/REPRODUCTION.md): the
-  ``quick`` networks with twice its learning per env step (a learner call every 50 env steps), 100k
-  steps, MAPPO with the paper's (Yu et al.) settings. Per env step the world model trains on ~7x
-  fewer window rows than ``paper`` and policy learning imagines ~5x fewer rows.
+  ``quick`` networks with twice its learning per env step (a learner call every 50 env steps), the
+  code's entropy bonus, 100k steps, MAPPO with the paper's (Yu et al.) settings. Per env step the
+  world model trains on ~7x fewer window rows than ``paper`` and policy learning imagines ~5x fewer
+  rows.
 - ``debug``: tiny networks and a handful of updates, for tests and smoke runs.
 
 A task's own defaults (:mod:`mabl.envs.task_defaults`: Flatland's) come after the preset.
@@ -44,6 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         **_SMALL,
         "schedule.train_every": 100,
+        "policy.entropy": 0.01,
         "mappo.n_envs": 4,
         "mappo.rollout_steps": 800,
         "steps": 20_000,

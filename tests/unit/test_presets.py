@@ -3,6 +3,8 @@ docs/REPRODUCTION.md states (computed here from the fields, not copied from the 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from mabl.presets import PRESETS, build_config
@@ -32,6 +34,8 @@ def test_cpu_preset_learning_per_env_step():
     # Against the paper preset with 3s_vs_4z-like episodes of ~100 steps: ~7.5x / 5x fewer rows.
     paper_model, paper_imag = _rows_per_env_step(paper, 100)
     assert paper_model / cpu_model == pytest.approx(7.5) and paper_imag / cpu_imag == pytest.approx(5.0)
-    # The same networks as `quick`, the paper's MAPPO, 100k steps.
-    assert cpu.model == quick.model and cpu.policy == quick.policy and cpu.mappo == paper.mappo
+    # The same networks as `quick`, the code's entropy bonus (quick's is 10x), the paper's MAPPO, 100k steps.
+    assert cpu.model == quick.model and cpu.mappo == paper.mappo
+    assert cpu.policy == replace(quick.policy, entropy=paper.policy.entropy)
+    assert (paper.policy.entropy, quick.policy.entropy) == (1e-3, 1e-2)
     assert cpu.steps == 100_000
