@@ -6,6 +6,7 @@
     mabl bench speed [--algo mabl] [--preset paper] [--map 3s_vs_4z] [--device cpu|cuda] [--amp] [--compile] [--json]
     mabl sweep --algos mabl,mappo --envs smax:3m --seeds 0,1,2 [--preset P] [--steps N] [--workers W] --out DIR
     mabl report DIR [DIR ...] --out REPORT_DIR
+    mabl archive DIR [DIR ...] --out ARCHIVE_DIR
     mabl diagnose --run-dir DIR [--data DIR|FILE] [--windows K] [--json] [--out DIR]
     mabl envs
 """
@@ -114,6 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", required=True, help="report directory (table.md, summary.json, PNG curves)")
     rp.add_argument("--window", type=int, default=15_000, help="final env steps the table averages over (default 15000)")
     rp.add_argument("--ema", type=float, default=0.9, help="EMA smoothing of the curves, weight of the past (default 0.9)")
+
+    ar = sub.add_parser("archive", help="copy the logs of runs (config, gzip-compressed metrics and eval) without "
+                        "their checkpoints, e.g. to keep a study's results in git; 'mabl report' reads the copy")
+    ar.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories")
+    ar.add_argument("--out", required=True, help="archive directory; runs keep their paths relative to each DIR")
 
     dg = sub.add_parser("diagnose", help="look inside a run's world model: global-information probe, open-loop "
                         "prediction, imagination fidelity, latent health (docs/DIAGNOSTICS.md)")
@@ -293,6 +299,13 @@ def cmd_report(args: argparse.Namespace) -> None:
           + (f"; skipped {len(skipped)} runs (see {files['summary']})" if skipped else ""))
 
 
+def cmd_archive(args: argparse.Namespace) -> None:
+    from mabl.archive import archive_runs
+
+    for item in archive_runs(args.dirs, args.out):
+        print(f"archived {item.run}: {item.bytes_in / 1e6:.2f} MB of logs -> {item.bytes_out / 1e6:.2f} MB")
+
+
 def cmd_diagnose(args: argparse.Namespace) -> None:
     import json
 
@@ -312,7 +325,7 @@ def cmd_envs(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "bench": cmd_bench, "sweep": cmd_sweep,
-            "report": cmd_report, "diagnose": cmd_diagnose, "envs": cmd_envs}
+            "report": cmd_report, "archive": cmd_archive, "diagnose": cmd_diagnose, "envs": cmd_envs}
 
 
 def main(argv: list[str] | None = None) -> int:

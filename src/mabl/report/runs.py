@@ -1,10 +1,16 @@
-"""Finding and reading run directories (``config.json`` + ``metrics.jsonl``) for reports."""
+"""Finding and reading run directories (``config.json`` + ``metrics.jsonl``) for reports.
+
+A log may also be stored gzip-compressed (``metrics.jsonl.gz``, ``eval.jsonl.gz``), as
+:mod:`mabl.archive` writes them: run logs kept in git beside the results they back.
+"""
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +24,15 @@ ALGO_ORDER = ("mabl", "mabl-sg", "dreamer", "mamba", "mappo", "mag")
 """Column order of the tables and legends; algorithms not listed follow, sorted by name."""
 
 RUN_FILES = ("config.json", "metrics.jsonl")
-"""A directory holding both files is a run directory."""
+"""A directory holding both files is a run directory (``metrics.jsonl.gz`` counts as ``metrics.jsonl``)."""
+
+
+def log_path(run_dir: Path, name: str) -> Path | None:
+    """``run_dir/name`` if it is a file, else ``run_dir/name.gz`` if that is, else None."""
+    for path in (run_dir / name, run_dir / f"{name}.gz"):
+        if path.is_file():
+            return path
+    return None
 
 
 def algo_rank(algo: str) -> tuple[int, str]:
@@ -94,9 +108,15 @@ def _read_jsonl(path: Path) -> tuple[list[dict[str, Any]], bool]:
     Raises _SkipRun for an invalid line that is not the last non-empty one.
     """
     try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
+        data = path.read_bytes()
     except OSError as exc:
         raise _SkipRun(f"cannot read {path.name}: {exc.strerror or exc}") from None
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise _SkipRun(f"{path.name} is not a complete gzip file ({exc})") from None
+    text = data.decode("utf-8", errors="replace")
     lines = [(n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
     records, torn = [], False
     for i, (n, line) in enumerate(lines):
@@ -137,10 +157,13 @@ def _load_run(run_dir: Path) -> RunData:
     for key in ("env", "algo", "seed"):
         if key not in config:
             raise _SkipRun(f"config.json lacks '{key}'")
-    records, torn = _read_jsonl(run_dir / "metrics.jsonl")
-    notes = ["ignored a torn last line of metrics.jsonl"] if torn else []
+    metrics_path = log_path(run_dir, "metrics.jsonl")
+    if metrics_path is None:
+        raise _SkipRun("metrics.jsonl is missing")
+    records, torn = _read_jsonl(metrics_path)
+    notes = [f"ignored a torn last line of {metrics_path.name}"] if torn else []
     if not records:
-        raise _SkipRun("metrics.jsonl is empty" if not torn else "metrics.jsonl holds only a torn line")
+        raise _SkipRun(f"{metrics_path.name} is empty" if not torn else f"{metrics_path.name} holds only a torn line")
     episodes = [r for r in records if r.get("kind") == "episode"]
     if not episodes:
         raise _SkipRun("metrics.jsonl has no episode lines")
@@ -158,14 +181,14 @@ def _load_run(run_dir: Path) -> RunData:
         win = win[order]
     learner = [r for r in records if r.get("kind") == "learner" and isinstance(r.get("env_step"), (int, float))]
     evals: list[dict[str, Any]] = []
-    eval_path = run_dir / "eval.jsonl"
-    if eval_path.exists():
+    eval_path = log_path(run_dir, "eval.jsonl")
+    if eval_path is not None:
         try:
             evals, eval_torn = _read_jsonl(eval_path)
             if eval_torn:
-                notes.append("ignored a torn last line of eval.jsonl")
+                notes.append(f"ignored a torn last line of {eval_path.name}")
         except _SkipRun as exc:
-            notes.append(f"ignored eval.jsonl: {exc}")
+            notes.append(f"ignored {eval_path.name}: {exc}")
     try:
         seed = int(config["seed"])
         steps = int(config.get("steps", 0))
@@ -178,10 +201,10 @@ def _load_run(run_dir: Path) -> RunData:
 
 
 def _is_run_dir(path: Path) -> bool:
-    return all((path / name).is_file() for name in RUN_FILES)
+    return (path / "config.json").is_file() and log_path(path, "metrics.jsonl") is not None
 
 
-def _discover(root: Path) -> list[Path]:
+def discover_run_dirs(root: Path) -> list[Path]:
     """Run directories at or below ``root`` (a run directory's own subfolders are not searched)."""
     if _is_run_dir(root):
         return [root]
@@ -215,7 +238,7 @@ def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike],
             raise MablError(f"no such run or sweep directory: {root}")
         if not root.is_dir():
             raise MablError(f"{root} is not a directory; pass run or sweep directories")
-        found = _discover(root)
+        found = discover_run_dirs(root)
         if not found:
             raise MablError(f"no runs under {root}: expected directories holding {' and '.join(RUN_FILES)}")
         for run_dir in found:
