@@ -115,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", required=True, help="report directory (table.md, summary.json, PNG curves)")
     rp.add_argument("--window", type=int, default=15_000, help="final env steps the table averages over (default 15000)")
     rp.add_argument("--ema", type=float, default=0.9, help="EMA smoothing of the curves, weight of the past (default 0.9)")
+    rp.add_argument("--metric", choices=("auto", "return"), default="auto", help="table and curve metric: auto = win "
+                    "rate where the task logs wins, else return (default); return = the episode return everywhere")
 
     ar = sub.add_parser("archive", help="copy the logs of runs (config, gzip-compressed metrics and eval) without "
                         "their checkpoints, e.g. to keep a study's results in git; 'mabl report' reads the copy")
@@ -292,7 +294,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         raise MablError(f"--window={args.window} must be > 0")
     if not 0.0 <= args.ema < 1.0:
         raise MablError(f"--ema={args.ema} must be in [0, 1)")
-    summary = write_report(args.dirs, args.out, window=args.window, ema=args.ema)
+    summary = write_report(args.dirs, args.out, window=args.window, ema=args.ema, metric=args.metric)
     files = summary["files"]
     skipped = summary.get("skipped") or []
     print(f"report {args.out}: {files['table']}, {files['summary']}, {len(files['plots'])} plots"

@@ -308,3 +308,24 @@ def test_discovery(tmp_path):
     make_run(only_bad / "r", "smax:3m", "mabl", 0, [])
     with pytest.raises(MablError, match="no usable runs"):
         write_report(only_bad, tmp_path / "out", plots=False)
+
+
+def test_return_metric_on_a_win_task(tmp_path):
+    """--metric return: the table and curves use returns where wins are logged, and the paper's
+    win-rate row is not set beside a return."""
+    sweep = tmp_path / "sweep"
+    make_run(sweep / "a" / "seed0", "smax:3s_vs_4z", "mabl", 0, SEED0)
+    make_run(sweep / "b" / "seed1", "smax:3s_vs_4z", "mabl", 1, [(10000, 0.5, False), (31000, 0.25, False)])
+    auto = final_window_stats(find_runs(sweep), 15_000)
+    assert auto[("smax:3s_vs_4z", "mabl")].metric == "win_rate"
+    stats = final_window_stats(find_runs(sweep), 15_000, metric="return")
+    cell = stats[("smax:3s_vs_4z", "mabl")]
+    # seed 0's window (final 30000): returns 0, 1, 1; seed 1's (final 31000): 0.25
+    assert cell.metric == "return" and math.isclose(cell.mean, (0 + 1 + 1 + 0.25) / 4)
+    curves = learning_curves(find_runs(sweep), 0.9, 5, metric="return")
+    assert curves.metric[("smax:3s_vs_4z", "mabl")].key == "return"
+    table = markdown_table(stats)
+    assert "| smax:3s_vs_4z | return |" in table and "Paper Table 1 alongside" not in table
+    assert "Paper Table 1 alongside" in markdown_table(auto)
+    with pytest.raises(MablError, match="metric 'wins' is not one of auto, return"):
+        final_window_stats(find_runs(sweep), 15_000, metric="wins")

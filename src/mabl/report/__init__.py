@@ -98,7 +98,7 @@ def _json_safe(obj: Any) -> Any:
 
 def write_report(paths: str | os.PathLike | Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                  window: int = DEFAULT_WINDOW, ema: float = DEFAULT_EMA, points: int = DEFAULT_POINTS,
-                 plots: bool = True) -> dict[str, Any]:
+                 plots: bool = True, metric: str = "auto") -> dict[str, Any]:
     """Read the runs under ``paths`` and write ``table.md``, ``summary.json`` and the PNG plots into
     ``out_dir`` (created if needed; each file written to a temporary name and renamed).
 
@@ -114,8 +114,8 @@ def write_report(paths: str | os.PathLike | Iterable[str | os.PathLike], out_dir
     if not runs:
         reasons = "; ".join(f"{s.run_dir}: {s.reason}" for s in skipped[:3])
         raise MablError(f"no usable runs: all {len(skipped)} found were skipped ({reasons})")
-    stats = final_window_stats(runs, window)
-    curves = learning_curves(runs, ema, points)
+    stats = final_window_stats(runs, window, metric)
+    curves = learning_curves(runs, ema, points, metric)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = plot_curves(curves, out) if plots else WrittenPlots()
@@ -141,7 +141,8 @@ def write_report(paths: str | os.PathLike | Iterable[str | os.PathLike], out_dir
         "window": int(window), "ema": float(ema), "points": int(points),
         "rules": {
             "window": f"per run, episodes with env_step > final - {window}; final = env_step of the run's last episode",
-            "value": "100 * win (0 or 100) on tasks that log wins, else the episode return",
+            "value": ("the episode return (--metric return)" if metric == "return"
+                      else "100 * win (0 or 100) on tasks that log wins, else the episode return"),
             "pooling": "mean and population std (ddof=0) over the window episodes of all seeds of a cell pooled",
             "curves": f"EMA s_k = {ema:g} * s_(k-1) + (1 - {ema:g}) * x_k, s_0 = x_0, per seed; linear interpolation "
                       f"onto {points} steps from 0 to the cell's smallest final episode step; mean/min/max over seeds",

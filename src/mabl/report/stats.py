@@ -28,9 +28,18 @@ def _cells(runs: Sequence[RunData]) -> dict[tuple[str, str], list[RunData]]:
     return cells
 
 
-def task_metrics(runs: Sequence[RunData]) -> dict[str, str]:
-    """Per task: ``"win_rate"`` when every run of the task logs win flags, else ``"return"``."""
+METRICS = ("auto", "return")
+"""``auto``: win rate where every run of a task logs wins, else return; ``return``: always the return."""
+
+
+def task_metrics(runs: Sequence[RunData], metric: str = "auto") -> dict[str, str]:
+    """Per task: ``"win_rate"`` when every run of the task logs win flags, else ``"return"``;
+    ``metric="return"`` gives ``"return"`` for every task."""
+    if metric not in METRICS:
+        raise MablError(f"metric '{metric}' is not one of {', '.join(METRICS)}")
     metrics: dict[str, str] = {}
+    if metric == "return":
+        return {run.env: "return" for run in runs}
     for run in runs:
         has_win = run.win is not None
         metrics[run.env] = "win_rate" if metrics.get(run.env, "win_rate") == "win_rate" and has_win else "return"
@@ -79,7 +88,8 @@ def window_mask(env_step: np.ndarray, window: int) -> np.ndarray:
     return env_step > env_step[-1] - window
 
 
-def final_window_stats(runs: Sequence[RunData], window: int = DEFAULT_WINDOW) -> dict[tuple[str, str], CellStats]:
+def final_window_stats(runs: Sequence[RunData], window: int = DEFAULT_WINDOW, metric: str = "auto"
+                       ) -> dict[tuple[str, str], CellStats]:
     """The paper's Table 1 metric per (task, algorithm) cell, keyed by ``(task, algo)``.
 
     Per run, the episodes with ``env_step > final_env_step - window`` are kept, where
@@ -92,7 +102,7 @@ def final_window_stats(runs: Sequence[RunData], window: int = DEFAULT_WINDOW) ->
     """
     if window <= 0:
         raise MablError(f"window must be positive, not {window}")
-    metrics = task_metrics(runs)
+    metrics = task_metrics(runs, metric)
     stats: dict[tuple[str, str], CellStats] = {}
     for (task, algo), cell_runs in _cells(runs).items():
         metric = metrics[task]
@@ -175,7 +185,8 @@ def _loss_keys(runs: Sequence[RunData]) -> list[str]:
     return known + sorted(keys - set(known))
 
 
-def learning_curves(runs: Sequence[RunData], ema: float = DEFAULT_EMA, points: int = DEFAULT_POINTS) -> Curves:
+def learning_curves(runs: Sequence[RunData], ema: float = DEFAULT_EMA, points: int = DEFAULT_POINTS,
+                    metric: str = "auto") -> Curves:
     """Learning and world-model loss curves per (task, algorithm); rules in the module docstring.
 
     Metric curves: per seed, EMA of the per-episode values (``s_0 = x_0``, ``s_k = ema s_{k-1} +
@@ -186,7 +197,7 @@ def learning_curves(runs: Sequence[RunData], ema: float = DEFAULT_EMA, points: i
     """
     ema_smooth([], ema)  # validate ema and points up front, even for an empty run list
     step_grid(1.0, points)
-    metrics = task_metrics(runs)
+    metrics = task_metrics(runs, metric)
     metric_curves: dict[tuple[str, str], Curve] = {}
     loss_curves: dict[tuple[str, str], dict[str, Curve]] = {}
     for (task, algo), cell_runs in _cells(runs).items():
