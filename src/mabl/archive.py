@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mabl.checkpoint import atomic_write_bytes
 from mabl.errors import MablError
-from mabl.report.runs import discover_run_dirs, log_path
+from mabl.report.runs import log_path, run_dirs_under
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,7 @@ def archive_runs(dirs: list[str | os.PathLike], out: str | os.PathLike) -> list[
     targets: dict[Path, Path] = {}
     for raw in dirs:
         root = Path(raw)
-        if not root.is_dir():
-            raise MablError(f"no such run or sweep directory: {root}")
-        found = discover_run_dirs(root)
-        if not found:
-            raise MablError(f"no runs under {root}: expected directories holding config.json and metrics.jsonl")
-        for run_dir in found:
+        for run_dir in run_dirs_under(root):
             rel = Path(root.resolve().name) if run_dir == root else run_dir.relative_to(root)
             dest = out / rel
             if dest.resolve() == run_dir.resolve() or out.resolve() in run_dir.resolve().parents:

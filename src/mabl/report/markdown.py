@@ -75,10 +75,10 @@ def markdown_table(stats: dict[tuple[str, str], CellStats], paper: dict[str, Pap
     out.append("")
 
     compared = [(task, paper_task(task, paper)) for task in tasks] if paper else []
-    task_metric = {c.task: metric_label(c.metric) for c in cells}
+    task_metric = {c.task: c.metric for c in cells}
     # the paper's column only beside the same kind of number (its SMAC rows are win rates, the rest reward)
     compared = [(task, row) for task, row in compared if row is not None
-                and (paper[row].metric == "win rate %") == (task_metric[task] == "win rate %")]
+                and (paper[row].metric == metric_label("win_rate")) == (task_metric[task] == "win_rate")]
     if compared:
         out += ["## Paper Table 1 alongside", ""]
         rows = []
@@ -104,11 +104,10 @@ def markdown_table(stats: dict[tuple[str, str], CellStats], paper: dict[str, Pap
             f"[1] Metric: per run, the episodes whose end step satisfies env_step > final − {window}, where final "
             "is the env_step of the run's last episode (an episode ending exactly at final − "
             f"{window} is excluded). Per-episode value: 100 × win (0 or 100) where the Metric "
-            "column says win rate, else the episode return. The windows' episodes of all seeds of a (task, algorithm) "
-            "cell are "
-            "pooled; the cell is their mean ± population std (ddof=0), so for win rates the std is that of "
-            "0/100 outcomes and seeds with more episodes weigh more. Per-seed means are each seed's mean over "
-            "its own window."]
+            "column says win rate, else the episode return. The windows' episodes of all seeds of a "
+            "(task, algorithm) cell are pooled; the cell is their mean ± population std (ddof=0), so for win "
+            "rates the std is that of 0/100 outcomes and seeds with more episodes weigh more. Per-seed means "
+            "are each seed's mean over its own window."]
     if compared:
         out += ["", "[2] Paper: Table 1 of the MABL paper (AAMAS 2024); SMAC win rate %, others reward; mean ± std "
                 "over the last 15k steps over 3 seeds, copied as printed, at the paper's budgets."]

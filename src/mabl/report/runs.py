@@ -219,6 +219,19 @@ def discover_run_dirs(root: Path) -> list[Path]:
     return sorted(found)
 
 
+def run_dirs_under(root: Path) -> list[Path]:
+    """:func:`discover_run_dirs` for a path the user named; raises :class:`MablError` (one line) when
+    it does not exist, is not a directory or holds no run directory."""
+    if not root.exists():
+        raise MablError(f"no such run or sweep directory: {root}")
+    if not root.is_dir():
+        raise MablError(f"{root} is not a directory; pass run or sweep directories")
+    found = discover_run_dirs(root)
+    if not found:
+        raise MablError(f"no runs under {root}: expected directories holding {' and '.join(RUN_FILES)}")
+    return found
+
+
 def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike],
               skipped: list[SkippedRun] | None = None) -> list[RunData]:
     """Load the runs in any mix of run and sweep directories, sorted by (env, algo, seed, run_dir).
@@ -233,15 +246,7 @@ def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike],
     seen: set[Path] = set()
     runs: list[RunData] = []
     for raw in paths:
-        root = Path(raw)
-        if not root.exists():
-            raise MablError(f"no such run or sweep directory: {root}")
-        if not root.is_dir():
-            raise MablError(f"{root} is not a directory; pass run or sweep directories")
-        found = discover_run_dirs(root)
-        if not found:
-            raise MablError(f"no runs under {root}: expected directories holding {' and '.join(RUN_FILES)}")
-        for run_dir in found:
+        for run_dir in run_dirs_under(Path(raw)):
             key = run_dir.resolve()
             if key in seen:
                 continue
