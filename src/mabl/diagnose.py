@@ -231,6 +231,10 @@ def ridge_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, y_sco
     """Linear read-out of ``y`` from ``x``: ridge regression fitted on ``(x_fit, y_fit)``, scored on
     ``(x_score, y_score)`` by R^2 per target dimension (``1 - SSE / SST``, SST about the score set's own
     mean). Dimensions with no variance on the score set get None and are left out of the mean.
+    ``pooled`` is ``1 - sum(SSE) / sum(SST)`` over the scored dimensions: the share of the target's
+    total held-out variance the probe explains. The mean of per-dimension R^2 can be dragged far
+    below zero by one dimension that is nearly constant on the score set (a small SST turns a small
+    error into R^2 of -20); the pooled value weighs each dimension by its variance and is not.
 
     Features are standardised and targets centred with the fit set's statistics; lambda is chosen from
     ``lambdas`` by the mean R^2 of a fit on the first :data:`INNER_FRACTION` of the fit samples scored on
@@ -239,13 +243,17 @@ def ridge_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, y_sco
     x_fit, y_fit = np.asarray(x_fit, np.float64), np.asarray(y_fit, np.float64)
     x_score, y_score = np.asarray(x_score, np.float64), np.asarray(y_score, np.float64)
     if len(x_fit) < 4 or len(x_score) < 2:
-        return {"mean": None, "per_dim": [None] * y_fit.shape[1], "dims_scored": 0, "lambda": None,
+        return {"mean": None, "pooled": None, "per_dim": [None] * y_fit.shape[1], "dims_scored": 0, "lambda": None,
                 "samples_fit": len(x_fit), "samples_score": len(x_score)}
     inner = max(2, int(len(x_fit) * INNER_FRACTION))
-    scores = [_mean_r2(r2) for r2 in _ridge_r2(x_fit[:inner], y_fit[:inner], x_fit[inner:], y_fit[inner:], lambdas)]
+    scores = [_mean_r2(_r2(*errors))
+              for errors in _ridge_errors(x_fit[:inner], y_fit[:inner], x_fit[inner:], y_fit[inner:], lambdas)]
     best = lambdas[int(np.argmax([-np.inf if v is None else v for v in scores]))]
-    per_dim = _ridge_r2(x_fit, y_fit, x_score, y_score, [best])[0]
-    return {"mean": _mean_r2(per_dim), "per_dim": [None if math.isnan(v) else float(v) for v in per_dim],
+    sse, sst, scored = _ridge_errors(x_fit, y_fit, x_score, y_score, [best])[0]
+    per_dim = _r2(sse, sst, scored)
+    pooled = float(1.0 - sse[scored].sum() / sst[scored].sum()) if scored.any() else None
+    return {"mean": _mean_r2(per_dim), "pooled": pooled,
+            "per_dim": [None if math.isnan(v) else float(v) for v in per_dim],
             "dims_scored": int(np.isfinite(per_dim).sum()), "lambda": best,
             "samples_fit": len(x_fit), "samples_score": len(x_score)}
 
@@ -255,8 +263,15 @@ def _mean_r2(per_dim: np.ndarray) -> float | None:
     return float(finite.mean()) if len(finite) else None
 
 
-def _ridge_r2(x_fit, y_fit, x_score, y_score, lambdas) -> list[np.ndarray]:
-    """R^2 per dimension for each lambda (one eigendecomposition for all of them)."""
+def _r2(sse: np.ndarray, sst: np.ndarray, scored: np.ndarray) -> np.ndarray:
+    r2 = np.full(len(sse), np.nan)
+    r2[scored] = 1.0 - sse[scored] / sst[scored]
+    return r2
+
+
+def _ridge_errors(x_fit, y_fit, x_score, y_score, lambdas) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(SSE, SST, scored)`` per target dimension on the score set for each lambda (one
+    eigendecomposition for all of them); ``scored``: the dimensions with variance there."""
     mean, std = x_fit.mean(0), x_fit.std(0)
     std[std < 1e-8] = 1.0
     xf, xs = (x_fit - mean) / std, (x_score - mean) / std
@@ -268,10 +283,7 @@ def _ridge_r2(x_fit, y_fit, x_score, y_score, lambdas) -> list[np.ndarray]:
     out = []
     for lam in lambdas:
         weights = vec @ (proj / (np.maximum(eig, 0.0) + lam)[:, None])
-        sse = ((y_score - y_mean - xs @ weights) ** 2).sum(0)
-        r2 = np.full(y_fit.shape[1], np.nan)
-        r2[scored] = 1.0 - sse[scored] / sst[scored]
-        out.append(r2)
+        out.append((((y_score - y_mean - xs @ weights) ** 2).sum(0), sst, scored))
     return out
 
 
@@ -403,7 +415,8 @@ def _split_probe(features: np.ndarray, target: np.ndarray, mask: np.ndarray, fit
     ``fit_windows`` (bool ``[B]``) fit, the others score; samples are ordered window by window (data
     order), so the inner split that picks lambda is a split in time too. ``per_dim`` is the R^2 of each
     target dimension averaged over the agents that score it; ``mean`` the mean over agents of each
-    agent's mean over its scored dimensions."""
+    agent's mean over its scored dimensions, ``pooled`` the mean over agents of each agent's pooled R^2
+    (:func:`ridge_probe`)."""
     def take(windows, agent):
         order = np.transpose(mask & windows[None, :])  # [B, T]: data order
         x = np.transpose(features[:, :, agent], (1, 0, 2))[order]
@@ -416,7 +429,8 @@ def _split_probe(features: np.ndarray, target: np.ndarray, mask: np.ndarray, fit
     per_dim = np.full(dims.shape[1], np.nan)
     per_dim[scored] = np.nanmean(dims[:, scored], 0)
     means = [p["mean"] for p in per_agent if p["mean"] is not None]
-    return {"mean": float(np.mean(means)) if means else None,
+    pooled = [p["pooled"] for p in per_agent if p["pooled"] is not None]
+    return {"mean": float(np.mean(means)) if means else None, "pooled": float(np.mean(pooled)) if pooled else None,
             "per_dim": [None if math.isnan(v) else float(v) for v in per_dim],
             "per_agent": [p["mean"] for p in per_agent], "dims_scored": int(scored.sum()),
             "lambda": [p["lambda"] for p in per_agent],
@@ -656,9 +670,10 @@ def format_table(result: dict[str, Any]) -> str:
             (f"last {obs['stack']} own obs", obs["stacked"],
              ((result["probe_others_obs_r2"] or {}).get("obs") or {}).get("stacked")),
             ("global [z^g, h^g]", result["probe_state_r2_global"], (result["probe_others_obs_r2"] or {}).get("global"))]
-    lines.append(f"  {'features':<22}{'state s_t':>12}{'others obs':>12}")
+    lines.append(f"  {'features':<22}{'state s_t':>12}{'(pooled)':>10}{'others obs':>12}{'(pooled)':>10}")
     for name, s, o in rows:
-        lines.append(f"  {name:<22}{_fmt(s and s['mean']):>12}{_fmt(o and o['mean']):>12}")
+        lines.append(f"  {name:<22}{_fmt(s and s['mean']):>12}{_fmt(s and s.get('pooled')):>10}"
+                     f"{_fmt(o and o['mean']):>12}{_fmt(o and o.get('pooled')):>10}")
     lines += ["", "open loop (priors rolled with the real actions)",
               f"  {'k':>3}{'obs mse':>10}{'rew mae':>10}{'rew corr':>10}{'cont brier':>12}{'cont acc':>10}"
               f"{'avail acc':>11}{'n':>6}"]

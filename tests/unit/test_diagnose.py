@@ -52,6 +52,30 @@ def test_probe_leaves_out_constant_target_dimensions():
     assert res["mean"] == pytest.approx(res["per_dim"][0])
 
 
+def test_pooled_r2_weighs_dimensions_by_their_held_out_variance():
+    # Dimension 0 is x0 plus noise (R^2 about 0.8). Dimension 1 is a rare flag: 1 on every fifth fit
+    # row, which a probe fits to x1, but only on a handful of score rows, so its score-set variance is
+    # tiny and the probe's small errors there give a hugely negative R^2. The mean of per-dimension
+    # R^2 follows that dimension; the pooled R^2 (1 - total SSE / total SST, computed here by hand
+    # from the per-dimension values and the score set's own variances) stays near dimension 0's.
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(400, 3))
+    y0 = x[:, 0] + 0.5 * rng.normal(size=400)
+    flag = np.zeros(400)
+    flag[:200:5] = 1.0
+    flag[[250, 330]] = 1.0
+    y1 = flag * (1.0 + 0.1 * x[:, 1])
+    x[:200, 2] += 3.0 * flag[:200]  # the flag is visible in the fit half only
+    y = np.stack([y0, y1], 1)
+    res = dg.ridge_probe(x[:200], y[:200], x[200:], y[200:])
+    r2 = np.array(res["per_dim"])
+    assert r2[1] < -1.0 and res["mean"] < 0.0
+    sst = ((y[200:] - y[200:].mean(0)) ** 2).sum(0)
+    by_hand = 1.0 - ((1.0 - r2) * sst).sum() / sst.sum()
+    assert res["pooled"] == pytest.approx(by_hand, rel=1e-9)
+    assert res["pooled"] > 0.6
+
+
 def test_probe_is_fitted_on_the_first_half_of_the_windows_and_scored_on_the_second():
     # The target is +x in the first half of the windows and -x in the second: a probe fitted on the
     # first half and scored on the second gets R^2 near -3 (prediction -y: SSE = 4 SST); scored on its
