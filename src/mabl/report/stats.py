@@ -37,9 +37,9 @@ def task_metrics(runs: Sequence[RunData], metric: str = "auto") -> dict[str, str
     ``metric="return"`` gives ``"return"`` for every task."""
     if metric not in METRICS:
         raise MablError(f"metric '{metric}' is not one of {', '.join(METRICS)}")
-    metrics: dict[str, str] = {}
     if metric == "return":
         return {run.env: "return" for run in runs}
+    metrics: dict[str, str] = {}
     for run in runs:
         has_win = run.win is not None
         metrics[run.env] = "win_rate" if metrics.get(run.env, "win_rate") == "win_rate" and has_win else "return"
