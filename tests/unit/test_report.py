@@ -95,8 +95,26 @@ def test_window_stats_return_metric(tmp_path):
     assert cell.std == pytest.approx(2.598076211353316)  # sqrt(27 / 4)
     assert [s.mean for s in cell.seeds] == pytest.approx([-6.0, -5.0])
     assert cell.n_episodes == 4
+    assert cell.text() == "-5.50 ± 2.60"  # returns between 1 and 10 in size: two decimals
     with pytest.raises(MablError):
         final_window_stats(find_runs(tmp_path), window=0)
+
+
+def test_small_returns_keep_three_decimals(tmp_path):
+    # SMAX returns are of order 1: one decimal would print 0.659 and 0.528 as 0.7 and 0.5
+    make_run(tmp_path / "s0", "mpe:simple_spread", "mabl", 0, [(1000, 0.70, None), (2000, 0.73, None)])
+    make_run(tmp_path / "s1", "mpe:simple_spread", "mabl", 1, [(1000, 0.60, None), (2000, 0.598, None)])
+    make_run(tmp_path / "big", "mpe:simple_tag", "mabl", 0, [(1000, 120.0, None), (2000, 130.0, None)])
+    stats = final_window_stats(find_runs(tmp_path))
+    small = stats[("mpe:simple_spread", "mabl")]
+    # pooled [0.70, 0.73, 0.60, 0.598]: mean 0.657, population std sqrt(mean of squared deviations)
+    values = [0.70, 0.73, 0.60, 0.598]
+    mean = sum(values) / 4
+    std = (sum((v - mean) ** 2 for v in values) / 4) ** 0.5
+    assert small.text() == f"{mean:.3f} ± {std:.3f}" == "0.657 ± 0.059"
+    assert stats[("mpe:simple_tag", "mabl")].text() == "125.0 ± 5.0"
+    lines = markdown_table(stats).splitlines()
+    assert any(line.startswith("| mpe:simple_spread | mabl | 2 | 0, 1 | 0.715, 0.599 |") for line in lines)
 
 
 def test_markdown_table(tmp_path):
@@ -108,7 +126,7 @@ def test_markdown_table(tmp_path):
     lines = md.splitlines()
     assert "| Task | Metric | mabl | mabl-sg | mappo | foo |" in lines
     assert "| smax:3s_vs_4z | win rate % | 60.0 ± 49.0 | 60.0 ± 49.0 | 60.0 ± 49.0 | 60.0 ± 49.0 |" in lines
-    assert "| mpe:simple_spread | return | -4.0 ± 1.0 | — | — | — |" in lines
+    assert "| mpe:simple_spread | return | -4.00 ± 1.00 | — | — | — |" in lines
     # per-seed means
     assert any(line.startswith("| smax:3s_vs_4z | mabl | 2 | 0, 1 | 66.7, 50.0 | 3, 2 | 30k, 31k | 5 |")
                for line in lines)

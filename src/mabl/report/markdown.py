@@ -17,8 +17,8 @@ def _fmt_steps(value: int) -> str:
     return str(value)
 
 
-def _fmt_num(value: float) -> str:
-    return f"{value:.1f}"
+def _fmt_num(value: float, digits: int = 1) -> str:
+    return f"{value:.{digits}f}"
 
 
 def metric_label(metric: str) -> str:
@@ -65,7 +65,7 @@ def markdown_table(stats: dict[tuple[str, str], CellStats], paper: dict[str, Pap
     for cell in cells:
         rows.append([cell.task, cell.algo, str(cell.n_seeds),
                      ", ".join(str(s.seed) for s in cell.seeds),
-                     ", ".join(_fmt_num(s.mean) for s in cell.seeds),
+                     ", ".join(_fmt_num(s.mean, cell.digits) for s in cell.seeds),
                      ", ".join(str(s.n_episodes) for s in cell.seeds),
                      ", ".join(_fmt_steps(s.final_env_step) for s in cell.seeds),
                      str(cell.n_episodes),
