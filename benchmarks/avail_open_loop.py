@@ -71,11 +71,7 @@ def main() -> None:
         prev = action_input(batch.prev_action, spec)
         filt = model.observe(batch.obs, batch.state, prev, batch.first)
         filtered = torch.sigmoid(model.avail_logits(filt.post)).float().numpy()  # [T, B, N, A]
-        latent = filt.post.map(lambda t: t[args.context - 1])
-        ahead = []
-        for k in range(1, args.horizon + 1):
-            latent = model.prior_step(latent, prev[args.context - 1 + k])
-            ahead.append(torch.sigmoid(model.avail_logits(latent)).float().numpy())
+        ahead = dg.open_loop_predictions(model, filt.post, prev, args.context, args.horizon)["avail"]
     avail = batch.avail.numpy().astype(bool)  # [T, B, N, A], aligned with filt.post
     real = ~np.asarray(windows["fake"], bool)[1:]
     ok = real.copy()

@@ -498,19 +498,8 @@ def diagnose_windows(agent, windows: dict[str, np.ndarray], horizon: int, return
         # ------------------------------------------------------------ open loop
         horizon = min(horizon, steps - 1)
         context = steps - horizon  # filtered steps 0 .. C-1; rolls from posterior C-1 (row C)
-        latent = filt.post.map(lambda t: t[context - 1])
-        preds: dict[str, list] = {"obs": [], "reward": [], "cont": [], "avail": []}
-        for k in range(1, horizon + 1):
-            nxt = model.prior_step(latent, prev_action[context - 1 + k])
-            reward, cont = model.reward_continuation(latent, nxt)
-            preds["obs"].append(_obs_prediction(model, nxt))
-            preds["reward"].append(reward)
-            preds["cont"].append(cont)
-            avail_logits = model.avail_logits(nxt)
-            preds["avail"].append(None if avail_logits is None else torch.sigmoid(avail_logits))
-            latent = nxt
+        pred = open_loop_predictions(model, filt.post, prev_action, context, horizon)
         sl = slice(context, context + horizon)
-        pred = {k: None if v[0] is None else torch.stack(v).float().cpu().numpy() for k, v in preds.items()}
         target = {"obs": model.agent.transform(batch.obs[sl].float()).cpu().numpy(),
                   "reward": _team(batch.reward[sl]).cpu().numpy(), "cont": (1.0 - batch.done[sl]).cpu().numpy(),
                   "avail": None if batch.avail is None else batch.avail[sl].cpu().numpy()}
@@ -532,6 +521,25 @@ def diagnose_windows(agent, windows: dict[str, np.ndarray], horizon: int, return
         return result
     finally:
         model.train(was_training)
+
+
+def open_loop_predictions(model, post, prev_action: torch.Tensor, context: int, horizon: int
+                          ) -> dict[str, np.ndarray | None]:
+    """Roll the priors from the filtered state of step ``context - 1`` under the data's own actions for
+    ``horizon`` steps; the predictions ``[horizon, ...]`` for rows ``context .. context + horizon - 1``:
+    ``obs``, team ``reward``, per-agent ``cont`` probability, ``avail`` probabilities (None without masks)."""
+    latent = post.map(lambda t: t[context - 1])
+    preds: dict[str, list] = {"obs": [], "reward": [], "cont": [], "avail": []}
+    for k in range(1, horizon + 1):
+        nxt = model.prior_step(latent, prev_action[context - 1 + k])
+        reward, cont = model.reward_continuation(latent, nxt)
+        preds["obs"].append(_obs_prediction(model, nxt))
+        preds["reward"].append(reward)
+        preds["cont"].append(cont)
+        avail_logits = model.avail_logits(nxt)
+        preds["avail"].append(None if avail_logits is None else torch.sigmoid(avail_logits))
+        latent = nxt
+    return {k: None if v[0] is None else torch.stack(v).float().cpu().numpy() for k, v in preds.items()}
 
 
 def _team(reward: torch.Tensor) -> torch.Tensor:

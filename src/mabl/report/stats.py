@@ -82,18 +82,13 @@ class CellStats:
     def digits(self) -> int:
         """Decimals of this cell's numbers: one for win rates (%); for returns, by the mean's size
         (3 below 1, 2 below 10, else 1) so that returns of order 1 (SMAX's) are not rounded away."""
-        return value_digits(self.metric, self.mean)
+        if self.metric == "win_rate":
+            return 1
+        size = abs(self.mean)
+        return 3 if size < 1 else 2 if size < 10 else 1
 
     def text(self) -> str:
         return f"{self.mean:.{self.digits}f} ± {self.std:.{self.digits}f}"
-
-
-def value_digits(metric: str, scale: float) -> int:
-    """Decimals for a ``metric`` value of about ``scale`` (see :attr:`CellStats.digits`)."""
-    if metric == "win_rate":
-        return 1
-    size = abs(scale)
-    return 3 if size < 1 else 2 if size < 10 else 1
 
 
 def window_mask(env_step: np.ndarray, window: int) -> np.ndarray:
