@@ -52,8 +52,9 @@ def main() -> None:
         p = loaded.cfg.policy
         rollout = imagine(model, agent.actor, agent.critic, start, p.horizon, p.gamma, p.lam)
         n = int(flat.sum())
-        lam = rollout.returns[:n].mean(-1).numpy()
-        value = rollout.value[:n].mean(-1).numpy()
+        scale = loaded.cfg.model.reward_scale  # back to the env's units, those of the observed returns
+        lam = rollout.returns[:n].mean(-1).numpy() / scale
+        value = rollout.value[:n].mean(-1).numpy() / scale
     keep = mask.reshape(-1)
     observed, done_in_data = returns[index].reshape(-1)[keep], complete[index].reshape(-1)[keep]
     avail = np.asarray(windows["avail"])[1:].reshape(-1, *np.asarray(windows["avail"]).shape[2:])[keep]

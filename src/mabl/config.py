@@ -94,6 +94,13 @@ class ModelConfig:
         "for unnormalised inputs such as MAMuJoCo's contact forces (values in the thousands) [ours]",
         ("none", "symlog"),
     )
+    reward_scale: float = _f(
+        1.0,
+        "the world model learns the env's reward times this, so imagined rewards, lambda-returns and the "
+        "critic's values are in those units (the actor's normalised advantages are not changed by it); logged "
+        "returns stay the env's. SMAC's reward is at most 20 per episode, SMAX's about 2: 10 gives SMAX the "
+        "magnitude the released code was run at [ours]",
+    )
     kl_balance: float = _f(0.8, "KL balancing: weight of KL(sg(q)||p); 1-x goes to KL(q||sg(p)) [code]")
     lr: float = _f(3e-4, "world-model Adam learning rate [code]")
     grad_clip: float = _f(100.0, "world-model gradient-norm clip [code]")
@@ -271,7 +278,7 @@ class RunConfig:
                 raise MablError(f"--{path}={value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
         positive = [
             "steps", "eval_episodes", "model.hidden", "model.deter", "model.n_categoricals",
-            "model.n_classes", "model.encoder_layers", "model.batch_size", "model.lr",
+            "model.n_classes", "model.encoder_layers", "model.batch_size", "model.lr", "model.reward_scale",
             "policy.hidden", "policy.attn_heads", "policy.batch_size", "policy.epochs",
             "policy.minibatch", "policy.actor_lr", "policy.critic_lr", "schedule.replay_capacity",
             "schedule.model_updates", "schedule.policy_iterations", "checkpoint_every",
@@ -280,14 +287,14 @@ class RunConfig:
             "mag.candidates", "mag.plan_horizon", "mag.error_layers", "mag.error_lr",
         ]
         for path in positive:
-            if get_path(self, path) <= 0:
+            if not get_path(self, path) > 0:  # also refuses NaN
                 raise MablError(f"--{path}={get_path(self, path)} must be > 0")
         nonneg = ["threads", "eval_every", "diagnose_every", "max_skipped_updates", "policy.target_critic",
                   "schedule.learning_starts", "schedule.train_every",
                   "model.grad_clip", "policy.grad_clip", "policy.entropy", "policy.clip",
                   "policy.actor_weight_decay", "mappo.clip", "mappo.entropy", "mappo.grad_clip"]
         for path in nonneg:
-            if get_path(self, path) < 0:
+            if not get_path(self, path) >= 0:
                 raise MablError(f"--{path}={get_path(self, path)} must be >= 0")
         if self.model.seq_len < 3:
             raise MablError(f"--model.seq_len={self.model.seq_len} must be >= 3 (windows are shifted by one)")

@@ -527,14 +527,15 @@ def open_loop_predictions(model, post, prev_action: torch.Tensor, context: int, 
                           ) -> dict[str, np.ndarray | None]:
     """Roll the priors from the filtered state of step ``context - 1`` under the data's own actions for
     ``horizon`` steps; the predictions ``[horizon, ...]`` for rows ``context .. context + horizon - 1``:
-    ``obs``, team ``reward``, per-agent ``cont`` probability, ``avail`` probabilities (None without masks)."""
+    ``obs``, team ``reward`` (in the env's units: divided by ``--model.reward_scale``), per-agent ``cont``
+    probability, ``avail`` probabilities (None without masks)."""
     latent = post.map(lambda t: t[context - 1])
     preds: dict[str, list] = {"obs": [], "reward": [], "cont": [], "avail": []}
     for k in range(1, horizon + 1):
         nxt = model.prior_step(latent, prev_action[context - 1 + k])
         reward, cont = model.reward_continuation(latent, nxt)
         preds["obs"].append(_obs_prediction(model, nxt))
-        preds["reward"].append(reward)
+        preds["reward"].append(reward / model.cfg.reward_scale)
         preds["cont"].append(cont)
         avail_logits = model.avail_logits(nxt)
         preds["avail"].append(None if avail_logits is None else torch.sigmoid(avail_logits))
@@ -550,7 +551,8 @@ def _team(reward: torch.Tensor) -> torch.Tensor:
 
 def _imagination(agent, filt, batch, step_mask, returns, returns_complete) -> dict[str, Any]:
     """Imagine from every probe state; compare its lambda-return (mean over agents) and the critic's
-    value with the observed discounted return from the same row, where that return is complete."""
+    value with the observed discounted return from the same row, where that return is complete. Imagined
+    rewards, lambda-returns and values are divided by ``--model.reward_scale`` (the env's units)."""
     from mabl.algo.imagination import imagine
 
     policy = agent.cfg.policy
@@ -560,12 +562,14 @@ def _imagination(agent, filt, batch, step_mask, returns, returns_complete) -> di
     if n_start == 0:
         return None
     rollout = imagine(agent.world_model, agent.actor, agent.critic, start, policy.horizon, policy.gamma, policy.lam)
-    lam_return = rollout.returns[:n_start].mean(-1).cpu().numpy()
-    value = rollout.value[:n_start].mean(-1).cpu().numpy()
+    scale = agent.cfg.model.reward_scale
+    lam_return = rollout.returns[:n_start].mean(-1).cpu().numpy() / scale
+    value = rollout.value[:n_start].mean(-1).cpu().numpy() / scale
+    imagined_reward = rollout.reward / scale
     real_reward = _team(batch.reward[1:])[torch.as_tensor(step_mask[:-1], device=agent.device)]
     out = {"starts": n_start, "horizon": policy.horizon, "gamma": policy.gamma, "lambda": policy.lam,
            "lambda_return_mean": float(lam_return.mean()), "value_mean": float(value.mean()),
-           "imagined_reward_mean": float(rollout.reward.mean()), "imagined_reward_std": float(rollout.reward.std()),
+           "imagined_reward_mean": float(imagined_reward.mean()), "imagined_reward_std": float(imagined_reward.std()),
            "real_reward_mean": float(real_reward.mean()) if len(real_reward) else None,
            "real_reward_std": float(real_reward.std()) if len(real_reward) > 1 else None}
     if returns is None:

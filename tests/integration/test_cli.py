@@ -169,6 +169,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
     (["train", "--preset", "huge"], ["huge", "paper"]),
     (["train", "--policy.gamma", "2"], ["policy.gamma"]),
     (["train", "--model.hidden", "abc"], ["model.hidden"]),
+    (["train", "--model.reward_scale", "nan"], ["--model.reward_scale=nan must be > 0"]),
     (["train", "--schedule.mode", "sometimes"], ["schedule.mode", "episode"]),
     (["eval", "--run-dir", "/nonexistent/run"], ["/nonexistent/run"]),
     (["eval", "--policy", "/nonexistent/p.pt"], ["/nonexistent/p.pt"]),

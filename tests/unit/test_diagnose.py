@@ -354,3 +354,38 @@ def test_training_diagnostics_leave_the_random_state_alone(tmp_path):
     expected = {"diag/probe_state_r2", "diag/kl_agent", "diag/kl_global", "diag/obs_error_k1", "diag/cont_brier_k5"}
     assert expected <= out.keys()
     assert math.isfinite(out["diag/obs_error_k1"]) and math.isfinite(out["diag/kl_agent"])
+
+
+def _last_linear(module: torch.nn.Module) -> torch.nn.Linear:
+    return [m for m in module.modules() if isinstance(m, torch.nn.Linear)][-1]
+
+
+def test_reward_scale_multiplies_the_learned_reward_and_diagnose_reports_env_units(tmp_path):
+    """A model with --model.reward_scale 10 whose reward head and critic output 10x those of a model
+    with scale 1 (same weights otherwise) is the same model in other units: every diagnostic, reported
+    in the env's units, must agree, while the world model's reward target is 10x the replay's."""
+    run_dir, replay = make_run(tmp_path, "mabl")
+    loaded = dg.load_run(run_dir)
+    cfg10 = replace_path(loaded.cfg, "model.reward_scale", 10.0)
+    agent10 = build_learner(DISCRETE, cfg10, torch.device("cpu"))
+    agent10.load_state_dict(loaded.agent.state_dict())
+    with torch.no_grad():
+        for module in (agent10.world_model.reward_head, agent10.critic):
+            layer = _last_linear(module)
+            layer.weight.mul_(10.0)
+            layer.bias.mul_(10.0)
+    scaled_dir = tmp_path / "scaled"
+    save_checkpoint(scaled_dir, 100, {"config": to_dict(cfg10), "spec": dataclasses.asdict(DISCRETE),
+                                      "agent": agent10.state_dict(), "replay": replay.state_dict()})
+    rows = replay.sample(4, 12, np.random.default_rng(0))
+    torch.testing.assert_close(agent10.to_batch(rows).reward, 10.0 * loaded.agent.to_batch(rows).reward)
+
+    base = dg.diagnose(run_dir, windows=8, length=12, horizon=4, seed=0)
+    scaled = dg.diagnose(scaled_dir, windows=8, length=12, horizon=4, seed=0)
+    for a, b in zip(base["open_loop"], scaled["open_loop"], strict=True):
+        assert b["reward_error"] == pytest.approx(a["reward_error"], rel=1e-4)
+        assert b["reward_corr"] == pytest.approx(a["reward_corr"], abs=1e-4)
+    for key in ("lambda_return_mean", "value_mean", "imagined_reward_mean", "imagined_reward_std",
+                "lambda_return_bias", "value_bias", "lambda_return_corr"):
+        assert scaled["imagination"][key] == pytest.approx(base["imagination"][key], rel=1e-4, abs=1e-6), key
+    assert base["imagination"]["lambda_return_mean"] != 0.0

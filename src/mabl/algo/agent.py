@@ -100,7 +100,7 @@ class MablAgent:
         """Replay rows ``[L, B, ...]`` (numpy, or tensors already on the device) -> shifted torch batch
         on the device."""
         tensors = {k: torch.as_tensor(v).to(self.device, non_blocking=True) for k, v in rows.items()}
-        return shift_window(tensors)
+        return shift_window(tensors, self.cfg.model.reward_scale)
 
     def train_world_model(self, rows: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         """One world-model update on sampled windows (Alg. 1 lines 6-7)."""

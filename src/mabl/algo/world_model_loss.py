@@ -71,15 +71,16 @@ class SequenceBatch(NamedTuple):
     first: torch.Tensor  # [T, B] bool
 
 
-def shift_window(rows: dict[str, torch.Tensor]) -> SequenceBatch:
-    """Turn ``L`` raw replay rows ``[L, B, ...]`` into ``T = L-1`` filtering steps (timeline above)."""
+def shift_window(rows: dict[str, torch.Tensor], reward_scale: float = 1.0) -> SequenceBatch:
+    """Turn ``L`` raw replay rows ``[L, B, ...]`` into ``T = L-1`` filtering steps (timeline above);
+    rewards are multiplied by ``reward_scale`` (``--model.reward_scale``)."""
     avail = rows.get("avail")
     return SequenceBatch(
         obs=rows["obs"][1:],
         state=rows["state"][1:],
         avail=None if avail is None else avail[1:],
         prev_action=rows["action"][:-1],
-        reward=rows["reward"][:-1].float(),
+        reward=rows["reward"][:-1].float() * reward_scale,
         done=rows["done"][:-1].float(),
         fake=rows["fake"][1:].float(),
         first=rows["last"][:-1].bool(),
