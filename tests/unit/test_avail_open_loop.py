@@ -3,24 +3,12 @@ and the probability that independent Bernoulli availabilities allow at least one
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "avail_open_loop.py"
 
-
-def load():
-    spec = importlib.util.spec_from_file_location("avail_open_loop", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_attack_rates_groups_and_probabilities():
-    m = load()
+def test_attack_rates_groups_and_probabilities(benchmark_script):
+    m = benchmark_script("avail_open_loop")
     move, stop_only = [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]
     # 2 rows x 3 agents, 5 + 2 actions (two enemies)
     avail = np.array([

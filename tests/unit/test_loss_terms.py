@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "loss_terms.py"
-
-
-def load():
-    spec = importlib.util.spec_from_file_location("loss_terms", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def line(step: int, loss: float, reward: float, with_global: bool = True) -> dict:
@@ -27,8 +16,8 @@ def line(step: int, loss: float, reward: float, with_global: bool = True) -> dic
     return out
 
 
-def test_window_is_half_open_and_means_are_over_its_calls():
-    m = load()
+def test_window_is_half_open_and_means_are_over_its_calls(benchmark_script):
+    m = benchmark_script("loss_terms")
     learner = [line(100, 2.0, 0.1), line(200, 4.0, 0.3), line(300, 8.0, 0.0), line(301, 100.0, 9.0)]
     w = m.window_means(learner, end=300, width=200)  # (100, 300]: the calls at 200 and 300
     assert w["calls"] == 2 and w["loss"] == pytest.approx(6.0) and w["reward"] == pytest.approx(0.15)
@@ -36,7 +25,7 @@ def test_window_is_half_open_and_means_are_over_its_calls():
     assert m.window_means(learner, end=50, width=40) is None
 
 
-def test_a_term_the_model_lacks_is_nan():
-    m = load()
+def test_a_term_the_model_lacks_is_nan(benchmark_script):
+    m = benchmark_script("loss_terms")
     w = m.window_means([line(10, 1.0, 0.0, with_global=False)], end=10, width=10)
     assert math.isnan(w["kl_global"]) and w["kl_agent"] == pytest.approx(0.1)
