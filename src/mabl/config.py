@@ -396,12 +396,14 @@ ADDED_FIELDS: dict[str, Any] = {
     "mag.error_layers": 4,
     "mag.error_lr": 5e-4,
     "max_skipped_updates": 0,
+    "model.reward_scale": 1.0,
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
 transform before ``input_transform``; the five faithfulness fields of mabl 0.2 take their 0.1
 readings; the four Flatland fields of the per-agent mend take the team readings every run had
-before; no divergence stop before ``max_skipped_updates``). A saved config without them gets these
+before; no divergence stop before ``max_skipped_updates``; the env's own reward before
+``reward_scale``). A saved config without them gets these
 values, so runs and checkpoints made by an earlier mabl still resume and evaluate."""
 
 
