@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from mabl.config import from_dict
 from mabl.report.runs import load_run
 
 TERMS = ("kl_agent", "kl_global", "obs", "reward", "cont", "avail", "action")
@@ -43,7 +44,7 @@ def main() -> None:
     ends = [float(x) for x in args.at.split(",")]
     for path in args.runs:
         run = load_run(path)
-        scale = run.config.get("model", {}).get("reward_scale", 1.0)
+        scale = from_dict(run.config).model.reward_scale
         print(f"== {path} ({run.algo}, {run.env}, seed {run.seed}, model.reward_scale {scale})")
         print(f"{'window end':>10} {'calls':>5} {'loss':>7} " + " ".join(f"{t:>16}" for t in TERMS))
         for end in ends:

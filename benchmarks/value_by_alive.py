@@ -26,7 +26,6 @@ def main() -> None:
     args = parser.parse_args()
 
     from mabl import diagnose as dg
-    from mabl.algo.imagination import imagine
     from mabl.algo.world_model_loss import action_input, shift_window
 
     loaded = dg.load_run(args.run_dir)
@@ -49,17 +48,12 @@ def main() -> None:
         mask[:dg.BURN_IN] = False
         flat = torch.as_tensor(mask.reshape(-1))
         start = filt.post.map(lambda t: t.flatten(0, 1)[flat].float())
-        p = loaded.cfg.policy
-        rollout = imagine(model, agent.actor, agent.critic, start, p.horizon, p.gamma, p.lam)
-        n = int(flat.sum())
-        scale = loaded.cfg.model.reward_scale  # back to the env's units, those of the observed returns
-        lam = rollout.returns[:n].mean(-1).numpy() / scale
-        value = rollout.value[:n].mean(-1).numpy() / scale
+        lam, value, _ = dg.imagine_from(agent, start)  # the env's units, those of the observed returns
     keep = mask.reshape(-1)
     observed, done_in_data = returns[index].reshape(-1)[keep], complete[index].reshape(-1)[keep]
     avail = np.asarray(windows["avail"])[1:].reshape(-1, *np.asarray(windows["avail"]).shape[2:])[keep]
     alive = (avail.sum(-1) > 1).sum(-1)
-    print(f"{args.run_dir}: {n} states, {int(done_in_data.sum())} with their episode's end in the replay")
+    print(f"{args.run_dir}: {len(lam)} states, {int(done_in_data.sum())} with their episode's end in the replay")
     print("alive  states  value  lambda-return  observed  value - observed")
     for k in sorted(set(alive.tolist())):
         m = (alive == k) & done_in_data

@@ -549,23 +549,31 @@ def _team(reward: torch.Tensor) -> torch.Tensor:
     return reward.float().mean(-1) if reward.dim() == 3 else reward
 
 
+def imagine_from(agent, start) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """Imagine from the ``M`` latents ``start`` with the agent's actor and critic (its config's horizon,
+    gamma, lambda): the lambda-return and critic value of each start, mean over agents (``[M]``), and every
+    imagined reward, all divided by ``--model.reward_scale`` (the env's units)."""
+    from mabl.algo.imagination import imagine
+
+    policy, scale = agent.cfg.policy, agent.cfg.model.reward_scale
+    n_start = start.z_a.shape[0]
+    rollout = imagine(agent.world_model, agent.actor, agent.critic, start, policy.horizon, policy.gamma, policy.lam)
+    lam_return = rollout.returns[:n_start].mean(-1).cpu().numpy() / scale
+    value = rollout.value[:n_start].mean(-1).cpu().numpy() / scale
+    return lam_return, value, rollout.reward / scale
+
+
 def _imagination(agent, filt, batch, step_mask, returns, returns_complete) -> dict[str, Any]:
     """Imagine from every probe state; compare its lambda-return (mean over agents) and the critic's
     value with the observed discounted return from the same row, where that return is complete. Imagined
     rewards, lambda-returns and values are divided by ``--model.reward_scale`` (the env's units)."""
-    from mabl.algo.imagination import imagine
-
     policy = agent.cfg.policy
     flat = torch.as_tensor(step_mask.reshape(-1), device=agent.device)
     start = filt.post.map(lambda t: t.flatten(0, 1)[flat].float())
     n_start = int(flat.sum())
     if n_start == 0:
         return None
-    rollout = imagine(agent.world_model, agent.actor, agent.critic, start, policy.horizon, policy.gamma, policy.lam)
-    scale = agent.cfg.model.reward_scale
-    lam_return = rollout.returns[:n_start].mean(-1).cpu().numpy() / scale
-    value = rollout.value[:n_start].mean(-1).cpu().numpy() / scale
-    imagined_reward = rollout.reward / scale
+    lam_return, value, imagined_reward = imagine_from(agent, start)
     real_reward = _team(batch.reward[1:])[torch.as_tensor(step_mask[:-1], device=agent.device)]
     out = {"starts": n_start, "horizon": policy.horizon, "gamma": policy.gamma, "lambda": policy.lam,
            "lambda_return_mean": float(lam_return.mean()), "value_mean": float(value.mean()),
