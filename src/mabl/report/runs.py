@@ -65,6 +65,8 @@ class RunData:
     eval: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     """Tolerated problems, e.g. an ignored torn last line."""
+    lengths: np.ndarray | None = None
+    """float64 env steps of each episode (NaN where the log holds none); None for logs without lengths."""
 
     @property
     def task(self) -> str:
@@ -175,8 +177,13 @@ def _load_run(run_dir: Path) -> RunData:
     win = None
     if any(r.get("win") is not None for r in episodes):
         win = np.array([bool(r.get("win")) for r in episodes], dtype=bool)
+    lengths = None
+    if any(r.get("length") is not None for r in episodes):
+        lengths = np.array([_as_float(r.get("length")) for r in episodes], dtype=np.float64)
     order = np.argsort(env_step, kind="stable")  # logs are in order already; this guards odd files
     env_step, returns = env_step[order], returns[order]
+    if lengths is not None:
+        lengths = lengths[order]
     if win is not None:
         win = win[order]
     learner = [r for r in records if r.get("kind") == "learner" and isinstance(r.get("env_step"), (int, float))]
@@ -197,7 +204,7 @@ def _load_run(run_dir: Path) -> RunData:
     preset = config.get("preset")
     return RunData(run_dir=run_dir, env=str(config["env"]), algo=str(config["algo"]), seed=seed, steps=steps,
                    preset=None if preset is None else str(preset), config=config, env_step=env_step,
-                   returns=returns, win=win, learner=learner, eval=evals, notes=notes)
+                   returns=returns, win=win, learner=learner, eval=evals, notes=notes, lengths=lengths)
 
 
 def _is_run_dir(path: Path) -> bool:
