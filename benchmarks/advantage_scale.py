@@ -30,7 +30,6 @@ def main() -> None:
 
     from mabl import diagnose as dg
     from mabl.algo.imagination import imagine
-    from mabl.algo.world_model_loss import action_input, shift_window
 
     print("| run | imagined rows | advantage std | mean abs advantage | lambda-return mean / std | reward scale |")
     print("|---|---|---|---|---|---|")
@@ -41,15 +40,10 @@ def main() -> None:
         agent, policy = loaded.agent, loaded.cfg.policy
         rng = np.random.default_rng(args.seed)
         torch.manual_seed(args.seed)
-        starts = dg.draw_windows(loaded.data.n_rows, 20, min(args.windows, loaded.data.n_rows // 20), rng)
-        windows = dg.gather(loaded.data.rows, starts, 20)
+        _, windows = dg.sample_windows(loaded.data, 20, min(args.windows, loaded.data.n_rows // 20), rng)
         with torch.no_grad():
-            batch = shift_window({k: torch.as_tensor(np.asarray(v)) for k, v in windows.items()},
-                                 loaded.cfg.model.reward_scale)
-            filt = agent.world_model.observe(batch.obs, batch.state, action_input(batch.prev_action, agent.spec),
-                                             batch.first)
-            real = torch.as_tensor(~np.asarray(windows["fake"], bool)[1:]).reshape(-1)
-            start = filt.post.map(lambda t, rows=real: t.flatten(0, 1)[rows].float())
+            _, _, filt = dg.filter_windows(agent, windows, loaded.cfg.model.reward_scale)
+            start = dg.posterior_starts(filt.post, ~np.asarray(windows["fake"], bool)[1:])
             rollout = imagine(agent.world_model, agent.actor, agent.critic, start, policy.horizon, policy.gamma,
                               policy.lam)
         adv = rollout.returns - rollout.value

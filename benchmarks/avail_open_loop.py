@@ -55,21 +55,16 @@ def main() -> None:
         raise SystemExit(f"--context {args.context} + --horizon {args.horizon} must fit in {length - 1} rows, context > 4")
 
     from mabl import diagnose as dg
-    from mabl.algo.world_model_loss import action_input, shift_window
-
     loaded = dg.load_run(args.run_dir)
     spec, rows, model = loaded.spec, loaded.data.rows, loaded.agent.world_model
     if not spec.name.startswith("smax:") or rows.get("avail") is None:
         raise SystemExit(f"{args.run_dir} is a {spec.name} run; this script reads SMAX's action layout and masks")
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)  # the prior steps sample their latents
-    starts = dg.draw_windows(loaded.data.n_rows, length, min(args.windows, loaded.data.n_rows // length), rng)
-    windows = dg.gather(rows, starts, length)
+    starts, windows = dg.sample_windows(loaded.data, length, min(args.windows, loaded.data.n_rows // length), rng)
     model.eval()
     with torch.no_grad():
-        batch = shift_window({k: torch.as_tensor(np.asarray(v)) for k, v in windows.items()})
-        prev = action_input(batch.prev_action, spec)
-        filt = model.observe(batch.obs, batch.state, prev, batch.first)
+        batch, prev, filt = dg.filter_windows(loaded.agent, windows)
         filtered = torch.sigmoid(model.avail_logits(filt.post)).float().numpy()  # [T, B, N, A]
         ahead = dg.open_loop_predictions(model, filt.post, prev, args.context, args.horizon)["avail"]
     avail = batch.avail.numpy().astype(bool)  # [T, B, N, A], aligned with filt.post

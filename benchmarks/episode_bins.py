@@ -43,14 +43,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="run directories (archived ones too)")
     parser.add_argument("--bin", type=float, default=10_000, help="window width in env steps")
+    parser.add_argument("--end", type=float, default=None,
+                        help="last env step to cover (default: each run's last episode), e.g. to compare an "
+                             "unfinished run with finished ones over the same steps")
     args = parser.parse_args()
     if args.bin <= 0:
         parser.error(f"--bin must be > 0 env steps, got {args.bin:g}")
+    if args.end is not None and args.end <= 0:
+        parser.error(f"--end must be > 0 env steps, got {args.end:g}")
     for path in args.runs:
         run = load_run(path)
         print(f"== {path} ({run.algo}, {run.env}, seed {run.seed}, {len(run.env_step)} episodes)")
         print(f"{'window':>17} {'episodes':>8} {'return':>7} {'win %':>6} {'length':>6}")
-        for row in bin_rows(run, args.bin):
+        for row in bin_rows(run, args.bin, args.end):
             window = f"{row['end'] - args.bin:.0f}-{row['end']:.0f}"
             print(f"{window:>17} {row['episodes']:>8.0f} {row['return']:>7.3f} {row['win']:>6.1f} {row['length']:>6.1f}")
 

@@ -26,28 +26,23 @@ def main() -> None:
     args = parser.parse_args()
 
     from mabl import diagnose as dg
-    from mabl.algo.world_model_loss import action_input, shift_window
-
     loaded = dg.load_run(args.run_dir)
     agent, rows, length = loaded.agent, loaded.data.rows, 20
     if rows.get("avail") is None:
         raise SystemExit("this run's env has no action masks: alive units cannot be told apart")
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
-    starts = dg.draw_windows(loaded.data.n_rows, length, args.windows, rng)
+    starts, windows = dg.sample_windows(loaded.data, length, args.windows, rng)
     returns, complete = dg.discounted_returns(np.asarray(rows["reward"]), np.asarray(rows["done"]), rows["last"],
                                               loaded.cfg.policy.gamma)
-    windows = dg.gather(rows, starts, length)
     index = (starts[None, :] + np.arange(length)[:, None])[1:]
     model = agent.world_model
     model.eval()
     with torch.no_grad():
-        batch = shift_window({k: torch.as_tensor(np.asarray(v)) for k, v in windows.items()})
-        filt = model.observe(batch.obs, batch.state, action_input(batch.prev_action, agent.spec), batch.first)
+        _, _, filt = dg.filter_windows(agent, windows)
         mask = ~np.asarray(windows["fake"], bool)[1:]
         mask[:dg.BURN_IN] = False
-        flat = torch.as_tensor(mask.reshape(-1))
-        start = filt.post.map(lambda t: t.flatten(0, 1)[flat].float())
+        start = dg.posterior_starts(filt.post, mask)
         lam, value, _ = dg.imagine_from(agent, start)  # the env's units, those of the observed returns
     keep = mask.reshape(-1)
     observed, done_in_data = returns[index].reshape(-1)[keep], complete[index].reshape(-1)[keep]

@@ -207,6 +207,35 @@ def gather(rows: dict[str, np.ndarray], starts: np.ndarray, length: int) -> dict
     return {k: v[index] for k, v in rows.items()}
 
 
+def sample_windows(data: Data, length: int, count: int, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``count`` non-overlapping windows of ``length`` rows of ``data`` (:func:`draw_windows`): their
+    start rows and the windows ``[length, count, ...]``."""
+    starts = draw_windows(data.n_rows, length, count, rng)
+    return starts, gather(data.rows, starts, length)
+
+
+@torch.no_grad()
+def filter_windows(agent, windows: dict[str, np.ndarray], reward_scale: float = 1.0):
+    """The world model's filtering pass over replay windows (rows ``[L, B, ...]``, :func:`gather`): the
+    ``T = L - 1`` shifted steps (``shift_window``; rewards times ``reward_scale``), the action input the
+    networks read, and ``observe``'s output (posteriors ``[T, B, ...]``). The model's train/eval mode is
+    the caller's."""
+    from mabl.algo.world_model_loss import action_input, shift_window
+
+    tensors = {k: torch.as_tensor(np.asarray(v)).to(agent.device) for k, v in windows.items()}
+    batch = shift_window(tensors, reward_scale)
+    prev_action = action_input(batch.prev_action, agent.spec)
+    return batch, prev_action, agent.world_model.observe(batch.obs, batch.state, prev_action, batch.first)
+
+
+def posterior_starts(post, mask: np.ndarray):
+    """The posteriors ``[T, B, ...]`` of the steps where ``mask`` ``[T, B]`` holds, flattened to ``[M, ...]``
+    in float: imagination's start latents."""
+    flat = torch.as_tensor(np.asarray(mask, bool).reshape(-1), device=post.z_a.device)
+    return post.map(lambda t: t.flatten(0, 1)[flat].float())
+
+
 def discounted_returns(reward: np.ndarray, done: np.ndarray, last: np.ndarray, gamma: float
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Observed discounted return from every row to the end of its episode, and whether that end is in
@@ -446,17 +475,12 @@ def diagnose_windows(agent, windows: dict[str, np.ndarray], horizon: int, return
     ``returns_complete`` ``[L, B]`` are the observed discounted returns of the window rows
     (:func:`discounted_returns`). The first half of the windows fit the probes, the second half score them.
     ``full=False`` gives the in-training subset (agent probe on the state, open loop, KL)."""
-    from mabl.algo.world_model_loss import action_input, shift_window
-
     model, spec, device = agent.world_model, agent.spec, agent.device
     was_training = model.training
     model.eval()
     try:
-        tensors = {k: torch.as_tensor(np.asarray(v)).to(device) for k, v in windows.items()}
-        batch = shift_window(tensors)
+        batch, prev_action, filt = filter_windows(agent, windows)
         steps, n_windows, n_agents = batch.obs.shape[:3]
-        prev_action = action_input(batch.prev_action, spec)
-        filt = model.observe(batch.obs, batch.state, prev_action, batch.first)
         fake_rows = np.asarray(windows["fake"], bool)
         if fake_rows.ndim == 3:  # per-agent absorbing rows (Flatland): skip rows where any agent is absorbed
             fake_rows = fake_rows.any(-1)
@@ -568,9 +592,8 @@ def _imagination(agent, filt, batch, step_mask, returns, returns_complete) -> di
     value with the observed discounted return from the same row, where that return is complete. Imagined
     rewards, lambda-returns and values are divided by ``--model.reward_scale`` (the env's units)."""
     policy = agent.cfg.policy
-    flat = torch.as_tensor(step_mask.reshape(-1), device=agent.device)
-    start = filt.post.map(lambda t: t.flatten(0, 1)[flat].float())
-    n_start = int(flat.sum())
+    start = posterior_starts(filt.post, step_mask)
+    n_start = int(step_mask.sum())
     if n_start == 0:
         return None
     lam_return, value, imagined_reward = imagine_from(agent, start)
@@ -621,7 +644,7 @@ def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int =
     else:
         source = loaded.data
     rng = np.random.default_rng(seed)
-    starts = draw_windows(source.n_rows, length, windows, rng)
+    starts, win = sample_windows(source, length, windows, rng)
     torch.manual_seed(seed)
     rows = source.rows
     reward, done = np.asarray(rows["reward"]), np.asarray(rows["done"])
@@ -630,7 +653,6 @@ def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int =
     if done.ndim == 2:  # per-agent done: the team's episode goes on until every agent is done
         done = done.all(-1)
     returns, complete = discounted_returns(reward, done, rows["last"], loaded.cfg.policy.gamma)
-    win = gather(rows, starts, length)
     index = starts[None, :] + np.arange(length)[:, None]
     result = diagnose_windows(loaded.agent, win, horizon, returns[index], complete[index], stack=stack,
                               imagination=imagination)

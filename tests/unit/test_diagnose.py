@@ -104,6 +104,32 @@ def test_windows_never_overlap_and_bad_counts_are_refused():
         dg.draw_windows(1000, 20, 2, rng)
 
 
+def test_window_helpers_match_the_rows_and_the_model_step_by_step(tmp_path):
+    run_dir, replay = make_run(tmp_path, "mabl")
+    loaded = dg.load_run(run_dir)
+    data = loaded.data
+    starts, windows = dg.sample_windows(data, 10, 6, np.random.default_rng(3))
+    assert np.array_equal(starts, dg.draw_windows(data.n_rows, 10, 6, np.random.default_rng(3)))
+    for b, s in enumerate(starts):  # window b is rows s .. s+9 of the data, in order
+        assert np.array_equal(windows["obs"][:, b], data.rows["obs"][s:s + 10])
+        assert np.array_equal(windows["reward"][:, b], data.rows["reward"][s:s + 10])
+    model = loaded.agent.world_model.eval()
+    batch, prev, filt = dg.filter_windows(loaded.agent, windows, reward_scale=10.0)
+    # step j pairs row j+1's observation with row j's action and reward (times the scale)
+    assert torch.equal(batch.obs, torch.as_tensor(windows["obs"][1:]))
+    assert torch.allclose(batch.reward, torch.as_tensor(windows["reward"][:-1]).float() * 10.0)
+    assert torch.equal(prev.argmax(-1), torch.as_tensor(windows["action"][:-1]))
+    torch.manual_seed(0)  # the latents are sampled: the same posterior logits from one window alone
+    with torch.no_grad():
+        one = model.observe(batch.obs[:, 2:3], batch.state[:, 2:3], prev[:, 2:3], batch.first[:, 2:3])
+    assert torch.allclose(filt.post_a_logits[0, 2:3], one.post_a_logits[0], atol=1e-5)
+    mask = np.zeros(batch.obs.shape[:2], bool)
+    mask[4, 1] = mask[7, 0] = mask[7, 5] = True
+    start = dg.posterior_starts(filt.post, mask)  # row-major over [T, B]: (4, 1), (7, 0), (7, 5)
+    expected = torch.stack([filt.post.z_a[4, 1], filt.post.z_a[7, 0], filt.post.z_a[7, 5]])
+    assert start.z_a.dtype == torch.float32 and torch.equal(start.z_a, expected.float())
+
+
 def test_stacked_observations_stop_at_the_episode_start():
     # 1 window, 1 agent, 1 feature; obs of step j = j + 1; row 3 is an episode's last row, so step 3
     # (row 4) starts a new episode.

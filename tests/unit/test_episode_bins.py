@@ -43,6 +43,8 @@ def test_windows_are_half_open_and_hold_their_episodes_means(tmp_path, benchmark
     assert rows[1]["length"] == pytest.approx(15.0)
     assert rows[3]["win"] == pytest.approx(100.0) and rows[0]["win"] == pytest.approx(0.0)
     assert all(math.isnan(rows[2][k]) for k in ("return", "win", "length"))  # an empty window
+    short = m.bin_rows(run, 20, end=40)  # an earlier end: the same windows, cut after (20, 40]
+    assert [r["end"] for r in short] == [20, 40] and [r["episodes"] for r in short] == [1, 2]
 
 
 def test_logs_without_lengths_or_wins_give_nan_not_an_error(tmp_path, benchmark_script):
