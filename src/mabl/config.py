@@ -126,6 +126,13 @@ class PolicyConfig:
     clip: float = _f(0.2, "PPO ratio clip [code]")
     entropy: float = _f(1e-3, "initial entropy bonus coefficient [code]")
     entropy_decay: float = _f(0.99998, "entropy coefficient multiplier after every actor step [code]")
+    target_entropy: float = _f(
+        0.0,
+        "0 = off (the code's decaying bonus). > 0: the entropy coefficient follows the actor's mean entropy "
+        "(nats per agent) toward this target instead of decaying: after every actor step it is multiplied by "
+        "exp(entropy_rate * (target - entropy)), kept in [1e-6, 1] [ours]",
+    )
+    entropy_rate: float = _f(0.01, "--policy.target_entropy's step size on the log of the coefficient [ours]")
     continuation: str = _f(
         "per_agent",
         "discount of the imagined lambda-returns: each agent's own continuation probability in its own return "
@@ -292,7 +299,8 @@ class RunConfig:
         nonneg = ["threads", "eval_every", "diagnose_every", "max_skipped_updates", "policy.target_critic",
                   "schedule.learning_starts", "schedule.train_every",
                   "model.grad_clip", "policy.grad_clip", "policy.entropy", "policy.clip",
-                  "policy.actor_weight_decay", "mappo.clip", "mappo.entropy", "mappo.grad_clip"]
+                  "policy.actor_weight_decay", "policy.target_entropy", "policy.entropy_rate",
+                  "mappo.clip", "mappo.entropy", "mappo.grad_clip"]
         for path in nonneg:
             if not get_path(self, path) >= 0:
                 raise MablError(f"--{path}={get_path(self, path)} must be >= 0")
@@ -397,13 +405,15 @@ ADDED_FIELDS: dict[str, Any] = {
     "mag.error_lr": 5e-4,
     "max_skipped_updates": 0,
     "model.reward_scale": 1.0,
+    "policy.target_entropy": 0.0,
+    "policy.entropy_rate": 0.01,
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
 transform before ``input_transform``; the five faithfulness fields of mabl 0.2 take their 0.1
 readings; the four Flatland fields of the per-agent mend take the team readings every run had
 before; no divergence stop before ``max_skipped_updates``; the env's own reward before
-``reward_scale``). A saved config without them gets these
+``reward_scale``; the decaying entropy bonus before ``target_entropy``). A saved config without them gets these
 values, so runs and checkpoints made by an earlier mabl still resume and evaluate."""
 
 

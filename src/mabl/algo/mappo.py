@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -30,6 +31,17 @@ def ppo_actor_loss(
     return -surrogate.mean() - entropy_coef * entropy, entropy
 
 
+ENTROPY_COEF_RANGE = (1e-6, 1.0)
+
+
+def adapted_entropy_coef(coef: float, entropy: float, target: float, rate: float) -> float:
+    """``--policy.target_entropy``: the coefficient after one actor step whose policy had ``entropy``
+    (nats): ``coef * exp(rate * (target - entropy))``, clipped to :data:`ENTROPY_COEF_RANGE`. Below the
+    target the bonus grows, above it shrinks, geometrically."""
+    low, high = ENTROPY_COEF_RANGE
+    return min(high, max(low, coef * math.exp(rate * (target - entropy))))
+
+
 def normalized_advantage(returns: torch.Tensor, value: torch.Tensor, normalize: bool) -> torch.Tensor:
     """``A = R - V``; optionally ``(A - mean) / (std + 1e-4)`` over the whole imagined batch."""
     advantage = returns - value
@@ -48,7 +60,8 @@ def adam(params, **kwargs) -> torch.optim.Adam:
 
 
 class MappoLearner:
-    """Holds the actor/critic optimizers and the decaying entropy coefficient."""
+    """Holds the actor/critic optimizers and the entropy coefficient (decaying, or following
+    ``--policy.target_entropy``)."""
 
     def __init__(self, actor: Actor, critic: AttentionCritic, cfg: PolicyConfig):
         self.actor, self.critic, self.cfg = actor, critic, cfg
@@ -91,7 +104,11 @@ class MappoLearner:
                     dist, batch.action[index], batch.log_prob[index], advantage[index],
                     cfg.clip, self.entropy_coef)
                 ok_actor = ~self._step("actor", self.actor_opt, self.actor, actor_loss, {"policy/entropy": entropy})
-                self.entropy_coef *= cfg.entropy_decay
+                if cfg.target_entropy > 0:  # one host sync per actor step, only with this option
+                    self.entropy_coef = adapted_entropy_coef(self.entropy_coef, float(entropy),
+                                                             cfg.target_entropy, cfg.entropy_rate)
+                else:
+                    self.entropy_coef *= cfg.entropy_decay
                 value = self.critic(*level_features(*latent))
                 critic_loss = 0.5 * (value - batch.returns[index]).pow(2).mean()
                 ok_critic = ~self._step("critic", self.critic_opt, self.critic, critic_loss)
