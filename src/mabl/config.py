@@ -128,9 +128,9 @@ class PolicyConfig:
     entropy_decay: float = _f(0.99998, "entropy coefficient multiplier after every actor step [code]")
     target_entropy: float = _f(
         0.0,
-        "0 = off (the code's decaying bonus). > 0: the entropy coefficient follows the actor's mean entropy "
-        "(nats per agent) toward this target instead of decaying: after every actor step it is multiplied by "
-        "exp(entropy_rate * (target - entropy)), kept in [1e-6, 1] [ours]",
+        "0 = off (the code's decaying bonus). > 0: the entropy coefficient rises while the actor's mean entropy "
+        "(nats per agent) is below this target instead of decaying: after every actor step it is multiplied by "
+        "exp(entropy_rate * (target - entropy)), kept in [--policy.entropy, 1] [ours]",
     )
     entropy_rate: float = _f(0.01, "--policy.target_entropy's step size on the log of the coefficient [ours]")
     continuation: str = _f(

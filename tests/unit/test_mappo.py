@@ -11,7 +11,7 @@ import torch
 
 from mabl.algo.agent import MablAgent
 from mabl.algo.imagination import Imagined
-from mabl.algo.mappo import ENTROPY_COEF_RANGE, MappoLearner, adapted_entropy_coef, normalized_advantage, ppo_actor_loss
+from mabl.algo.mappo import ENTROPY_COEF_MAX, MappoLearner, adapted_entropy_coef, normalized_advantage, ppo_actor_loss
 from mabl.envs.base import EnvSpec
 from mabl.errors import MablError
 from mabl.models.actor_critic import MASKED_LOGIT, Actor, AttentionCritic, masked_logits
@@ -217,13 +217,12 @@ def test_imagined_rows_are_consistent_with_the_actor_and_critic():
     torch.testing.assert_close(value, out.value, rtol=1e-5, atol=1e-5)
 
 
-def test_adapted_entropy_coef_moves_geometrically_toward_the_target_and_stays_in_range():
-    assert adapted_entropy_coef(0.01, 0.2, 0.5, 0.1) == pytest.approx(0.01 * math.exp(0.1 * 0.3), rel=1e-12)
-    assert adapted_entropy_coef(0.01, 0.9, 0.5, 0.1) == pytest.approx(0.01 * math.exp(-0.1 * 0.4), rel=1e-12)
-    assert adapted_entropy_coef(0.01, 0.5, 0.5, 0.1) == 0.01
-    low, high = ENTROPY_COEF_RANGE
-    assert adapted_entropy_coef(0.9, 0.0, 50.0, 1.0) == high
-    assert adapted_entropy_coef(2e-6, 50.0, 0.1, 1.0) == low
+def test_adapted_entropy_coef_moves_geometrically_toward_the_target_within_its_range():
+    assert adapted_entropy_coef(0.01, 0.2, 0.5, 0.1, 1e-3) == pytest.approx(0.01 * math.exp(0.1 * 0.3), rel=1e-12)
+    assert adapted_entropy_coef(0.01, 0.9, 0.5, 0.1, 1e-3) == pytest.approx(0.01 * math.exp(-0.1 * 0.4), rel=1e-12)
+    assert adapted_entropy_coef(0.01, 0.5, 0.5, 0.1, 1e-3) == 0.01
+    assert adapted_entropy_coef(0.9, 0.0, 50.0, 1.0, 1e-3) == ENTROPY_COEF_MAX
+    assert adapted_entropy_coef(2e-3, 50.0, 0.1, 1.0, 1e-3) == 1e-3  # never below the floor (--policy.entropy)
 
 
 @pytest.mark.parametrize("target", [10.0, 1e-6])
@@ -241,12 +240,14 @@ def test_learner_entropy_coef_follows_the_target_instead_of_decaying(target):
     learner.update(_imagined(40, deter, torch.Generator().manual_seed(1)), generator=torch.Generator().manual_seed(2))
     handle.remove()
     coefs.append(learner.entropy_coef)
-    ratios = [b / a for a, b in zip(coefs, coefs[1:])]
-    assert len(ratios) == 2 * math.ceil(40 / 16)
-    # a policy's entropy lies in [0, log A]: each step's factor exp(rate (target - H)) lies in the matching range
-    lo, hi = math.exp(rate * (target - math.log(A))), math.exp(rate * target)
-    assert all(lo * (1 - 1e-9) <= r <= hi * (1 + 1e-9) for r in ratios)
-    assert all(r > 1 for r in ratios) if target > math.log(A) else all(r < 1 for r in ratios)  # not the 0.5 decay
+    assert len(coefs) == 2 * math.ceil(40 / 16) + 1
+    if target > math.log(A):  # every policy is below the target: the bonus rises every step
+        ratios = [b / a for a, b in zip(coefs, coefs[1:])]
+        # a policy's entropy H lies in [0, log A], so each step's factor exp(rate (target - H)) lies in this range
+        lo, hi = math.exp(rate * (target - math.log(A))), math.exp(rate * target)
+        assert all(1 < lo * (1 - 1e-9) <= r <= hi * (1 + 1e-9) for r in ratios)
+    else:  # every policy is above the target: the bonus stays at its floor, --policy.entropy (no 0.5 decay)
+        assert coefs == [0.01] * len(coefs)
 
 
 def test_target_entropy_must_not_be_negative():

@@ -31,15 +31,15 @@ def ppo_actor_loss(
     return -surrogate.mean() - entropy_coef * entropy, entropy
 
 
-ENTROPY_COEF_RANGE = (1e-6, 1.0)
+ENTROPY_COEF_MAX = 1.0
 
 
-def adapted_entropy_coef(coef: float, entropy: float, target: float, rate: float) -> float:
+def adapted_entropy_coef(coef: float, entropy: float, target: float, rate: float, floor: float) -> float:
     """``--policy.target_entropy``: the coefficient after one actor step whose policy had ``entropy``
-    (nats): ``coef * exp(rate * (target - entropy))``, clipped to :data:`ENTROPY_COEF_RANGE`. Below the
-    target the bonus grows, above it shrinks, geometrically."""
-    low, high = ENTROPY_COEF_RANGE
-    return min(high, max(low, coef * math.exp(rate * (target - entropy))))
+    (nats): ``coef * exp(rate * (target - entropy))``, clipped to ``[floor, ENTROPY_COEF_MAX]``. Below the
+    target the bonus grows geometrically; above it, it shrinks back, never below ``floor`` (the run's
+    ``--policy.entropy``), so a policy more random than the target is left to the fixed bonus."""
+    return min(ENTROPY_COEF_MAX, max(floor, coef * math.exp(rate * (target - entropy))))
 
 
 def normalized_advantage(returns: torch.Tensor, value: torch.Tensor, normalize: bool) -> torch.Tensor:
@@ -106,7 +106,7 @@ class MappoLearner:
                 ok_actor = ~self._step("actor", self.actor_opt, self.actor, actor_loss, {"policy/entropy": entropy})
                 if cfg.target_entropy > 0:  # one host sync per actor step, only with this option
                     self.entropy_coef = adapted_entropy_coef(self.entropy_coef, float(entropy),
-                                                             cfg.target_entropy, cfg.entropy_rate)
+                                                             cfg.target_entropy, cfg.entropy_rate, cfg.entropy)
                 else:
                     self.entropy_coef *= cfg.entropy_decay
                 value = self.critic(*level_features(*latent))
