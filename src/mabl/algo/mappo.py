@@ -105,7 +105,7 @@ class MappoLearner:
                     cfg.clip, self.entropy_coef)
                 ok_actor = ~self._step("actor", self.actor_opt, self.actor, actor_loss, {"policy/entropy": entropy})
                 if cfg.target_entropy > 0:  # one host sync per actor step, only with this option
-                    self.entropy_coef = adapted_entropy_coef(self.entropy_coef, float(entropy),
+                    self.entropy_coef = adapted_entropy_coef(self.entropy_coef, float(entropy.detach()),
                                                              cfg.target_entropy, cfg.entropy_rate, cfg.entropy)
                 else:
                     self.entropy_coef *= cfg.entropy_decay
