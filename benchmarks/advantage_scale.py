@@ -25,8 +25,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.windows < 1:
-        parser.error(f"--windows must be >= 1, got {args.windows}")
+    if args.windows < 4:  # what diagnose.draw_windows accepts
+        parser.error(f"--windows must be >= 4, got {args.windows}")
 
     from mabl import diagnose as dg
     from mabl.algo.imagination import imagine
