@@ -101,6 +101,13 @@ class ModelConfig:
         "returns stay the env's. SMAC's reward is at most 20 per episode, SMAX's about 2: 10 gives SMAX the "
         "magnitude the released code was run at [ours]",
     )
+    reward_loss: str = _f(
+        "smooth_l1",
+        "the reward head's regression loss: 'smooth_l1' (released code; past an error of 1 its gradient is "
+        "constant, so rare large rewards such as SMAX's win bonus weigh like small ones and the head learns "
+        "their median, not their mean) or 'mse' (squared error, the unit-variance Gaussian of Dreamer-v2) [ours]",
+        ("smooth_l1", "mse"),
+    )
     kl_balance: float = _f(0.8, "KL balancing: weight of KL(sg(q)||p); 1-x goes to KL(q||sg(p)) [code]")
     lr: float = _f(3e-4, "world-model Adam learning rate [code]")
     grad_clip: float = _f(100.0, "world-model gradient-norm clip [code]")
@@ -405,6 +412,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "mag.error_lr": 5e-4,
     "max_skipped_updates": 0,
     "model.reward_scale": 1.0,
+    "model.reward_loss": "smooth_l1",
     "policy.target_entropy": 0.0,
     "policy.entropy_rate": 0.01,
 }

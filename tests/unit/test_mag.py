@@ -173,6 +173,24 @@ def test_local_model_errors_match_a_loop_over_steps_windows_and_agents():
                 assert float(got[j, b, i]) == pytest.approx(expected, rel=1e-4, abs=1e-4), (j, b, i)
 
 
+def test_local_model_errors_follow_the_reward_loss_option():
+    """Under ``--model.reward_loss mse`` the per-step errors differ from smooth-L1's by exactly the
+    reward term's difference: the error predictor regresses the loss the model is trained on."""
+    errors = {}
+    for loss in ("smooth_l1", "mse"):
+        agent = _agent(4, **{"model.reward_loss": loss})
+        batch = _batch(agent, 2)
+        batch = batch._replace(reward=batch.reward * 5.0)  # errors past 1, where the two losses part
+        with torch.no_grad():
+            filt = _filter(agent, batch)
+            errors[loss] = local_model_errors(agent.world_model, batch, filt)
+            pred = agent.world_model.loss_heads(filt.post.map(lambda t: t[:-1]), filt.h_a_trans[1:], None)["reward"]
+    d = (pred[..., 0] - batch.reward[1:, :, None]).double()
+    huber = torch.where(d.abs() < 1.0, 0.5 * d * d, d.abs() - 0.5)
+    assert (d.abs() > 1.0).any()
+    torch.testing.assert_close((errors["mse"] - errors["smooth_l1"]).double(), d * d - huber, rtol=1e-4, atol=1e-4)
+
+
 def test_error_predictor_regresses_the_errors_from_prior_states():
     agent = _agent(5)
     model = agent.world_model

@@ -56,8 +56,9 @@ def local_model_errors(model: BiLevelWorldModel, batch: SequenceBatch, filt: Fil
     real = 1.0 - batch.fake[:cut, :, None]
     obs_target = model.agent.transform(batch.obs[:cut])
     obs = F.smooth_l1_loss(heads["obs"].float(), obs_target, reduction="none").sum(-1) * real
-    reward = F.smooth_l1_loss(heads["reward"].squeeze(-1).float(),
-                              batch.reward[1:, :, None].expand(-1, -1, n), reduction="none")
+    reward_fn = F.mse_loss if model.cfg.reward_loss == "mse" else F.smooth_l1_loss  # as world_model_loss
+    reward = reward_fn(heads["reward"].squeeze(-1).float(), batch.reward[1:, :, None].expand(-1, -1, n),
+                       reduction="none")
     cont = F.binary_cross_entropy_with_logits(heads["cont"].squeeze(-1).float(),
                                               (1.0 - batch.done[1:, :, None]).expand(-1, -1, n), reduction="none")
     errors = kl + obs + reward + cont

@@ -135,7 +135,8 @@ def world_model_loss(
     reward_pred = heads["reward"].squeeze(-1)  # [T-1, B, N]
     reward = batch.reward if batch.reward.dim() == 3 else batch.reward[..., None]
     reward_target = reward[1:].expand(-1, -1, n_agents)
-    reward_loss = F.smooth_l1_loss(reward_pred.float(), reward_target)
+    reward_fn = F.mse_loss if model.cfg.reward_loss == "mse" else F.smooth_l1_loss  # --model.reward_loss
+    reward_loss = reward_fn(reward_pred.float(), reward_target)
     cont_logit = heads["cont"].squeeze(-1)
     done = batch.done if batch.done.dim() == 3 else batch.done[..., None]
     cont_target = (1.0 - done[1:]).expand(-1, -1, n_agents)
