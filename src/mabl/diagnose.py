@@ -54,8 +54,11 @@ INNER_FRACTION = 0.75
 TRAIN_HORIZON = 5
 """Open-loop steps of the in-training diagnostics."""
 DATASET_KIND = "mabl-dataset"
+LARGEST = 0.02
+"""``mabl diagnose``'s reward-head block: the fraction of rows counted as the largest rewards."""
+
 RESULT_KEYS = ("probe_state_r2", "probe_state_r2_global", "probe_state_r2_obs", "probe_others_obs_r2",
-               "open_loop", "imagination", "latents")
+               "open_loop", "imagination", "latents", "reward_head")
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -376,6 +379,29 @@ def open_loop_stats(pred: dict[str, np.ndarray], target: dict[str, np.ndarray], 
     return out
 
 
+def reward_by_size(pred: np.ndarray, real: np.ndarray, top: float = LARGEST) -> dict[str, Any] | None:
+    """The reward head's predictions ``pred`` against the real rewards ``real`` (1-D, the env's units):
+    pooled (mean absolute error, correlation) and in three groups of rows, each with its count, mean
+    real and mean predicted reward: ``zero`` (real reward 0), ``largest`` (the ``top`` fraction of the
+    rows, at least one, with the largest positive rewards: on SMAX the win bonus) and ``other`` (the
+    remaining nonzero rows). A group without rows is None. None without rows."""
+    if len(real) == 0:
+        return None
+    positive = np.flatnonzero(real > 0)
+    n_large = min(len(positive), max(1, round(top * len(real))))
+    large = np.zeros(len(real), bool)
+    large[positive[np.argsort(-real[positive], kind="stable")[:n_large]]] = True
+    zero = real == 0
+
+    def group(sel: np.ndarray) -> dict[str, Any] | None:
+        if not sel.any():
+            return None
+        return {"n": int(sel.sum()), "real_mean": float(real[sel].mean()), "pred_mean": float(pred[sel].mean())}
+
+    return {"n": len(real), "top": top, "mae": float(np.abs(pred - real).mean()), "corr": _corr(pred, real),
+            "zero": group(zero), "largest": group(large), "other": group(~zero & ~large)}
+
+
 def usage_stats(counts: np.ndarray) -> dict[str, float]:
     """From how often each class of each categorical was sampled, ``counts [C, K]``: the fraction of
     classes never used and the fraction of categoricals that only ever took one class (collapsed)."""
@@ -537,6 +563,17 @@ def diagnose_windows(agent, windows: dict[str, np.ndarray], horizon: int, return
             latents["global"] = latent_level_stats(filt.post_g_logits, filt.prior_g_logits, filt.post.z_g,
                                                    torch.as_tensor(step_mask, device=device))
         result["latents"] = latents
+
+        # ------------------------------------------------------------ reward head, one step from the posterior
+        if full:  # the loss's reading: (z_j, h_{j+1}) with h_{j+1} the transition out of posterior j
+            cut = steps - 1
+            nxt = filt.post.map(lambda t: t[1:])._replace(
+                h_a=filt.h_a_trans[1:], h_g=None if filt.h_g_trans is None else filt.h_g_trans[1:])
+            pred_reward, _ = model.reward_continuation(filt.post.map(lambda t: t[:cut]), nxt)
+            scored = step_mask[:cut]  # posterior j is a real row, after the burn-in
+            result["reward_head"] = reward_by_size(
+                (pred_reward / model.cfg.reward_scale).float().cpu().numpy()[scored],
+                _team(batch.reward[1:]).cpu().numpy()[scored])
 
         # ------------------------------------------------------------ imagination
         if full:
@@ -733,6 +770,15 @@ def format_table(result: dict[str, Any]) -> str:
                   f"  critic value bias {_fmt(im.get('value_bias'))}, corr {_fmt(im.get('value_corr'))}; "
                   f"imagined reward {_fmt(im['imagined_reward_mean'], 4)} +- {_fmt(im['imagined_reward_std'], 4)}, "
                   f"real {_fmt(im['real_reward_mean'], 4)} +- {_fmt(im['real_reward_std'], 4)}"]
+    rh = result.get("reward_head")
+    if rh:
+        lines += ["", f"reward head (one step from the posterior, the loss's reading; {rh['n']} rows): "
+                  f"mae {_fmt(rh['mae'], 4)}, corr {_fmt(rh['corr'])}"]
+        for name, label in [("zero", "real reward 0"), ("largest", f"largest {rh['top']:.0%} of rows"),
+                            ("other", "other rows")]:
+            g = rh[name]
+            lines.append(f"  {label:<22}" + (f"n {g['n']:>6}  real {_fmt(g['real_mean'], 4):>8}  predicted "
+                                             f"{_fmt(g['pred_mean'], 4):>8}" if g else "none"))
     lines += ["", "latents (posterior)"]
     for level, st in result["latents"].items():
         if st is not None:

@@ -144,6 +144,43 @@ def test_stacked_observations_stop_at_the_episode_start():
     assert stacked[5].tolist() == [6, 5, 4]
 
 
+# ------------------------------------------------------------------------------ reward head
+def test_reward_by_size_groups_hand_made_rows():
+    real = np.array([0.0, 0.1, 1.0, 0.0, 0.2, 1.2, 0.1, 0.0, 0.3, 0.1])
+    pred = np.array([0.1, 0.1, 0.2, -0.1, 0.2, 0.3, 0.0, 0.0, 0.3, 0.2])
+    out = dg.reward_by_size(pred, real, top=0.2)  # 20 % of 10 rows: the two largest, 1.2 and 1.0
+    assert out["n"] == 10 and out["mae"] == pytest.approx(np.abs(pred - real).mean())
+    assert out["corr"] == pytest.approx(np.corrcoef(pred, real)[0, 1])
+    assert out["zero"] == {"n": 3, "real_mean": 0.0, "pred_mean": pytest.approx(0.0)}
+    assert out["largest"] == {"n": 2, "real_mean": pytest.approx(1.1), "pred_mean": pytest.approx(0.25)}
+    assert out["other"] == {"n": 5, "real_mean": pytest.approx(0.16), "pred_mean": pytest.approx(0.16)}
+    # at least one row; never a zero row; an empty group is None
+    few = dg.reward_by_size(np.zeros(4), np.array([0.0, 0.0, 0.5, 0.0]), top=0.02)
+    assert few["largest"]["n"] == 1 and few["other"] is None and few["zero"]["n"] == 3
+    assert dg.reward_by_size(np.zeros(3), np.zeros(3))["largest"] is None
+    assert dg.reward_by_size(np.zeros(0), np.zeros(0)) is None
+
+
+def test_reward_head_block_reads_what_the_loss_trains(tmp_path):
+    """The block's predictions are the loss's reward heads on the posterior (``loss_heads`` with the
+    transition states, mean over agents), on the real rows after the burn-in, in the env's units."""
+    run_dir, _ = make_run(tmp_path, "mabl")
+    loaded = dg.load_run(run_dir)
+    res = dg.diagnose(run_dir, windows=8, length=12, horizon=4, seed=0)["reward_head"]
+    _, windows = dg.sample_windows(loaded.data, 12, 8, np.random.default_rng(0))
+    model = loaded.agent.world_model.eval()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        batch, _, filt = dg.filter_windows(loaded.agent, windows)
+        heads = model.loss_heads(filt.post.map(lambda t: t[:-1]), filt.h_a_trans[1:], filt.h_g_trans[1:])
+    pred = heads["reward"][..., 0].mean(-1).numpy() / loaded.cfg.model.reward_scale
+    real = batch.reward[1:].numpy()
+    keep = ~np.asarray(windows["fake"], bool)[1:-1]
+    keep[:dg.BURN_IN] = False
+    assert res["n"] == keep.sum() > 0
+    assert res["mae"] == pytest.approx(np.abs(pred[keep] - real[keep]).mean(), rel=1e-5)
+
+
 # ------------------------------------------------------------------------------ returns
 def test_discounted_returns_stop_at_episode_ends():
     reward = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
@@ -272,7 +309,7 @@ def _finite(x) -> bool:
 def test_diagnose_reports_every_key_for_every_variant(tmp_path, algo, spec):
     run_dir, _ = make_run(tmp_path, algo, spec)
     res = dg.diagnose(run_dir, windows=8, length=12, horizon=4, seed=0)
-    assert list(res)[:7] == list(dg.RESULT_KEYS)
+    assert list(res)[:len(dg.RESULT_KEYS)] == list(dg.RESULT_KEYS)
     json.dumps(res, allow_nan=False)  # JSON-clean: no NaN anywhere
     assert _finite(res["probe_state_r2"]["mean"]) and len(res["probe_state_r2"]["per_dim"]) == spec.state_dim
     assert _finite(res["probe_state_r2_obs"]["current"]["mean"]) and _finite(res["probe_state_r2_obs"]["stacked"]["mean"])
@@ -287,6 +324,7 @@ def test_diagnose_reports_every_key_for_every_variant(tmp_path, algo, spec):
     im = res["imagination"]
     assert _finite(im["lambda_return_mean"]) and _finite(im["lambda_return_corr"]) and im["compared"] > 0
     assert _finite(res["latents"]["agent"]["kl"]) and "split" in res["probe_state_r2"]
+    assert res["reward_head"]["n"] > 0 and _finite(res["reward_head"]["mae"])
 
 
 def test_diagnose_on_other_data_and_refusals(tmp_path):
