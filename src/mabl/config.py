@@ -104,8 +104,9 @@ class ModelConfig:
     reward_loss: str = _f(
         "smooth_l1",
         "the reward head's regression loss: 'smooth_l1' (released code; past an error of 1 its gradient is "
-        "constant, so rare large rewards such as SMAX's win bonus weigh like small ones and the head learns "
-        "their median, not their mean) or 'mse' (squared error, the unit-variance Gaussian of Dreamer-v2) [ours]",
+        "constant, so a rare large reward, such as SMAX's win bonus at --model.reward_scale 10, pulls no "
+        "harder than a small one and the head settles near the typical reward) or 'mse' (squared error, the "
+        "unit-variance Gaussian of Dreamer-v2) [ours]",
         ("smooth_l1", "mse"),
     )
     kl_balance: float = _f(0.8, "KL balancing: weight of KL(sg(q)||p); 1-x goes to KL(q||sg(p)) [code]")
