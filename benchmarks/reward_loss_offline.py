@@ -24,8 +24,14 @@ def reward_block(agent, data, count: int = 400, length: int = 20) -> dict:
 
     _, windows = dg.sample_windows(data, length, count, np.random.default_rng(123))
     torch.manual_seed(0)
-    res = dg.diagnose_windows(agent, windows, horizon=4, imagination=False)
-    return res["reward_head"]
+    agent.world_model.eval()
+    with torch.no_grad():
+        batch, _, filt = dg.filter_windows(agent, windows)
+        fake = np.asarray(windows["fake"], bool)
+        fake = fake.any(-1) if fake.ndim == 3 else fake  # per-agent absorbing rows (Flatland): any agent
+        step_mask = ~fake[1:]  # as diagnose_windows: real rows, after the burn-in
+        step_mask[:dg.BURN_IN] = False
+        return dg.reward_head_block(agent.world_model, filt, batch, step_mask)
 
 
 def line(label: str, block: dict) -> str:

@@ -565,15 +565,8 @@ def diagnose_windows(agent, windows: dict[str, np.ndarray], horizon: int, return
         result["latents"] = latents
 
         # ------------------------------------------------------------ reward head, one step from the posterior
-        if full:  # the loss's reading: (z_j, h_{j+1}) with h_{j+1} the transition out of posterior j
-            cut = steps - 1
-            nxt = filt.post.map(lambda t: t[1:])._replace(
-                h_a=filt.h_a_trans[1:], h_g=None if filt.h_g_trans is None else filt.h_g_trans[1:])
-            pred_reward, _ = model.reward_continuation(filt.post.map(lambda t: t[:cut]), nxt)
-            scored = step_mask[:cut]  # posterior j is a real row, after the burn-in
-            result["reward_head"] = reward_by_size(
-                (pred_reward / model.cfg.reward_scale).float().cpu().numpy()[scored],
-                _team(batch.reward[1:]).cpu().numpy()[scored])
+        if full:
+            result["reward_head"] = reward_head_block(model, filt, batch, step_mask)
 
         # ------------------------------------------------------------ imagination
         if full:
@@ -582,6 +575,19 @@ def diagnose_windows(agent, windows: dict[str, np.ndarray], horizon: int, return
         return result
     finally:
         model.train(was_training)
+
+
+def reward_head_block(model, filt, batch, step_mask: np.ndarray) -> dict[str, Any] | None:
+    """The ``reward_head`` block: the reward heads read as the loss reads them, ``(z_j, h_{j+1})`` with
+    ``h_{j+1}`` the transition out of posterior j (mean over agents, the env's units), against the
+    reward received, on the steps where ``step_mask`` ``[T, B]`` holds (:func:`reward_by_size`)."""
+    cut = filt.post.z_a.shape[0] - 1
+    nxt = filt.post.map(lambda t: t[1:])._replace(
+        h_a=filt.h_a_trans[1:], h_g=None if filt.h_g_trans is None else filt.h_g_trans[1:])
+    pred_reward, _ = model.reward_continuation(filt.post.map(lambda t: t[:cut]), nxt)
+    scored = step_mask[:cut]  # posterior j is a real row, after the burn-in
+    return reward_by_size((pred_reward / model.cfg.reward_scale).float().cpu().numpy()[scored],
+                          _team(batch.reward[1:]).cpu().numpy()[scored])
 
 
 def open_loop_predictions(model, post, prev_action: torch.Tensor, context: int, horizon: int

@@ -32,7 +32,7 @@ from mabl.algo.agent import MablAgent
 from mabl.algo.guard import apply_unless, params_finite
 from mabl.algo.imagination import sample_avail
 from mabl.algo.mappo import adam
-from mabl.algo.world_model_loss import SequenceBatch, action_input, world_model_loss
+from mabl.algo.world_model_loss import REWARD_LOSSES, SequenceBatch, action_input, world_model_loss
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec
 from mabl.models.actor_critic import Actor
@@ -56,9 +56,8 @@ def local_model_errors(model: BiLevelWorldModel, batch: SequenceBatch, filt: Fil
     real = 1.0 - batch.fake[:cut, :, None]
     obs_target = model.agent.transform(batch.obs[:cut])
     obs = F.smooth_l1_loss(heads["obs"].float(), obs_target, reduction="none").sum(-1) * real
-    reward_fn = F.mse_loss if model.cfg.reward_loss == "mse" else F.smooth_l1_loss  # as world_model_loss
-    reward = reward_fn(heads["reward"].squeeze(-1).float(), batch.reward[1:, :, None].expand(-1, -1, n),
-                       reduction="none")
+    reward = REWARD_LOSSES[model.cfg.reward_loss](heads["reward"].squeeze(-1).float(),
+                                                  batch.reward[1:, :, None].expand(-1, -1, n), reduction="none")
     cont = F.binary_cross_entropy_with_logits(heads["cont"].squeeze(-1).float(),
                                               (1.0 - batch.done[1:, :, None]).expand(-1, -1, n), reduction="none")
     errors = kl + obs + reward + cont

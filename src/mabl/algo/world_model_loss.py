@@ -95,6 +95,10 @@ def action_input(action: torch.Tensor, spec: EnvSpec) -> torch.Tensor:
     return normalize_action(action, spec.action_low, spec.action_high)
 
 
+REWARD_LOSSES = {"smooth_l1": F.smooth_l1_loss, "mse": F.mse_loss}
+"""The reward head's regression loss per ``--model.reward_loss`` (also MAG's per-step model errors)."""
+
+
 def _masked_mean(value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.expand_as(value)
     return (value * mask).sum() / mask.sum().clamp_min(1.0)
@@ -135,8 +139,7 @@ def world_model_loss(
     reward_pred = heads["reward"].squeeze(-1)  # [T-1, B, N]
     reward = batch.reward if batch.reward.dim() == 3 else batch.reward[..., None]
     reward_target = reward[1:].expand(-1, -1, n_agents)
-    reward_fn = F.mse_loss if model.cfg.reward_loss == "mse" else F.smooth_l1_loss  # --model.reward_loss
-    reward_loss = reward_fn(reward_pred.float(), reward_target)
+    reward_loss = REWARD_LOSSES[model.cfg.reward_loss](reward_pred.float(), reward_target)
     cont_logit = heads["cont"].squeeze(-1)
     done = batch.done if batch.done.dim() == 3 else batch.done[..., None]
     cont_target = (1.0 - done[1:]).expand(-1, -1, n_agents)
