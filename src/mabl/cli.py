@@ -186,13 +186,20 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.episodes <= 0:
         raise MablError(f"--episodes={args.episodes} must be > 0")
+    options: dict = {}
     if args.run_dir:
+        import dataclasses
+
+        from mabl.config import env_options
+
         agent, cfg, spec = _agent_from_run(args.run_dir)
         policy, env_name = agent.policy(), args.env or cfg.env
+        # The env as the run trained on it (e.g. SMAX's reward and walls), on the task asked for.
+        options = env_options(dataclasses.replace(cfg, env=env_name))
     else:
         policy = load_policy(args.policy)
         spec, env_name = policy.env_spec, args.env or policy.env_spec.name
-    env = make_env(env_name, seed=args.seed)
+    env = make_env(env_name, seed=args.seed, options=options)
     if (env.spec.n_agents, env.spec.obs_dim, env.spec.action_size) != (spec.n_agents, spec.obs_dim, spec.action_size):
         raise MablError(f"env {env_name} has sizes (N={env.spec.n_agents}, O={env.spec.obs_dim}, "
                         f"A={env.spec.action_size}); the policy was trained for (N={spec.n_agents}, "
@@ -322,8 +329,13 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
 def cmd_envs(args: argparse.Namespace) -> None:
     from mabl.envs import list_envs
+    from mabl.envs.registry import ALIASES, FAMILY_REWARDS
 
-    print("\n".join(list_envs()))
+    names = list_envs()
+    width = max(map(len, names))
+    for name in names:
+        family = ALIASES.get(name, name).partition(":")[0]
+        print(f"{name:<{width}}  reward: {FAMILY_REWARDS[family]}")
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "bench": cmd_bench, "sweep": cmd_sweep,

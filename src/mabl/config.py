@@ -98,8 +98,8 @@ class ModelConfig:
         1.0,
         "the world model learns the env's reward times this, so imagined rewards, lambda-returns and the "
         "critic's values are in those units (the actor's normalised advantages are not changed by it); logged "
-        "returns stay the env's. SMAC's reward is at most 20 per episode, SMAX's about 2: 10 gives SMAX the "
-        "magnitude the released code was run at [ours]",
+        "returns stay the env's. SMAC's reward (also SMAX's default, --smax.reward smac) is at most 20 per episode, "
+        "SMAX's own (--smax.reward jaxmarl) about 2 [ours]",
     )
     reward_loss: str = _f(
         "smooth_l1",
@@ -206,6 +206,31 @@ class MagConfig:
 
 
 @dataclass(frozen=True)
+class SmaxConfig:
+    """``smax:`` tasks: SMAC's reading of SMAX (the released code trained on SMAC) or JaxMARL's
+    (:mod:`mabl.envs.smax`, SPEC §8). Other env families ignore this section."""
+
+    reward: str = _f(
+        "smac",
+        "'smac': SMAC's default battle reward (enemy damage + 10 per kill + 200 for a win, scaled so a won episode "
+        "that kills every enemy sums to 20) [code: SMAC defaults]; 'jaxmarl': SMAX's own (damage share + 1 for a "
+        "win, ~2 at most)",
+        ("smac", "jaxmarl"),
+    )
+    state: str = _f(
+        "smac",
+        "global state: 'smac' = SMAC's get_state (normalised, every ally's last action) [code: SMAC defaults]; "
+        "'jaxmarl' = SMAX's world_state (raw positions, no last actions)",
+        ("smac", "jaxmarl"),
+    )
+    walls: str = _f(
+        "stop",
+        "the map's edge: 'stop' = a unit stops there (SC2) [code: SMAC]; 'lethal' = it dies there (SMAX's default)",
+        ("stop", "lethal"),
+    )
+
+
+@dataclass(frozen=True)
 class ScheduleConfig:
     """When the learner runs (SPEC §5). 'episode' = paper Alg. 1: after every collected episode."""
 
@@ -284,6 +309,7 @@ class RunConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     mappo: MappoConfig = field(default_factory=MappoConfig)
     mag: MagConfig = field(default_factory=MagConfig)
+    smax: SmaxConfig = field(default_factory=SmaxConfig)
 
     def validate(self) -> RunConfig:
         """Check values; raise a one-line MablError naming the field and what is allowed."""
@@ -416,13 +442,17 @@ ADDED_FIELDS: dict[str, Any] = {
     "model.reward_loss": "smooth_l1",
     "policy.target_entropy": 0.0,
     "policy.entropy_rate": 0.01,
+    "smax.reward": "jaxmarl",
+    "smax.state": "jaxmarl",
+    "smax.walls": "lethal",
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
 transform before ``input_transform``; the five faithfulness fields of mabl 0.2 take their 0.1
 readings; the four Flatland fields of the per-agent mend take the team readings every run had
 before; no divergence stop before ``max_skipped_updates``; the env's own reward before
-``reward_scale``; the decaying entropy bonus before ``target_entropy``). A saved config without them gets these
+``reward_scale``; the decaying entropy bonus before ``target_entropy``; JaxMARL's reward, state and
+lethal walls on SMAX before the ``smax`` section). A saved config without them gets these
 values, so runs and checkpoints made by an earlier mabl still resume and evaluate."""
 
 
@@ -440,3 +470,13 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
             node = node[part]
         cfg = replace_path(cfg, path, coerce(cfg, path, node))
     return cfg
+
+
+def env_options(cfg: RunConfig) -> dict[str, Any]:
+    """The keyword options of ``cfg.env``'s adapter: its family's config section (e.g. ``smax``) as a
+    dict, empty for a family without one. What :func:`mabl.envs.make_env` takes as ``options``."""
+    from mabl.envs.registry import ALIASES
+
+    family = ALIASES.get(cfg.env, cfg.env).partition(":")[0]
+    section = getattr(cfg, family, None)
+    return dataclasses.asdict(section) if dataclasses.is_dataclass(section) else {}

@@ -35,7 +35,7 @@ import torch
 from mabl.algo import ALGOS, MODEL_FREE, build_learner
 from mabl.algo.guard import divergence_message, read_guard
 from mabl.checkpoint import atomic_write_bytes, resume_checkpoint, save_checkpoint
-from mabl.config import RunConfig, from_dict, iter_fields, to_dict
+from mabl.config import RunConfig, env_options, from_dict, iter_fields, to_dict
 from mabl.envs import make_env
 from mabl.errors import MablError
 from mabl.replay import SequenceReplay, replay_bytes
@@ -131,7 +131,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.env = make_env(cfg.env, seed=cfg.seed)
+        self.env_options = env_options(cfg)
+        self.env = make_env(cfg.env, seed=cfg.seed, options=self.env_options)
         spec = self.spec = self.env.spec
         check_run_dir_config(self.run_dir, cfg)
         torch.manual_seed(cfg.seed)
@@ -143,8 +144,8 @@ class Trainer:
             spec, cfg.schedule.replay_capacity, device=replay_device(cfg, spec, self.device),
             agent_reward=self.agent_reward, agent_done=self.agent_done)
         # Model-free MAPPO steps several envs in lockstep; episodes are seeded the same way.
-        self.envs = [self.env] + [make_env(cfg.env, seed=cfg.seed + i) for i in range(1, cfg.mappo.n_envs)] \
-            if self.model_free else [self.env]
+        self.envs = [self.env] + [make_env(cfg.env, seed=cfg.seed + i, options=self.env_options)
+                                  for i in range(1, cfg.mappo.n_envs)] if self.model_free else [self.env]
         self.counters = Counters()
         self.eval_env = None
         self.recent = deque(maxlen=20)  # (return, win) of the latest episodes, for the progress bar
@@ -323,7 +324,7 @@ class Trainer:
         """``eval_episodes`` greedy episodes with their own seeds; appends to eval.jsonl."""
         cfg, c = self.cfg, self.counters
         if self.eval_env is None:
-            self.eval_env = make_env(cfg.env, seed=cfg.seed + 1)
+            self.eval_env = make_env(cfg.env, seed=cfg.seed + 1, options=self.env_options)
         policy = self.agent.policy()
         policy.generator = torch.Generator(device=self.device).manual_seed(episode_seed(cfg.seed, 1, c.eval_rounds))
         result = evaluate_policy(self.eval_env, policy, cfg.eval_episodes,

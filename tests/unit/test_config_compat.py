@@ -37,7 +37,9 @@ def test_fields_added_later_take_their_earlier_behaviour():
         # --algo mag came later; its section is unused by earlier runs (MAG's code defaults)
         "mag.candidates": 4, "mag.plan_horizon": 6, "mag.error_layers": 4, "mag.error_lr": 5e-4, "max_skipped_updates": 0,
         "model.reward_scale": 1.0, "model.reward_loss": "smooth_l1", "policy.target_entropy": 0.0,
-        "policy.entropy_rate": 0.01}
+        "policy.entropy_rate": 0.01,
+        # the smax section came later: runs before it trained on JaxMARL's reward, state and walls
+        "smax.reward": "jaxmarl", "smax.state": "jaxmarl", "smax.walls": "lethal"}
 
 
 @pytest.mark.parametrize("path", ["model.hidden", "algo", "schedule.model_updates"])

@@ -15,6 +15,8 @@ Adapters, and the packages behind them, are imported only when an env of theirs 
 
 from __future__ import annotations
 
+from typing import Any
+
 from mabl.envs.base import MultiAgentEnv
 from mabl.envs.checks import CheckedEnv
 from mabl.errors import MablError
@@ -23,6 +25,16 @@ FAMILIES = ("smax", "pettingzoo", "mpe", "flatland", "mamujoco", "smac")
 
 ALIASES: dict[str, str] = {"mpe:simple_spread": "pettingzoo:mpe2.simple_spread_v3"}
 """Short names for tasks of the open-ended families."""
+
+
+FAMILY_REWARDS: dict[str, str] = {
+    "smax": "SMAC's battle reward, at most 20 per episode (--smax.reward jaxmarl: SMAX's own, ~2)",
+    "flatland": "MAMBA-era shaped reward per train (+10 on arrival, progress, deadlock penalty), summed",
+    "mamujoco": "the single-agent Gymnasium reward, shared",
+    "smac": "SMAC's default battle reward, at most 20 per episode",
+    "pettingzoo": "the mean of the acting agents' rewards",
+}
+"""The reward each family trains on, as ``mabl envs`` prints it (details: each adapter's docstring)."""
 
 
 def list_envs() -> list[str]:
@@ -37,17 +49,27 @@ def list_envs() -> list[str]:
             + list(ALIASES))
 
 
-def make_env(name: str, seed: int = 0) -> MultiAgentEnv:
+def make_env(name: str, seed: int = 0, options: dict[str, Any] | None = None) -> MultiAgentEnv:
     """Build the env called ``name``, seeded with ``seed``, wrapped in a :class:`CheckedEnv`.
 
+    ``options`` are the family's adapter readings (``smax``: ``reward``, ``state``, ``walls``;
+    :func:`mabl.config.env_options` gives a run's); left out, each takes the adapter's default.
+
     Raises:
-        MablError: unknown family or task, or the package the env needs is not installed.
+        MablError: unknown family or task, an option the family does not have, or the package the
+            env needs is not installed.
     """
     family, _, task = ALIASES.get(name, name).partition(":")
+    options = dict(options or {})
+    if options and family != "smax":
+        raise MablError(f"env family '{family}' takes no options (got {', '.join(sorted(options))})")
     if family == "smax" and task:
-        from mabl.envs.smax import SmaxEnv
+        from mabl.envs.smax import SMAX_OPTIONS, SmaxEnv
 
-        env: MultiAgentEnv = SmaxEnv(task, seed=seed)
+        unknown = sorted(set(options) - set(SMAX_OPTIONS))
+        if unknown:
+            raise MablError(f"unknown smax option(s) {', '.join(unknown)}: options are {', '.join(SMAX_OPTIONS)}")
+        env: MultiAgentEnv = SmaxEnv(task, seed=seed, **options)
     elif family == "pettingzoo" and task:
         from mabl.envs.pettingzoo import PettingZooEnv
 

@@ -4,11 +4,24 @@ The learning team is SMAX's allied units, in SMAX's fixed order; the enemy is Ja
 heuristic (``HeuristicEnemySMAX``), as SMAC's built-in AI is. Dead allies stay in the arrays: SMAX
 zeroes their observation and marks only the stop action available for them.
 
-What differs from SMAC (so numbers are not comparable one to one):
+Three readings follow SMAC by default, each with JaxMARL's as the other choice (SPEC §8):
 
-- sizes: SMAX's unit-list observation and world state have their own layout (e.g. 3s_vs_4z:
-  O=88, G=84, A=9 here against SMAC's O=42, G=61, A=10); SMAX has no separate no-op action.
-- actions: ``0..3`` move, ``4`` stop, ``5 + j`` attack enemy ``j``.
+- ``reward="smac"``: SMAC's battle reward (enemy damage + 10 per kill + 200 for a win, scaled so a
+  won episode that kills every enemy sums to 20; :mod:`mabl.envs.smac_terms`), the reward the
+  released code trained on. ``"jaxmarl"``: SMAX's own (damage share + 1 for a win, ~2 at most).
+- ``state="smac"``: SMAC's global state (normalised, every ally's last action; e.g. 3s_vs_4z:
+  G=58, SMAC's 61 less the no-op column of each ally's last action, which SMAX lacks).
+  ``"jaxmarl"``: SMAX's ``world_state`` (raw positions 0-32, no last actions; 3s_vs_4z: G=84).
+- ``walls="stop"``: a unit that walks into the map's edge stops there, as in SC2. ``"lethal"``:
+  SMAX's default, the edge kills it.
+
+What still differs from SMAC (so numbers are not comparable one to one):
+
+- the enemy: JaxMARL's heuristic, not SC2's built-in AI; the physics: SMAX's simplified movement,
+  ranges and cooldowns; no shields (SMAX's health is SMAC's health + shield, see smac_terms).
+- observations: SMAX's unit-list features (3s_vs_4z: O=88 against SMAC's 42).
+- actions: ``0..3`` move, ``4`` stop, ``5 + j`` attack enemy ``j`` (A=9 on 3s_vs_4z against
+  SMAC's 10: SMAX has no separate no-op).
 - the win flag: SMAX reports none. A win is derived from the final state: every enemy dead and
   at least one ally alive (both teams wiped out on the same step is a draw, as in SMAC and as
   SMAX's own win bonus counts it). ``info["win"]`` is set on the final step only.
@@ -40,8 +53,16 @@ from typing import Any
 
 import numpy as np
 
+from mabl.envs import smac_terms
 from mabl.envs.base import EnvSpec, TimeStep
 from mabl.errors import MablError
+
+SMAX_OPTIONS: dict[str, tuple[str, ...]] = {
+    "reward": ("smac", "jaxmarl"),
+    "state": ("smac", "jaxmarl"),
+    "walls": ("stop", "lethal"),
+}
+"""The adapter's readings, default first: SMAC's (the released code's task) or JaxMARL's."""
 
 SMAC_EPISODE_LIMITS: dict[str, int] = {
     "3m": 60,
@@ -150,6 +171,8 @@ class SmaxEnv:
         map_name: one of :data:`SMAX_MAPS`.
         seed: seeds the JAX PRNG key chain; ``reset(seed)`` restarts the chain, so the same seed and
             the same actions give the same episode.
+        reward, state, walls: SMAC's or JaxMARL's reading of each (:data:`SMAX_OPTIONS`, module
+            docstring).
 
     Construction compiles the map (seconds). Each :meth:`reset` / :meth:`step` is then one call of
     one compiled function that returns everything (observations, state, masks, reward, flags)
@@ -157,21 +180,45 @@ class SmaxEnv:
     plus one dispatch, with no per-array conversions.
     """
 
-    def __init__(self, map_name: str, seed: int = 0) -> None:
+    def __init__(self, map_name: str, seed: int = 0, reward: str = "smac", state: str = "smac",
+                 walls: str = "stop") -> None:
         if map_name not in SMAC_EPISODE_LIMITS:
             raise MablError(f"unknown SMAX map '{map_name}': maps are {', '.join(SMAX_MAPS)}")
+        for option, value in (("reward", reward), ("state", state), ("walls", walls)):
+            if value not in SMAX_OPTIONS[option]:
+                raise MablError(f"--smax.{option}={value!r} is not allowed; choose one of "
+                                f"{', '.join(SMAX_OPTIONS[option])}")
+        self.options = {"reward": reward, "state": state, "walls": walls}
         jaxmarl = _import_jaxmarl()
         import jax
         import jax.numpy as jnp
         from jaxmarl.environments.smax import map_name_to_scenario
 
         limit = SMAC_EPISODE_LIMITS[map_name]
-        env = jaxmarl.make("HeuristicEnemySMAX", scenario=map_name_to_scenario(map_name), max_steps=limit)
+        scenario = map_name_to_scenario(map_name)
+        env = jaxmarl.make("HeuristicEnemySMAX", scenario=scenario, max_steps=limit,
+                           walls_cause_death=walls == "lethal")
         agents = list(env.agents)  # the allies, "ally_0".."ally_{N-1}"
         n_agents = len(agents)
         obs_dim = int(env.obs_size)
-        state_dim = int(env.state_size)
         n_actions = int(env.action_spaces[agents[0]].n)
+        layout = smac_terms.SMAC_STATE_LAYOUTS[map_name]
+        enemy_types = np.asarray(scenario.unit_types)[n_agents:]
+        max_reward = smac_terms.max_battle_reward(enemy_types)
+        if state == "smac":
+            state_dim = smac_terms.smac_state_dim(layout, n_agents, len(enemy_types), n_actions)
+        else:
+            state_dim = int(env.state_size)
+        map_size = (float(env.map_width), float(env.map_height))
+        type_cooldowns = env.unit_type_weapon_cooldowns
+
+        def global_state(obs: dict, units: Any, last_actions: Any) -> Any:
+            if state == "jaxmarl":
+                return obs["world_state"]
+            return smac_terms.smac_state(
+                jnp, layout, n_agents, units.unit_health, units.unit_alive, units.unit_types,
+                units.unit_weapon_cooldowns, type_cooldowns[units.unit_types], units.unit_positions,
+                map_size, last_actions)
         self.spec = EnvSpec(
             name=f"smax:{map_name}",
             n_agents=n_agents,
@@ -190,7 +237,7 @@ class SmaxEnv:
         avail_end = state_end + n_agents * n_actions
         self._obs_end, self._state_end, self._avail_end = obs_end, state_end, avail_end
 
-        def pack(obs: dict, env_state: Any, reward: Any) -> Any:
+        def pack(obs: dict, env_state: Any, reward: Any, last_actions: Any) -> Any:
             units_alive = env_state.state.unit_alive
             allies_dead = ~jnp.any(units_alive[:n_agents])
             enemies_dead = ~jnp.any(units_alive[n_agents:])
@@ -201,7 +248,7 @@ class SmaxEnv:
             won = enemies_dead & ~allies_dead
             avail = env.get_avail_actions(env_state)
             parts = [obs[agent] for agent in agents]
-            parts.append(obs["world_state"])
+            parts.append(global_state(obs, env_state.state, last_actions))
             parts.extend(avail[agent] for agent in agents)
             parts.append(jnp.stack([reward, terminated, truncated, won]))
             return jnp.concatenate([jnp.ravel(p).astype(jnp.float32) for p in parts])
@@ -212,15 +259,26 @@ class SmaxEnv:
             # reset makes some leaves weakly typed (the heuristic enemy's memory) where step makes
             # them strongly typed; casting every leaf to its own dtype gives both one signature.
             env_state = jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), env_state)
-            return key, env_state, pack(obs, env_state, jnp.float32(0.0))
+            no_actions = jnp.zeros((n_agents, n_actions), jnp.float32)
+            return key, env_state, pack(obs, env_state, jnp.float32(0.0), no_actions)
 
         def step_fn(key: Any, env_state: Any, actions: Any) -> tuple[Any, Any, Any]:
             key, step_key = jax.random.split(key)
             action_dict = {agent: actions[i] for i, agent in enumerate(agents)}
             # step_env, not step: step would auto-reset at the episode end, and we reset ourselves.
+            before = env_state.state
             obs, env_state, rewards, _, _ = env.step_env(step_key, env_state, action_dict)
-            # The allies share one team reward (SMAX computes it per team); take the first ally's.
-            return key, env_state, pack(obs, env_state, rewards[agents[0]])
+            after = env_state.state
+            if reward == "smac":
+                alive = after.unit_alive
+                won = ~jnp.any(alive[n_agents:]) & jnp.any(alive[:n_agents])
+                team_reward = smac_terms.battle_reward(
+                    jnp, before.unit_alive[n_agents:], before.unit_health[n_agents:],
+                    after.unit_health[n_agents:], won, max_reward)
+            else:
+                # The allies share one team reward (SMAX computes it per team); take the first ally's.
+                team_reward = rewards[agents[0]]
+            return key, env_state, pack(obs, env_state, team_reward, jax.nn.one_hot(actions, n_actions))
 
         self._key = _prng_key(seed)
         self._env_state: Any = None
