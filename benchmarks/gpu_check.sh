@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (issue 18): benchmarks, profiles and validates mabl on one GPU in under 9 minutes,
+# The GPU check: benchmarks, profiles and validates mabl on one GPU in under 9 minutes,
 # writing everything into one folder. Runs from a copy of the repository without network.
 #
 #   benchmarks/gpu_check.sh [--out DIR] [--device cuda|cpu] [--quick] [--budget S] [--stages ...]
