@@ -1,6 +1,6 @@
 """Paired speed comparison of the learner at two commits, in one process.
 
-This machine's speed drifts by 20-30% from minute to minute (shared host), more than most single
+A shared machine's speed can drift by 20-30% from minute to minute, more than most single
 optimisations are worth, so two separate ``mabl bench speed`` runs cannot tell them apart. Here the
 package at ``--base`` (any git ref) is exported to a temporary directory under another name
 (``mabl_base``), both versions build the same agent on the same synthetic replay (the

@@ -3,7 +3,7 @@
 Same seeds and batches with and without ``--amp``, at the paper preset's sizes for 3s_vs_4z, on
 synthetic episodes whose observations follow a hidden random walk (so there is something to learn).
 
-    python benchmarks/bf16_losses.py [--updates 40] [--seeds 0 1]
+    python benchmarks/bf16_losses.py [--updates 40] [--seeds 0 1] [--set FIELD=VALUE ...]
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ def synthetic_replay(spec: EnvSpec, rng: np.random.Generator, transitions: int =
     return replay
 
 
-def run(amp: bool, seed: int, updates: int) -> np.ndarray:
+def run(amp: bool, seed: int, updates: int, overrides: dict[str, str] | None = None) -> np.ndarray:
     torch.manual_seed(seed)
     n, a, o, g = MAP_SIZES["3s_vs_4z"]
     spec = EnvSpec(name="bench:3s_vs_4z", n_agents=n, obs_dim=o, state_dim=g, discrete=True, n_actions=a,
                    has_action_mask=True, episode_limit=200)
-    cfg = build_config("paper", {"amp": amp})
+    cfg = build_config("paper", {**(overrides or {}), "amp": amp})
     agent = MablAgent(spec, cfg, torch.device("cpu"))
     replay = synthetic_replay(spec, np.random.default_rng(0))
     history = []
@@ -58,10 +58,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=40)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="config override of the paper preset, e.g. --set model.bias_init=zeros (repeatable)")
     args = parser.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.set)
     for seed in args.seeds:
         for amp in (False, True):
-            last = run(amp, seed, args.updates)[-5:].mean(0)
+            last = run(amp, seed, args.updates, overrides)[-5:].mean(0)
             terms = "  ".join(f"{k} {v:.4f}" for k, v in zip(TERMS, last))
             print(f"seed {seed} {'bf16' if amp else 'fp32'}: mean of the last 5 updates: {terms}")
 

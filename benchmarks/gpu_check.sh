@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The GPU check (issue 18): benchmarks, profiles and validates mabl on one GPU in under 9 minutes,
+# The GPU check: benchmarks, profiles and validates mabl on one GPU in under 9 minutes,
 # writing everything into one folder. Runs from a copy of the repository without network.
 #
 #   benchmarks/gpu_check.sh [--out DIR] [--device cuda|cpu] [--quick] [--budget S] [--stages ...]
 #       every flag goes to `python -m mabl.gpu_check` (see docs/PERFORMANCE.md, "GPU check");
 #       the output folder defaults to $OUT.
 #   benchmarks/gpu_check.sh --prepare-wheels
-#       HERE, with a package registry: fill the ignored folder .whl/ with what the GPU machine lacks
-#       (jaxmarl, a pure-Python wheel) and print its size. Nothing else is needed there: torch, JAX,
-#       numpy, tqdm, tensorboard, pytest and jaxmarl's imported dependencies are installed on it.
+#       Where pip reaches a registry: fill the ignored folder .whl/ with jaxmarl's wheel (pure Python)
+#       for a GPU machine without network, and print its size. That machine needs torch, JAX, numpy,
+#       tqdm, tensorboard, pytest and jaxmarl's imported dependencies installed already.
 #
 # On the GPU machine the package itself is not installed: src/ of this copy goes first on
 # PYTHONPATH (so what runs is always this working tree), and the wheels of .whl/ are unpacked with
@@ -22,7 +22,7 @@ JAXMARL_VERSION=${JAXMARL_VERSION:-0.2.0}
 if [ "${1:-}" = "--prepare-wheels" ]; then
     mkdir -p .whl
     # A py3-none-any wheel; the platform flags only tell pip which interpreter the wheel is for
-    # (the GPU machine runs CPython 3.12 on x86-64).
+    # (CPython 3.12 on x86-64 here; change them for another interpreter).
     "$PY" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d .whl "jaxmarl==$JAXMARL_VERSION" || exit 1

@@ -4,7 +4,8 @@ steps where one unit is left, that unit's action mask and action probabilities.
     python benchmarks/greedy_trace.py --run-dir RUN [--episodes 3] [--seed 1000]
 
 Exports the run's newest checkpoint to a policy file in a temporary folder (as ``mabl export``),
-plays ``--episodes`` greedy episodes on the run's env (episode ``e`` seeded ``--seed`` + e) and
+plays ``--episodes`` greedy episodes on the run's env with the run's readings (e.g. SMAX's reward and
+walls, from its config; episode ``e`` seeded ``--seed`` + e) and
 prints, per episode, its length, return and win, the joint action and team reward of every step
 (``777:0.2`` = all three agents chose action 7 and the team got 0.2), then the lone survivor's steps.
 """
@@ -26,15 +27,17 @@ def main() -> None:
 
     import mabl
     from mabl.cli import main as cli
+    from mabl.config import env_options, from_dict
     from mabl.envs import make_env
 
-    env_name = json.loads((Path(args.run_dir) / "config.json").read_text())["env"]
+    cfg = from_dict(json.loads((Path(args.run_dir) / "config.json").read_text()))
+    env_name = cfg.env
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "policy.pt")
         if cli(["export", "--run-dir", args.run_dir, "--out", path]) != 0:
             raise SystemExit(2)
         policy = mabl.load_policy(path)
-    env = make_env(env_name, seed=args.seed)
+    env = make_env(env_name, seed=args.seed, options=env_options(cfg))
     for episode in range(args.episodes):
         ts = env.reset(seed=args.seed + episode)
         policy.reset()

@@ -6,7 +6,7 @@ term's share of the mean total ``model/loss``. Written to ask whether the reward
 what the world model learns: on SMAX, whose team reward is at most about 2 per episode, its term is
 a tiny share of the loss unless ``--model.reward_scale`` raises it.
 
-    python benchmarks/loss_terms.py runs/dflt3/quick_s3 runs/dflt3/rs10_s3 --at 5000,10000,20000 --bin 2500
+    python benchmarks/loss_terms.py RUN [RUN ...] --at 5000,10000,20000 --bin 2500
 """
 
 from __future__ import annotations

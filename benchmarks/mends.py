@@ -1,16 +1,19 @@
-"""Fixed-seed runs before/after each faithfulness mend (issue "World-model diagnostics", part 3).
+"""Fixed-seed runs before/after each faithfulness mend of mabl 0.2 (docs/REPRODUCTION.md).
 
 Each mend made a released-code reading the default and kept mabl 0.1's reading as an option. This
 trains mabl on smax:3m (quick preset, one seed) with the defaults, with each mend reverted alone,
 and with all five reverted, then tabulates what the runs logged up to a common env step:
 
     python benchmarks/mends.py run --out runs/mends            # 7 runs, resumable (mabl train)
+    python benchmarks/mends.py run --out runs/mends --smax.reward jaxmarl --smax.state jaxmarl --smax.walls lethal
     python benchmarks/mends.py table --out runs/mends          # Markdown table on stdout
 
 Runs are deterministic given the seed, so a run's first STEP steps do not depend on --steps. One
 seed and a few thousand steps show what each reading changes early in learning; they rank nothing.
 Note which runs share their random draws: reverting the action decoder's depth changes the number
 of weights drawn at initialisation (so every later random draw), the other single reverts do not.
+The ``--smax.*`` flags go to every run as they are (the table of docs/REPRODUCTION.md was measured
+with JaxMARL's readings, the second command).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def run(args) -> None:
     for name, flags in RUNS.items():
         command = ["mabl", "train", "--env", args.env, "--algo", "mabl", "--preset", "quick", "--steps", str(args.steps),
                    "--seed", str(args.seed), "--eval-every", "5000", "--threads", str(args.threads), "--progress", "false",
-                   "--run-dir", str(Path(args.out) / name), *flags]
+                   "--run-dir", str(Path(args.out) / name), *args.smax_flags, *flags]
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True)
 
@@ -72,10 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--steps", type=int, default=3000)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--threads", type=int, default=1)
+    for option in ("reward", "state", "walls"):
+        r.add_argument(f"--smax.{option}", dest=option, help=f"passed to mabl train as --smax.{option}")
     t = sub.add_parser("table")
     t.add_argument("--out", required=True)
     t.add_argument("--step", type=int, default=3000)
     args = p.parse_args(argv)
+    args.smax_flags = [flag for option in ("reward", "state", "walls") if getattr(args, option, None)
+                       for flag in (f"--smax.{option}", getattr(args, option))]
     {"run": run, "table": table}[args.command](args)
     return 0
 

@@ -6,6 +6,7 @@ scored by ``mabl diagnose`` on the same held-out windows. Three steps, each resu
 
     # (a) a fixed dataset: a briefly trained mappo (30k env steps) + random play on smax:3s_vs_4z;
     #     every 5th episode is held out. Writes OUT/train.npz, OUT/heldout.npz (+ provenance), OUT/mappo/
+    #     (docs/DIAGNOSTICS.md's table: add --smax.reward jaxmarl --smax.state jaxmarl --smax.walls lethal)
     python benchmarks/representation.py collect --out bench/repr
     # (b) world models, world-model updates only, as run directories OUT/models/<algo>/seed<k>
     python benchmarks/representation.py train --out bench/repr --algos mabl,mabl-sg,dreamer --seeds 0,1,2
@@ -15,7 +16,7 @@ scored by ``mabl diagnose`` on the same held-out windows. Three steps, each resu
     python benchmarks/representation.py time --out bench/repr --updates 10
 
 Budget. A paper-size world-model update (40 windows x 20 rows, 32x32 latents, GRU 256) at
-smax:3s_vs_4z's sizes (N=3, O=88, G=84, A=9), fp32, measured on the idle 2-core machine with ``time
+smax:3s_vs_4z's sizes (N=3, O=88, A=9; G=84, JaxMARL's state), fp32, measured on an idle 2-core AVX-512 CPU with ``time
 --updates 5 --threads 1`` on the collected dataset (median): mabl 1.65 s, mabl-sg 1.50 s, dreamer
 0.88 s. bf16 autocast (``--amp``) was ~3x slower with one thread (mabl 4.9 s, dreamer 2.6 s). The
 default of 1,000 updates per model is therefore ~27 / 25 / 15 min of one core for mabl / mabl-sg /
@@ -92,20 +93,23 @@ def _mean(values: list) -> float | None:
 
 
 def collect(args) -> None:
+    from mabl.config import env_options
     from mabl.envs import make_env
     from mabl.rollout import run_episode
     from mabl.train import episode_seed, train
 
     out = Path(args.out)
     mappo_dir = out / "mappo"
+    readings = {f"smax.{option}": getattr(args, option) for option in ("reward", "state", "walls")
+                if getattr(args, option) is not None}
     cfg = build_config(args.mappo_preset, {"env": args.env, "algo": "mappo", "steps": args.mappo_steps,
                                            "seed": args.seed, "run_dir": str(mappo_dir), "progress": False,
-                                           "eval_every": 0, "device": "cpu", "threads": args.threads})
+                                           "eval_every": 0, "device": "cpu", "threads": args.threads, **readings})
     t0 = time.perf_counter()
     train(cfg)  # resumes / returns at once when already trained
     mappo_s = time.perf_counter() - t0
     agent, state = _learner_of(mappo_dir)
-    env = make_env(args.env, seed=args.seed)
+    env = make_env(args.env, seed=args.seed, options=env_options(cfg))  # the mappo run's readings
     sources = ["mappo"] * args.policy_episodes + ["random"] * args.random_episodes
     order = np.random.default_rng(args.seed).permutation(len(sources))  # interleave the two sources
     policies = {"mappo": agent.policy(), "random": RandomPolicy(env.spec, args.seed)}
@@ -354,6 +358,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--heldout-every", type=int, default=5, help="every k-th episode goes to heldout.npz")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--threads", type=int, default=2)
+    for option in ("reward", "state", "walls"):
+        c.add_argument(f"--smax.{option}", dest=option, help=f"SMAX's {option} reading for the mappo run and the "
+                       "collected episodes (default: mabl train's)")
     for name, helptext in (("train", "(b) world models on the dataset"), ("time", "per-update time")):
         t = sub.add_parser(name, help=helptext)
         t.add_argument("--out", required=True)

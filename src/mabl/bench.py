@@ -251,14 +251,14 @@ def bench_speed(preset: str = "paper", map_name: str = "3s_vs_4z", device: str =
 
 
 OTHER_HOST = {"3s_vs_4z": (820.0, 18000.0, 121.0), "corridor": (1571.0, 38800.0, 250.0)}
-"""The authors' released MABL learner (paper preset) as measured on ANOTHER machine, the project's
-2-core CPU host (torch 2.13, 2 threads; /work/shared/design/BENCHMARKS.md, lower ends of 820-906 ms,
-18.0-19.5 s, 121-132 s at 3s_vs_4z): ms per model update, ms per policy iteration, learner seconds
-per episode. The same released code measured 1050 ms / 25.1 s (3s_vs_4z) and 2206 ms / 51.4 s
-(corridor) on a second host, so a ratio of this machine's times to these numbers is a ratio to
+"""The authors' released MABL learner (paper preset) as measured on ANOTHER machine, a 2-core
+AVX-512 CPU (torch 2.13, 2 threads; lower ends of 820-906 ms, 18.0-19.5 s, 121-132 s at 3s_vs_4z;
+docs/PERFORMANCE.md): ms per model update, ms per policy iteration, learner seconds per episode.
+The same released code measured 1050 ms / 25.1 s (3s_vs_4z) and 2206 ms / 51.4 s (corridor) on a
+second host, so a ratio of this machine's times to these numbers is a ratio to
 another host's measurement, not a speed-up."""
 
-OTHER_HOST_SOURCE = ("the released MABL learner on the project's 2-core CPU host (BENCHMARKS.md; a second "
+OTHER_HOST_SOURCE = ("the released MABL learner on a 2-core AVX-512 CPU (docs/PERFORMANCE.md; a second "
                      "host measured 1050 ms / 25.1 s at 3s_vs_4z)")
 
 

@@ -1,4 +1,4 @@
-"""One prepared command that measures and validates mabl on a GPU (issue 18): ``benchmarks/gpu_check.sh``.
+"""One prepared command that measures and validates mabl on a GPU: ``benchmarks/gpu_check.sh``.
 
     python -m mabl.gpu_check [--out DIR] [--device cuda|cpu] [--quick] [--budget SECONDS] [--stages ...]
 
@@ -20,7 +20,7 @@ next one runs; every result is written to the output folder as soon as it exists
    preset and a few hundred steps with ``--quick``), stopped at its budget if not done; env-steps/s,
    learner seconds per episode, and an extrapolation to 100k steps labelled as such.
 
-The output folder holds at most eight files (the device machine returns no more): ``facts.json``,
+The output folder holds at most eight files, a fixed set that is easy to copy back: ``facts.json``,
 ``bench.json``, ``profile.txt``, ``profile.json``, ``tests.json``, ``train.json``, ``summary.md``
 and ``log.txt`` (every stage's output). Scratch files (the training run, pytest's report) go to
 ``--work`` (default: a new temporary folder).
@@ -47,7 +47,7 @@ from mabl.errors import MablError
 
 OUTPUT_FILES = ("facts.json", "bench.json", "profile.txt", "profile.json", "tests.json", "train.json",
                 "summary.md", "log.txt")
-"""Everything the check writes into the output folder (the device machine returns at most 8 files)."""
+"""Everything the check writes into the output folder (scratch files go to ``--work``)."""
 
 STAGES = ("facts", "bench", "bench-compiled", "profile", "tests", "train", "bench-compiled-more", "profile-compiled")
 """In order of value per second: the compiled bench of the first map (the number the GPU targets are

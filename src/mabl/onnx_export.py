@@ -1,4 +1,4 @@
-"""``mabl export --format onnx``: one agent's execution path as an ONNX graph (issue 17).
+"""``mabl export --format onnx``: one agent's execution path as an ONNX graph.
 
 The graph is what one agent runs at execution time, with its recurrent state as explicit inputs
 and outputs, so that any ONNX runtime can act without mabl or PyTorch (:mod:`mabl.onnx_policy` is

@@ -2,10 +2,11 @@
 
 - ``paper``: SPEC.md sizes and the paper's per-episode schedule (the defaults).
 - ``quick``: smaller networks and a step-based schedule so that a 2-core CPU run shows learning on
-  the default task within minutes, and 10x the code's entropy bonus (0.01: with the code's 0.001 the
-  seed-0 default run's actor became near-deterministic, entropy ~0.07 nats by 10k steps, and won no
-  episode in 20k; with 0.01 it won 31% at 17.5k-20k; seed 1 won none either way; docs/PERFORMANCE.md,
-  "Default run"). It is a different operating point, not the paper's.
+  the default task within minutes, and 10x the code's entropy bonus (0.01: on SMAX with JaxMARL's
+  reward and walls, with the code's 0.001 the seed-0 default run's actor became near-deterministic,
+  entropy ~0.07 nats by 10k steps, and won no episode in 20k; with 0.01 it won 31% at 17.5k-20k;
+  seed 1 won none either way; docs/PERFORMANCE.md, "What the default run does"). It is a different
+  operating point, not the paper's.
 - ``cpu``: the reproduction study's operating point on a 2-core CPU (docs/REPRODUCTION.md): the
   ``quick`` networks with twice its learning per env step (a learner call every 50 env steps), the
   code's entropy bonus, 100k steps, MAPPO with the paper's (Yu et al.) settings. Per env step the
