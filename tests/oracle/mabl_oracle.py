@@ -60,6 +60,14 @@ its unit in one row: one element then differs by that row's whole contribution. 
 fed the same features once as one-hot floats and once as class indices, its two input forms, differs
 from itself by 3.4e-4 in the max-relative measure of its embedding gradient, 2e-7 in the norm one.)
 Both measures are printed for every quantity."""
+POLICY_GRAD_TOL = 1e-3
+"""Norm-relative tolerance of our actor/critic gradients on our own imagined batch against the
+released ones on theirs. The two batches agree to ~1e-6 but not bit for bit (the released latents
+read ``one_hot + probs - probs.detach()`` = 1 +- 6e-8, ours exactly 1; the transformer and GRU sums
+round differently), and the PPO gradient, a mean of terms A * grad(rho) with mean(A) = 0, cancels
+most of its terms, which amplifies those last bits (measured 2.5e-5 for MABL, 3e-4 for MAMBA). The
+computation itself is held to :data:`TOL`: every section also feeds our losses the released
+imagined batch bit for bit ("ours on the released imagined batch")."""
 
 ORIG_MULTINOMIAL, ORIG_BERNOULLI, ORIG_RAND = torch.multinomial, torch.bernoulli, torch.rand
 
@@ -153,11 +161,20 @@ def override(name: str):
 WANDB_LOG: list[dict] = []
 
 
-def load_released_mabl(root: str) -> types.SimpleNamespace:
-    """Import the released code (``<root>/mabl``) with the harness-side patches of the module docstring."""
-    src = str(Path(root) / "mabl")
-    if not Path(src, "agent", "optim", "loss.py").exists():
-        raise SystemExit(f"MABL_RELEASED_CODE={root}: no mabl/agent/optim/loss.py there")
+RELEASED_PACKAGES = ("agent", "networks", "environments", "configs", "env")
+"""Top-level module names of the released code (MABL's and MAMBA's alike)."""
+
+
+def import_released(src: str) -> None:
+    """Make ``src`` the released code that ``import agent...`` finds: forget the modules of any other
+    checkout imported before (MABL's and MAMBA's share their top-level names), put ``src`` first on
+    ``sys.path``, and install the harness-side stand-ins (``wandb``, a bare ``configs``)."""
+    for name in list(sys.modules):
+        if name.split(".")[0] in RELEASED_PACKAGES:
+            del sys.modules[name]
+    sys.path[:] = [p for p in sys.path if p not in _RELEASED_PATHS]
+    _RELEASED_PATHS.append(src)
+    sys.path.insert(0, src)
     wandb = types.ModuleType("wandb")
     wandb.init = lambda *a, **k: None
     wandb.log = lambda values, *a, **k: WANDB_LOG.append(dict(values))
@@ -165,7 +182,17 @@ def load_released_mabl(root: str) -> types.SimpleNamespace:
     configs = types.ModuleType("configs")
     configs.__path__ = [str(Path(src) / "configs")]
     sys.modules["configs"] = configs
-    sys.path.insert(0, src)
+
+
+_RELEASED_PATHS: list[str] = []
+
+
+def load_released_mabl(root: str) -> types.SimpleNamespace:
+    """Import the released code (``<root>/mabl``) with the harness-side patches of the module docstring."""
+    src = str(Path(root) / "mabl")
+    if not Path(src, "agent", "optim", "loss.py").exists():
+        raise SystemExit(f"MABL_RELEASED_CODE={root}: no mabl/agent/optim/loss.py there")
+    import_released(src)
     import agent.optim.loss as loss
     import agent.optim.utils as utils
     import networks.dreamer.rnns as rnns
@@ -238,6 +265,8 @@ def build_ours(overrides: dict | None = None):
              "global_prior": "global_prior", "agent_prior": "agent_prior"}
     modules = dict(agent.world_model.named_modules())
     for name, tag in roles.items():
+        if name not in modules:  # (no global level: mamba, dreamer)
+            continue
         head = modules[name]
         original = head.from_pre
 
@@ -571,7 +600,7 @@ def first_differences(ours: torch.Tensor, released: torch.Tensor, tol: float = T
     return [(b, int(bad[:, b].nonzero()[0])) for b in range(bad.shape[1]) if bad[:, b].any()]
 
 
-def compare_grads(table: Table, section: str, prefix: str, released, ours, pairs) -> list[dict]:
+def compare_grads(table: Table, section: str, prefix: str, released, ours, pairs, tol: float = TOL) -> list[dict]:
     rel_params = dict(released.named_parameters())
     our_params = dict(ours.named_parameters())
     rows = []
@@ -582,7 +611,7 @@ def compare_grads(table: Table, section: str, prefix: str, released, ours, pairs
         g_our = torch.zeros_like(our_params[pair.ours]) if g_our is None else g_our
         cols = "" if pair.start is None else f"[:, {pair.start}:{pair.stop}]"
         rows.append(table.real(section, f"{prefix} {pair.ours} <- {pair.released}{cols}", g_our, pair.take(g_rel),
-                               measure="norm"))
+                               tol=tol, measure="norm"))
     return rows
 
 
@@ -721,7 +750,7 @@ def run_policy(rel, cfg, model, actor, critic, agent, rows, table: Table, sectio
     table.real(section, "critic loss", metrics["critic_loss"], value_loss)
     for key, module in (("actor", actor), ("critic", critic)):
         _, ours_module, pairs = maps[key]
-        compare_grads(table, section, f"grad {key}", module, ours_module, pairs)
+        compare_grads(table, section, f"grad {key}", module, ours_module, pairs, tol=POLICY_GRAD_TOL)
     released_grads = {"actor loss": actor_loss.detach(), "critic loss": value_loss.detach(),
                       **{f"actor.{n}": p.grad.clone() for n, p in actor.named_parameters()},
                       **{f"critic.{n}": p.grad.clone() for n, p in critic.named_parameters() if p.grad is not None}}
@@ -756,8 +785,11 @@ def ours_on_released_features(agent, cfg, table: Table, section: str, maps, rele
     actor_loss, _ = ppo_actor_loss(dist, action, old_log_prob, adv.squeeze(-1), agent.cfg.policy.clip,
                                    agent.cfg.policy.entropy)
     actor_loss.backward()
-    value = agent.critic(*level_features(agent_feat[..., :z], agent_feat[..., z:], global_feat[..., :z],
-                                         global_feat[..., z:]))
+    if global_feat is None:  # one level (mamba)
+        value = agent.critic(agent_feat[..., :z], agent_feat[..., z:])
+    else:
+        value = agent.critic(*level_features(agent_feat[..., :z], agent_feat[..., z:], global_feat[..., :z],
+                                             global_feat[..., z:]))
     critic_loss = 0.5 * (value - returns.squeeze(-1)).pow(2).mean()
     critic_loss.backward()
     table.real(sub, "actor loss (relative to mean |advantage|)", actor_loss, released_grads["actor loss"],

@@ -137,6 +137,57 @@ def critic_pairs(latent: int, deter: int) -> list[ParamPair]:
     ]
 
 
+def mamba_world_model_pairs(n_actions: int, latent: int, deter: int, hidden: int, mixer_layers: int) -> list[ParamPair]:
+    """MAMBA's ``DreamerModel`` (jbr-ai-labs/mamba ``agent/models/DreamerModel.py``) -> ours with
+    ``--algo mamba``: one level, the agents' GRU inputs through a transformer over the agent axis
+    (``rnns.py`` ``RSSMTransition._attention_stack`` -> ``agent.mixer``)."""
+    z, d, h, a = latent, deter, hidden, n_actions
+    feat = [(ONEHOT, z), (DENSE, d)]
+    mixer = [ParamPair(f"transition._attention_stack.encoder.layers.{i}.{n}", f"agent.mixer.encoder.layers.{i}.{n}")
+             for i in range(mixer_layers) for n in _ATTENTION]
+    return [
+        *_encoder("observation_encoder", "agent.obs_encoder"),
+        *_split("observation_decoder.fc1.0", "obs_decoder_body.first", feat),
+        *_linear("observation_decoder.fc1.2", "obs_decoder_body.rest.0"),
+        *_linear("observation_decoder.fc1.4", "obs_decoder_body.rest.2"),
+        *_linear("observation_decoder.fc2", "obs_decoder_out"),
+        *_gru("transition._cell", "agent.agent_gru"),
+        *_split("transition._rnn_input_model.0", "agent.agent_input", [(DENSE, a), (ONEHOT, z)]),
+        *mixer,
+        *_split("transition._stochastic_prior_model.dists.0", "agent_prior.first", [(DENSE, d)]),
+        *_linear("transition._stochastic_prior_model.dists.2", "agent_prior.out"),
+        *_split("representation._stochastic_posterior_model.dists.0", "agent.agent_posterior.first",
+                [(DENSE, d), (DENSE, h)]),
+        *_linear("representation._stochastic_posterior_model.dists.2", "agent.agent_posterior.out"),
+        *_dense3("reward_model.model", "reward_head", feat),
+        *_dense3("pcont.model", "cont_head", feat),
+        *_dense3("av_action.model", "avail_head", feat),
+        *_split("q_features.model.0", "action_decoder.first", [(DENSE, h)]),
+        *_linear("q_features.model.2", "action_decoder.rest.0"),
+        *_linear("q_action", "action_decoder.rest.2"),
+    ]
+
+
+def mamba_critic_pairs(latent: int, deter: int) -> list[ParamPair]:
+    """MAMBA's ``AugmentedCritic`` (``networks/dreamer/critic.py``) -> ``AttentionCritic(levels=1)``."""
+    return [
+        *_split("embed", "embed", [(ONEHOT, latent), (DENSE, deter)]),
+        *[ParamPair(f"_attention_stack.encoder.layers.0.{n}", f"attention.{n}") for n in _ATTENTION],
+        *_linear("feedforward_model.0", "out.0"),
+        *_linear("feedforward_model.2", "out.2"),
+    ]
+
+
+MAMBA_UNUSED: dict[str, dict[str, str]] = {
+    "world_model": {},
+    "actor": {},
+    "critic": {
+        "prior.": "built in critic.py AugmentedCritic.__init__ but never called in its forward: no gradient, no effect",
+    },
+}
+"""MAMBA's parameters without a counterpart of ours, by prefix, with the reason."""
+
+
 RELEASED_UNUSED: dict[str, dict[str, str]] = {
     "world_model": {
         "state_decoder.": "built in DreamerModel.py:36 (Decoder of the global features) but its loss is commented "
