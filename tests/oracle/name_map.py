@@ -182,7 +182,7 @@ MAMBA_UNUSED: dict[str, dict[str, str]] = {
     "world_model": {},
     "actor": {},
     "critic": {
-        "prior.": "built in critic.py AugmentedCritic.__init__ but never called in its forward: no gradient, no effect",
+        "prior.": "built in critic.py:26 (AugmentedCritic.__init__) but never called in its forward: no gradient, no effect",
     },
 }
 """MAMBA's parameters without a counterpart of ours, by prefix, with the reason."""
@@ -190,12 +190,12 @@ MAMBA_UNUSED: dict[str, dict[str, str]] = {
 
 RELEASED_UNUSED: dict[str, dict[str, str]] = {
     "world_model": {
-        "state_decoder.": "built in DreamerModel.py:36 (Decoder of the global features) but its loss is commented "
+        "state_decoder.": "built in DreamerModel.py:38 (Decoder of the global features) but its loss is commented "
                           "out in loss.py:45-48 and nothing else calls it: no gradient, no effect",
     },
     "actor": {},
     "critic": {
-        "prior.": "built in critic.py MADDPGCritic.__init__ (build_model(in_dim, 1, 3, ..)) but never called in "
+        "prior.": "built in critic.py:26 (MADDPGCritic.__init__, build_model(in_dim, 1, 3, ..)) but never called in "
                   "its forward: no gradient, no effect",
     },
 }
