@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+import mabl.envs.flatland.mamba_obs as mamba_obs
+import mabl.envs.flatland.standard_obs as standard_obs
 from mabl.envs.base import EnvSpec, TimeStep
-from mabl.envs.flatland import mamba_obs, standard_obs
 from mabl.envs.flatland.maps import (
     FLATLAND_TASKS,
     Malfunctions,
