@@ -116,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--window", type=int, default=15_000, help="final env steps the table averages over (default 15000)")
     rp.add_argument("--ema", type=float, default=0.9, help="EMA smoothing of the curves, weight of the past (default 0.9)")
     rp.add_argument("--metric", choices=("auto", "return"), default="auto", help="table and curve metric: auto = win "
-                    "rate where the task logs wins, else return (default); return = the episode return everywhere")
+                    "rate where the task logs wins, arrived %% where it logs Flatland's arrived_fraction, else return "
+                    "(default); return = the episode return everywhere")
 
     ar = sub.add_parser("archive", help="copy the logs of runs (config, gzip-compressed metrics and eval) without "
                         "their checkpoints, e.g. to keep a study's results in git; 'mabl report' reads the copy")

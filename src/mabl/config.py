@@ -231,6 +231,45 @@ class SmaxConfig:
 
 
 @dataclass(frozen=True)
+class FlatlandConfig:
+    """``flatland:`` tasks: MAMBA's Flatland code (behind the paper's Flatland runs) or the standard
+    Flatland readings (:mod:`mabl.envs.flatland`, docs/ENVIRONMENTS.md). Other env families ignore this section."""
+
+    obs: str = _f(
+        "mamba",
+        "'mamba': MAMBA's tree observation (depth 3, no predictor, 205 floats, its normalisation) [code: MAMBA's Flatland]; "
+        "'standard': Flatland's tree (depth 2, 30-step shortest-path predictor, normalize_observation) + 11 extras, "
+        "263 floats",
+        ("mamba", "standard"),
+    )
+    actions: str = _f(
+        "mamba",
+        "'mamba': 3 actions (leftmost way, rightmost way, stop), trains driven forward away from decision cells "
+        "(only action 0 available there) [code: MAMBA's Flatland]; 'all': Flatland's 5 actions, masked, chosen every step",
+        ("mamba", "all"),
+    )
+    deadlock: str = _f(
+        "mamba",
+        "'mamba': MAMBA's DeadlockChecker (every cycle of blocked trains, rings of 3+ included) [code: MAMBA's Flatland]; "
+        "'rings_move': rings of 3+ trains are not deadlocks (Flatland moves them on), a train whose start cell is "
+        "held by a deadlocked one is",
+        ("mamba", "rings_move"),
+    )
+
+
+@dataclass(frozen=True)
+class MamujocoConfig:
+    """``mamujoco:`` tasks (:mod:`mabl.envs.mamujoco`). Other env families ignore this section."""
+
+    contact_forces: str = _f(
+        "zero",
+        "contact forces (cfrc_ext) in observations and state: 'zero' = all zero, as the MuJoCo 2.0 / v2 models of "
+        "the paper's era gave them [paper: MuJoCo 2.0 era]; 'v5' = Gymnasium v5's real forces (up to ~2,500)",
+        ("zero", "v5"),
+    )
+
+
+@dataclass(frozen=True)
 class ScheduleConfig:
     """When the learner runs (SPEC §5). 'episode' = paper Alg. 1: after every collected episode."""
 
@@ -310,6 +349,8 @@ class RunConfig:
     mappo: MappoConfig = field(default_factory=MappoConfig)
     mag: MagConfig = field(default_factory=MagConfig)
     smax: SmaxConfig = field(default_factory=SmaxConfig)
+    flatland: FlatlandConfig = field(default_factory=FlatlandConfig)
+    mamujoco: MamujocoConfig = field(default_factory=MamujocoConfig)
 
     def validate(self) -> RunConfig:
         """Check values; raise a one-line MablError naming the field and what is allowed."""
@@ -445,6 +486,10 @@ ADDED_FIELDS: dict[str, Any] = {
     "smax.reward": "jaxmarl",
     "smax.state": "jaxmarl",
     "smax.walls": "lethal",
+    "flatland.obs": "standard",
+    "flatland.actions": "all",
+    "flatland.deadlock": "rings_move",
+    "mamujoco.contact_forces": "v5",
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
@@ -452,7 +497,9 @@ transform before ``input_transform``; the five faithfulness fields of mabl 0.2 t
 readings; the four Flatland fields of the per-agent mend take the team readings every run had
 before; no divergence stop before ``max_skipped_updates``; the env's own reward before
 ``reward_scale``; the decaying entropy bonus before ``target_entropy``; JaxMARL's reward, state and
-lethal walls on SMAX before the ``smax`` section). A saved config without them gets these
+lethal walls on SMAX before the ``smax`` section; Flatland's standard tree, its 5 actions and
+ring-exempt deadlocks before the ``flatland`` section; v5's contact forces before the ``mamujoco``
+section). A saved config without them gets these
 values, so runs and checkpoints made by an earlier mabl still resume and evaluate."""
 
 

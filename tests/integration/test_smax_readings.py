@@ -120,12 +120,32 @@ def test_options_come_from_the_config_and_old_runs_keep_jaxmarls():
     assert {k: v for k, v in ADDED_FIELDS.items() if k.startswith("smax.")} == {
         "smax.reward": "jaxmarl", "smax.state": "jaxmarl", "smax.walls": "lethal"}
     assert env_options(RunConfig(env="mpe:simple_spread")) == {}
+    assert env_options(RunConfig(env="flatland:10_agents")) == {"obs": "mamba", "actions": "mamba", "deadlock": "mamba"}
+    assert env_options(RunConfig(env="mamujoco:Humanoid-9|8")) == {"contact_forces": "zero"}
+    old = to_dict(RunConfig(env="flatland:5_agents"))
+    del old["flatland"]
+    assert env_options(from_dict(old)) == {"obs": "standard", "actions": "all", "deadlock": "rings_move"}
 
 
 def test_bad_options_get_one_line():
     with pytest.raises(MablError, match=r"--smax.reward='smack' is not allowed; choose one of smac, jaxmarl"):
         SmaxEnv("3m", reward="smack")
-    with pytest.raises(MablError, match="unknown smax option"):
+    with pytest.raises(MablError, match=r"^unknown smax option\(s\) colour: options are reward, state, walls$"):
         make_env("smax:3m", options={"colour": "red"})
-    with pytest.raises(MablError, match="takes no options"):
+    with pytest.raises(MablError, match=r"^--smax.walls='soft' is not allowed; choose one of stop, lethal$"):
+        make_env("smax:3m", options={"walls": "soft"})
+    with pytest.raises(MablError, match=r"^env family 'pettingzoo' takes no options \(got reward\)$"):
         make_env("mpe:simple_spread", options={"reward": "smac"})
+
+
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("flatland:5_agents", {"obs": "tree"}, r"^--flatland.obs='tree' is not allowed; choose one of mamba, standard$"),
+    ("flatland:5_agents", {"walls": "stop"}, r"^unknown flatland option\(s\) walls: options are obs, actions, deadlock$"),
+    ("mamujoco:Humanoid-9|8", {"contact_forces": "v2"},
+     r"^--mamujoco.contact_forces='v2' is not allowed; choose one of zero, v5$"),
+])
+def test_other_families_declare_their_options(name, options, message):
+    family = name.partition(":")[0]
+    pytest.importorskip({"flatland": "flatland", "mamujoco": "gymnasium_robotics"}[family])
+    with pytest.raises(MablError, match=message):
+        make_env(name, options=options)

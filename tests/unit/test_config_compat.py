@@ -39,7 +39,11 @@ def test_fields_added_later_take_their_earlier_behaviour():
         "model.reward_scale": 1.0, "model.reward_loss": "smooth_l1", "policy.target_entropy": 0.0,
         "policy.entropy_rate": 0.01,
         # the smax section came later: runs before it trained on JaxMARL's reward, state and walls
-        "smax.reward": "jaxmarl", "smax.state": "jaxmarl", "smax.walls": "lethal"}
+        "smax.reward": "jaxmarl", "smax.state": "jaxmarl", "smax.walls": "lethal",
+        # the flatland section came later: runs before it had Flatland's standard tree, 5 actions on every
+        # step and ring-exempt deadlocks; the mamujoco section too: v5's contact forces
+        "flatland.obs": "standard", "flatland.actions": "all", "flatland.deadlock": "rings_move",
+        "mamujoco.contact_forces": "v5"}
 
 
 @pytest.mark.parametrize("path", ["model.hidden", "algo", "schedule.model_updates"])

@@ -1,5 +1,9 @@
 """The Flatland adapter against Flatland itself: settings, reward terms, deadlocks, masks, layout.
 
+These tests run the standard readings (``--flatland.obs standard --flatland.actions all
+--flatland.deadlock rings_move``, :data:`TODAY`); MAMBA's, the defaults, are tested in
+``test_flatland_mamba.py``.
+
 Every expected value is recomputed here from Flatland's own objects (its agents, distance map and
 rail), not from the adapter's arrays. Trains are driven by a forward-biased random policy, so that
 episodes see both arrivals and deadlocks within a few hundred steps.
@@ -21,22 +25,26 @@ from flatland.envs.agent_utils import virtual_configuration  # noqa: E402
 from flatland.envs.rail_env_action import RailEnvActions  # noqa: E402
 from flatland.envs.step_utils.states import TrainState  # noqa: E402
 
-from mabl.envs import flatland as fl  # noqa: E402
 from mabl.envs.checks import CheckedEnv  # noqa: E402
+from mabl.envs.flatland import env as fl  # noqa: E402
+from mabl.envs.flatland import maps, standard_obs  # noqa: E402
+from mabl.envs.flatland.rail import rail_tables  # noqa: E402
 from mabl.errors import MablError  # noqa: E402
 
 ON_GRID = (TrainState.MOVING, TrainState.STOPPED, TrainState.MALFUNCTION)
 STEP = {0: (-1, 0), 1: (0, 1), 2: (1, 0), 3: (0, -1)}  # N, E, S, W
+TODAY = {"obs": "standard", "actions": "all", "deadlock": "rings_move"}
+"""The readings every run had before MAMBA's became the defaults."""
 
 
 @pytest.fixture(scope="module")
 def env5():
-    return fl.FlatlandEnv("5_agents", seed=0)
+    return fl.FlatlandEnv("5_agents", seed=0, **TODAY)
 
 
 @pytest.fixture(scope="module")
 def env10():
-    return fl.FlatlandEnv("10_agents", seed=0)
+    return fl.FlatlandEnv("10_agents", seed=0, **TODAY)
 
 
 def forward_policy(avail: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -97,7 +105,7 @@ def test_generated_maps_have_the_paper_settings(task, n_agents, n_cities, rate, 
 
 
 def test_malfunctions_follow_the_configured_law():
-    draws = fl._Malfunctions(0.25, 20, 50, fl._import_flatland("5_agents"))
+    draws = maps.Malfunctions(0.25, 20, 50, maps.import_flatland("5_agents"))
     rng = np.random.RandomState(0)
     results = [draws.generate(rng) for _ in range(20000)]
     broken = [m.num_broken_steps for m in results if m is not None]
@@ -142,7 +150,7 @@ def test_tree_normalisation_matches_flatlands_rule():
     tree[0, 0] = [0, 0, 0, 0, 0, 0, 40, 0, 0, 0, 1, 0]
     tree[0, 1] = [np.inf, 12, 3, np.inf, np.inf, 5, 38, 1, 2, 30, 0.5, 0]
     tree[0, 2] = [np.inf, np.inf, np.inf, np.inf, np.inf, np.inf, np.inf, 0, 0, 0, 1, 3]
-    flat = fl.normalise_trees(tree)[0]
+    flat = standard_obs.normalise_trees(tree)[0]
     data, distance, agents = flat[:126].reshape(21, 6), flat[126:147], flat[147:].reshape(21, 5)
     np.testing.assert_allclose(data[1], [1, 1, 0.3, 1, 1, 0.5])  # distances / 10, clipped; +inf reads 1
     assert (data[3:] == -1).all()  # missing branches
@@ -157,7 +165,7 @@ def test_rail_tables_match_flatlands_transitions(env10):
     env = env10
     env.reset(seed=4)
     rail = env.rail_env.rail
-    transitions, moves = fl.rail_tables(rail.grid)
+    transitions, moves = rail_tables(rail.grid)
     actions = (RailEnvActions.MOVE_LEFT, RailEnvActions.MOVE_FORWARD, RailEnvActions.MOVE_RIGHT)
     checked = 0
     for row in range(35):
@@ -282,8 +290,8 @@ def check_deadlocks(env: fl.FlatlandEnv, frozen: dict[int, tuple]) -> int:
 
 
 def test_seeding_is_reproducible_and_leaves_python_random_alone():
-    first = fl.FlatlandEnv("5_agents", seed=21)
-    second = fl.FlatlandEnv("5_agents", seed=99)
+    first = fl.FlatlandEnv("5_agents", seed=21, **TODAY)
+    second = fl.FlatlandEnv("5_agents", seed=99, **TODAY)
     random.seed(5)
     expected = random.random()
     random.seed(5)
@@ -300,7 +308,7 @@ def test_seeding_is_reproducible_and_leaves_python_random_alone():
         np.testing.assert_array_equal(a.obs, b.obs)
         assert a.reward == b.reward
     np.testing.assert_array_equal(first.reset().state, second.reset().state)
-    other = fl.FlatlandEnv("5_agents", seed=22)
+    other = fl.FlatlandEnv("5_agents", seed=22, **TODAY)
     other.reset()
     assert not np.array_equal(first.rail_env.rail.grid, other.rail_env.rail.grid)
 
@@ -316,7 +324,7 @@ def test_a_replaced_map_is_freed(env5):
 
 def test_truncates_exactly_at_the_episode_limit(monkeypatch):
     monkeypatch.setattr(fl, "episode_limit", lambda settings: 6)
-    env = CheckedEnv(fl.FlatlandEnv("5_agents", seed=0))
+    env = CheckedEnv(fl.FlatlandEnv("5_agents", seed=0, **TODAY))
     assert env.spec.episode_limit == 6
     timestep = env.reset()
     rng = np.random.default_rng(0)

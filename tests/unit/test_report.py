@@ -347,3 +347,35 @@ def test_return_metric_on_a_win_task(tmp_path):
     assert "Paper Table 1 alongside" in markdown_table(auto)
     with pytest.raises(MablError, match="metric 'wins' is not one of auto, return"):
         final_window_stats(find_runs(sweep), 15_000, metric="wins")
+
+
+def test_flatland_is_compared_with_the_paper_in_arrived_percent(tmp_path):
+    """Table 1's Flatland numbers are the percentage of trains that arrive, not a shaped return."""
+    def flatland_run(run_dir: Path, algo: str, episodes) -> None:
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.json").write_text(json.dumps({"env": "flatland:5_agents", "algo": algo, "seed": 0,
+                                                         "steps": 100_000}))
+        lines = [json.dumps({"kind": "episode", "env_step": step, "episode": n, "return": ret, "length": 500,
+                             "arrived_fraction": arrived})
+                 for n, (step, ret, arrived) in enumerate(episodes, start=1)]
+        (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+    # window 15000 of final 30000: the episodes at 20000, 25000, 30000 -> arrived 0.4, 0.6, 1.0
+    flatland_run(tmp_path / "mabl", "mabl", [(10000, 5.0, 0.0), (20000, 12.5, 0.4), (25000, 31.0, 0.6),
+                                             (30000, 52.0, 1.0)])
+    flatland_run(tmp_path / "mappo", "mappo", [(30000, 3.0, 0.2)])
+    stats = final_window_stats(find_runs(tmp_path), 15_000)
+    cell = stats[("flatland:5_agents", "mabl")]
+    assert cell.metric == "arrived"
+    assert cell.mean == pytest.approx(100 * (0.4 + 0.6 + 1.0) / 3)
+    assert cell.std == pytest.approx(100 * np.std([0.4, 0.6, 1.0]))
+    assert cell.text() == "66.7 ± 24.9"
+    table = markdown_table(stats)
+    assert "| flatland:5_agents | arrived % | 66.7 ± 24.9 | 20.0 ± 0.0 |" in table
+    paper_row = next(line for line in table.splitlines() if line.startswith("| flatland:5_agents | Flatland 5 agents"))
+    assert "| arrived % | 66.7 ± 24.9 (paper 51±27) | — (paper 40±26) | 20.0 ± 0.0 (paper 22±22) |" in paper_row
+    # the shaped return is never set beside the paper's arrived %
+    returns = markdown_table(final_window_stats(find_runs(tmp_path), 15_000, metric="return"))
+    window_returns = [12.5, 31.0, 52.0]
+    assert f"| flatland:5_agents | return | {np.mean(window_returns):.1f} ± {np.std(window_returns):.1f} |" in returns
+    assert "Paper Table 1 alongside" not in returns

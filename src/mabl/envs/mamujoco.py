@@ -57,11 +57,17 @@ import re
 import sys
 from typing import Any
 
+import numpy as np
+
 from mabl.envs.pettingzoo import PettingZooEnv
 from mabl.errors import MablError
 
 MAMUJOCO_TASKS: tuple[str, ...] = ("Humanoid-9|8", "HumanoidStandup-9|8")
 """The paper's MAMuJoCo tasks (2 agents each); other ``<Scenario>-<agent_conf>`` names also work."""
+
+MAMUJOCO_OPTIONS: dict[str, tuple[str, ...]] = {"contact_forces": ("zero", "v5")}
+"""The adapter's readings, default first: ``zero`` contact forces (the paper era's MuJoCo 2.0 / v2
+models gave all-zero ``cfrc_ext``) or Gymnasium v5's real ones."""
 
 AGENT_OBSK = 1
 """Joint hops each agent observes (see the module docstring for the choice)."""
@@ -111,17 +117,23 @@ def _unknown_task(task: str, why: str) -> MablError:
     )
 
 
-def make_mamujoco(task: str, seed: int = 0, *, agent_obsk: int = AGENT_OBSK) -> PettingZooEnv:
+def make_mamujoco(task: str, seed: int = 0, *, agent_obsk: int = AGENT_OBSK,
+                  contact_forces: str = "zero") -> PettingZooEnv:
     """Build ``mamujoco:<task>``, e.g. ``make_mamujoco("Humanoid-9|8", seed=0)``.
 
     Args:
         task: ``<Scenario>-<agent_conf>``, a scenario and a joint split of ``mamujoco_v1``.
         seed: seed of the first unseeded reset (as for :class:`~mabl.envs.pettingzoo.PettingZooEnv`).
         agent_obsk: joint hops each agent observes (:data:`AGENT_OBSK` by default).
+        contact_forces: ``zero`` (every ``cfrc_ext`` entry of the observations and the state reads 0,
+            as under the paper era's models) or ``v5`` (Gymnasium v5's forces); :func:`contact_force_entries`.
 
     Raises:
         MablError: a malformed or unknown task, or gymnasium-robotics / mujoco not installed.
     """
+    if contact_forces not in MAMUJOCO_OPTIONS["contact_forces"]:
+        raise MablError(f"--mamujoco.contact_forces={contact_forces!r} is not allowed; choose one of "
+                        f"{', '.join(MAMUJOCO_OPTIONS['contact_forces'])}")
     scenario, _, agent_conf = task.partition("-")
     if not scenario or not agent_conf:
         raise _unknown_task(task, "expected <Scenario>-<agent_conf>")
@@ -142,7 +154,68 @@ def make_mamujoco(task: str, seed: int = 0, *, agent_obsk: int = AGENT_OBSK) -> 
     own_limit = getattr(gym_spec, "max_episode_steps", None) or EPISODE_LIMIT
     limit = min(EPISODE_LIMIT, int(own_limit))
     try:
+        if contact_forces == "zero":
+            parallel_env = ZeroContactForces(parallel_env)
         return PettingZooEnv.from_parallel_env(parallel_env, name=f"mamujoco:{task}", seed=seed, episode_limit=limit)
     except BaseException:
         parallel_env.close()
         raise
+
+
+def contact_force_entries(parallel_env: Any) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Where the contact forces (``cfrc_ext``) are: per agent, bool over its observation, and bool
+    over the state (the single-agent observation).
+
+    The single-agent observation lays out ``qpos, qvel, cinert, cvel, qfrc_actuator, cfrc_ext`` in
+    the sizes of its ``observation_structure``; gymnasium-robotics' ``observation_factorization``
+    maps each entry of an agent's observation to its index there. A scenario without that structure
+    (``CoupledHalfCheetah``, the many-segment ones) observes no contact forces: no entries.
+    """
+    single = parallel_env.single_agent_env.unwrapped
+    size = int(parallel_env.single_agent_env.observation_space.shape[0])
+    structure = getattr(single, "observation_structure", None)
+    factorization = getattr(parallel_env, "observation_factorization", None)
+    state = np.zeros(size, dtype=bool)
+    agents = {agent: np.zeros(parallel_env.observation_space(agent).shape[0], dtype=bool)
+              for agent in parallel_env.possible_agents}
+    if not structure or not structure.get("cfrc_ext") or factorization is None:
+        return agents, state
+    start = sum(structure.get(key, 0) for key in ("qpos", "qvel", "cinert", "cvel", "qfrc_actuator"))
+    state[start : start + structure["cfrc_ext"]] = True
+    for agent, indices in factorization.items():
+        agents[agent] = state[np.asarray(indices, dtype=np.int64)]
+    return agents, state
+
+
+class ZeroContactForces:
+    """A ``mamujoco_v1`` parallel env whose observations and state read 0 at every contact force
+    (:func:`contact_force_entries`), as the MuJoCo 2.0 / v2 models of the paper's era gave them.
+    The physics and the reward (Humanoid's contact cost included) are v5's, unchanged."""
+
+    def __init__(self, parallel_env: Any) -> None:
+        self._env = parallel_env
+        self._agent_masks, self._state_mask = contact_force_entries(parallel_env)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+    def _zeroed(self, observations: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for agent, obs in observations.items():
+            obs = np.array(obs, copy=True)
+            obs[self._agent_masks[agent]] = 0.0
+            out[agent] = obs
+        return out
+
+    def reset(self, *args: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        observations, infos = self._env.reset(*args, **kwargs)
+        return self._zeroed(observations), infos
+
+    def step(self, actions: dict[str, Any]) -> tuple:
+        observations, *rest = self._env.step(actions)
+        return (self._zeroed(observations), *rest)
+
+    def state(self) -> np.ndarray:
+        state = np.array(self._env.state(), copy=True)
+        state[self._state_mask] = 0.0
+        return state

@@ -29,7 +29,7 @@ ALIASES: dict[str, str] = {"mpe:simple_spread": "pettingzoo:mpe2.simple_spread_v
 
 FAMILY_REWARDS: dict[str, str] = {
     "smax": "SMAC's battle reward, at most 20 per episode (--smax.reward jaxmarl: SMAX's own, ~2)",
-    "flatland": "MAMBA-era shaped reward per train (+10 on arrival, progress, deadlock penalty), summed",
+    "flatland": "MAMBA's shaped reward per train (+10 on arrival, progress, deadlock penalty), summed",
     "mamujoco": "the single-agent Gymnasium reward, shared",
     "smac": "SMAC's default battle reward, at most 20 per episode",
     "pettingzoo": "the mean of the acting agents' rewards",
@@ -49,43 +49,53 @@ def list_envs() -> list[str]:
             + list(ALIASES))
 
 
+def _checked_options(family: str, options: dict[str, Any], declared: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """``options`` when ``family`` declares each of them with an allowed value, else a one-line MablError."""
+    if options and not declared:
+        raise MablError(f"env family '{family}' takes no options (got {', '.join(sorted(options))})")
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        raise MablError(f"unknown {family} option(s) {', '.join(unknown)}: options are {', '.join(declared)}")
+    for option, value in options.items():
+        if value not in declared[option]:
+            raise MablError(f"--{family}.{option}={value!r} is not allowed; choose one of {', '.join(declared[option])}")
+    return options
+
+
 def make_env(name: str, seed: int = 0, options: dict[str, Any] | None = None) -> MultiAgentEnv:
     """Build the env called ``name``, seeded with ``seed``, wrapped in a :class:`CheckedEnv`.
 
-    ``options`` are the family's adapter readings (``smax``: ``reward``, ``state``, ``walls``;
-    :func:`mabl.config.env_options` gives a run's); left out, each takes the adapter's default.
+    ``options`` are the family's adapter readings, as the family declares them (``smax``:
+    :data:`~mabl.envs.smax.SMAX_OPTIONS`; ``flatland``: :data:`~mabl.envs.flatland.FLATLAND_OPTIONS`;
+    ``mamujoco``: :data:`~mabl.envs.mamujoco.MAMUJOCO_OPTIONS`; the other families take none);
+    :func:`mabl.config.env_options` gives a run's. Left out, each takes the adapter's default.
 
     Raises:
-        MablError: unknown family or task, an option the family does not have, or the package the
-            env needs is not installed.
+        MablError: unknown family or task, an option the family does not have or a value it does
+            not allow, or the package the env needs is not installed.
     """
     family, _, task = ALIASES.get(name, name).partition(":")
     options = dict(options or {})
-    if options and family != "smax":
-        raise MablError(f"env family '{family}' takes no options (got {', '.join(sorted(options))})")
     if family == "smax" and task:
         from mabl.envs.smax import SMAX_OPTIONS, SmaxEnv
 
-        unknown = sorted(set(options) - set(SMAX_OPTIONS))
-        if unknown:
-            raise MablError(f"unknown smax option(s) {', '.join(unknown)}: options are {', '.join(SMAX_OPTIONS)}")
-        env: MultiAgentEnv = SmaxEnv(task, seed=seed, **options)
+        env: MultiAgentEnv = SmaxEnv(task, seed=seed, **_checked_options(family, options, SMAX_OPTIONS))
     elif family == "pettingzoo" and task:
         from mabl.envs.pettingzoo import PettingZooEnv
 
-        env = PettingZooEnv(task, seed=seed)
+        env = PettingZooEnv(task, seed=seed, **_checked_options(family, options, {}))
     elif family == "flatland" and task:
-        from mabl.envs.flatland import FlatlandEnv
+        from mabl.envs.flatland import FLATLAND_OPTIONS, FlatlandEnv
 
-        env = FlatlandEnv(task, seed=seed)
+        env = FlatlandEnv(task, seed=seed, **_checked_options(family, options, FLATLAND_OPTIONS))
     elif family == "mamujoco" and task:
-        from mabl.envs.mamujoco import make_mamujoco
+        from mabl.envs.mamujoco import MAMUJOCO_OPTIONS, make_mamujoco
 
-        env = make_mamujoco(task, seed=seed)
+        env = make_mamujoco(task, seed=seed, **_checked_options(family, options, MAMUJOCO_OPTIONS))
     elif family == "smac" and task:
         from mabl.envs.smac import SmacEnv
 
-        env = SmacEnv(task, seed=seed)
+        env = SmacEnv(task, seed=seed, **_checked_options(family, options, {}))
     elif family == "mpe":
         raise MablError(
             f"unknown MPE task '{name}': known are {', '.join(ALIASES)}; any other MPE task is "

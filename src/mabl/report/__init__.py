@@ -8,8 +8,10 @@ Metric definitions
 ------------------
 Per-episode value
     For a task whose episodes carry a ``win`` flag (SMAX/SMAC, ...) the value of an episode is
-    ``100 * win`` (0 or 100, so means are win rates in %). For any other task it is the episode's
-    ``return``. A task uses the win value only when every run of that task logs ``win`` flags;
+    ``100 * win`` (0 or 100, so means are win rates in %). For a task whose episodes log Flatland's
+    ``arrived_fraction`` it is ``100 * arrived_fraction`` (arrived %, the paper's Flatland metric).
+    For any other task it is the episode's ``return``. A task uses the win value only when every
+    run of that task logs ``win`` flags (the arrived value: every run logs ``arrived_fraction``);
     within such a run an episode line without ``win`` counts as a loss.
 
 Final performance (the paper's Table 1 metric, paper §4 / SPEC §6: "mean ± std over the last 15k
@@ -142,7 +144,8 @@ def write_report(paths: str | os.PathLike | Iterable[str | os.PathLike], out_dir
         "rules": {
             "window": f"per run, episodes with env_step > final - {window}; final = env_step of the run's last episode",
             "value": ("the episode return (--metric return)" if metric == "return"
-                      else "100 * win (0 or 100) on tasks that log wins, else the episode return"),
+                      else "100 * win (0 or 100) on tasks that log wins, 100 * arrived_fraction on tasks that log it "
+                           "(Flatland), else the episode return"),
             "pooling": "mean and population std (ddof=0) over the window episodes of all seeds of a cell pooled",
             "curves": f"EMA s_k = {ema:g} * s_(k-1) + (1 - {ema:g}) * x_k, s_0 = x_0, per seed; linear interpolation "
                       f"onto {points} steps from 0 to the cell's smallest final episode step; mean/min/max over seeds",

@@ -21,8 +21,13 @@ def _fmt_num(value: float, digits: int = 1) -> str:
     return f"{value:.{digits}f}"
 
 
+METRIC_LABELS = {"win_rate": "win rate %", "arrived": "arrived %", "return": "return"}
+PAPER_METRICS = {"win_rate": "win rate %", "arrived": "arrived %", "return": "reward"}
+"""Our per-episode metric -> the paper's Table 1 metric it can stand beside."""
+
+
 def metric_label(metric: str) -> str:
-    return "win rate %" if metric == "win_rate" else "return"
+    return METRIC_LABELS.get(metric, metric)
 
 
 def _fmt_hours(wall_s: float | None, cpu_s: float | None) -> str:
@@ -76,9 +81,9 @@ def markdown_table(stats: dict[tuple[str, str], CellStats], paper: dict[str, Pap
 
     compared = [(task, paper_task(task, paper)) for task in tasks] if paper else []
     task_metric = {c.task: c.metric for c in cells}
-    # the paper's column only beside the same kind of number (its SMAC rows are win rates, the rest reward)
+    # the paper's column only beside the same kind of number (SMAC: win rates, Flatland: arrived %, MAMuJoCo: reward)
     compared = [(task, row) for task, row in compared if row is not None
-                and (paper[row].metric == metric_label("win_rate")) == (task_metric[task] == "win_rate")]
+                and paper[row].metric == PAPER_METRICS[task_metric[task]]]
     if compared:
         out += ["## Paper Table 1 alongside", ""]
         rows = []
@@ -104,13 +109,15 @@ def markdown_table(stats: dict[tuple[str, str], CellStats], paper: dict[str, Pap
             f"[1] Metric: per run, the episodes whose end step satisfies env_step > final − {window}, where final "
             "is the env_step of the run's last episode (an episode ending exactly at final − "
             f"{window} is excluded). Per-episode value: 100 × win (0 or 100) where the Metric "
-            "column says win rate, else the episode return. The windows' episodes of all seeds of a "
+            "column says win rate, 100 × the fraction of trains that arrived where it says arrived %, else the "
+            "episode return. The windows' episodes of all seeds of a "
             "(task, algorithm) cell are pooled; the cell is their mean ± population std (ddof=0), so for win "
             "rates the std is that of 0/100 outcomes and seeds with more episodes weigh more. Per-seed means "
             "are each seed's mean over its own window."]
     if compared:
-        out += ["", "[2] Paper: Table 1 of the MABL paper (AAMAS 2024); SMAC win rate %, others reward; mean ± std "
-                "over the last 15k steps over 3 seeds, copied as printed, at the paper's budgets."]
+        out += ["", "[2] Paper: Table 1 of the MABL paper (AAMAS 2024); SMAC win rate %, Flatland the percentage of "
+                "trains that arrive (the released runner logs the arrived fraction as its reward), MAMuJoCo reward; "
+                "mean ± std over the last 15k steps over 3 seeds, copied as printed, at the paper's budgets."]
         if any(task.startswith("smax:") for task, _ in compared):
             out += ["", "[3] smax:<map> tasks run SMAX (JaxMARL), a stand-in for SMAC, not SMAC itself: "
                     "its units, dynamics and win conditions differ, so its returns and win rates are not "

@@ -122,8 +122,8 @@ def plot_curves(curves: Curves, out_dir: str | os.PathLike) -> WrittenPlots:
             ax = fig.add_subplot(1, 1, 1)
             labels = _draw(ax, metric_curves, colors)
             metric = metric_curves[0].key
-            ax.set_ylabel("win rate %" if metric == "win_rate" else "return")
-            if metric == "win_rate":
+            ax.set_ylabel(metric_label(metric))
+            if metric in ("win_rate", "arrived"):
                 ax.set_ylim(-2, 102)
             ax.set_title(f"{task}: {metric_label(metric)}, EMA {curves.ema:g}, mean and min–max over seeds")
             ax.legend(loc="best")

@@ -61,6 +61,9 @@ class RunData:
     """float64, each episode's return (NaN where the log holds null)."""
     win: np.ndarray | None
     """bool per episode where the env defines wins, else None."""
+    arrived: np.ndarray | None = None
+    """float64 fraction of trains that arrived in each episode (Flatland's ``arrived_fraction``; NaN
+    where an episode line lacks it), None for logs without it."""
     learner: list[dict[str, Any]] = field(default_factory=list)
     eval: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -86,11 +89,16 @@ class RunData:
         return None
 
     def values(self, metric: str) -> np.ndarray:
-        """Per-episode values: ``100 * win`` for ``metric == "win_rate"``, else the returns."""
+        """Per-episode values: ``100 * win`` for ``metric == "win_rate"``, ``100 * arrived_fraction``
+        (arrived %) for ``metric == "arrived"``, else the returns."""
         if metric == "win_rate":
             if self.win is None:
                 raise ValueError(f"run {self.run_dir} logs no win flags")
             return self.win.astype(np.float64) * 100.0
+        if metric == "arrived":
+            if self.arrived is None:
+                raise ValueError(f"run {self.run_dir} logs no arrived_fraction")
+            return self.arrived * 100.0
         return self.returns
 
 
@@ -177,6 +185,9 @@ def _load_run(run_dir: Path) -> RunData:
     win = None
     if any(r.get("win") is not None for r in episodes):
         win = np.array([bool(r.get("win")) for r in episodes], dtype=bool)
+    arrived = None
+    if any(r.get("arrived_fraction") is not None for r in episodes):
+        arrived = np.array([_as_float(r.get("arrived_fraction")) for r in episodes], dtype=np.float64)
     lengths = None
     if any(r.get("length") is not None for r in episodes):
         lengths = np.array([_as_float(r.get("length")) for r in episodes], dtype=np.float64)
@@ -186,6 +197,8 @@ def _load_run(run_dir: Path) -> RunData:
         lengths = lengths[order]
     if win is not None:
         win = win[order]
+    if arrived is not None:
+        arrived = arrived[order]
     learner = [r for r in records if r.get("kind") == "learner" and isinstance(r.get("env_step"), (int, float))]
     evals: list[dict[str, Any]] = []
     eval_path = log_path(run_dir, "eval.jsonl")
@@ -204,7 +217,8 @@ def _load_run(run_dir: Path) -> RunData:
     preset = config.get("preset")
     return RunData(run_dir=run_dir, env=str(config["env"]), algo=str(config["algo"]), seed=seed, steps=steps,
                    preset=None if preset is None else str(preset), config=config, env_step=env_step,
-                   returns=returns, win=win, learner=learner, eval=evals, notes=notes, lengths=lengths)
+                   returns=returns, win=win, arrived=arrived, learner=learner, eval=evals, notes=notes,
+                   lengths=lengths)
 
 
 def _is_run_dir(path: Path) -> bool:

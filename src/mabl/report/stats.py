@@ -29,21 +29,25 @@ def _cells(runs: Sequence[RunData]) -> dict[tuple[str, str], list[RunData]]:
 
 
 METRICS = ("auto", "return")
-"""``auto``: win rate where every run of a task logs wins, else return; ``return``: always the return."""
+"""``auto``: win rate where every run of a task logs wins, else arrived % where every run logs
+Flatland's ``arrived_fraction``, else return; ``return``: always the return."""
 
 
 def task_metrics(runs: Sequence[RunData], metric: str = "auto") -> dict[str, str]:
-    """Per task: ``"win_rate"`` when every run of the task logs win flags, else ``"return"``;
-    ``metric="return"`` gives ``"return"`` for every task."""
+    """Per task: ``"win_rate"`` when every run of the task logs win flags, else ``"arrived"`` when
+    every run logs arrived fractions (Flatland; the paper's Table 1 reports the percentage of trains
+    that arrive), else ``"return"``; ``metric="return"`` gives ``"return"`` for every task."""
     if metric not in METRICS:
         raise MablError(f"metric '{metric}' is not one of {', '.join(METRICS)}")
     if metric == "return":
         return {run.env: "return" for run in runs}
-    metrics: dict[str, str] = {}
+    logged: dict[str, set[str]] = {}
     for run in runs:
-        has_win = run.win is not None
-        metrics[run.env] = "win_rate" if metrics.get(run.env, "win_rate") == "win_rate" and has_win else "return"
-    return metrics
+        has = {"win_rate"} if run.win is not None else set()
+        has |= {"arrived"} if run.arrived is not None else set()
+        logged[run.env] = logged[run.env] & has if run.env in logged else has
+    return {task: "win_rate" if "win_rate" in has else "arrived" if "arrived" in has else "return"
+            for task, has in logged.items()}
 
 
 # ------------------------------------------------------------------------------------ final window
@@ -82,7 +86,7 @@ class CellStats:
     def digits(self) -> int:
         """Decimals of this cell's numbers: one for win rates (%); for returns, by the mean's size
         (3 below 1, 2 below 10, else 1) so that returns of order 1 (SMAX's) are not rounded away."""
-        if self.metric == "win_rate":
+        if self.metric in ("win_rate", "arrived"):
             return 1
         size = abs(self.mean)
         return 3 if size < 1 else 2 if size < 10 else 1
@@ -175,7 +179,7 @@ class Curves:
     ema: float
     points: int
     metric: dict[tuple[str, str], Curve]
-    """Per (task, algo): the episode metric (win rate % or return)."""
+    """Per (task, algo): the episode metric (win rate %, arrived % or return)."""
     losses: dict[tuple[str, str], dict[str, Curve]]
     """Per (task, algo) with world-model losses: ``model/*`` key -> curve."""
 
