@@ -151,7 +151,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     preset = overrides.pop("preset", "quick")
     cfg = build_config(preset, overrides)
     run_dir = train(cfg)
-    print(f"run directory: {run_dir}")
+    print(f"finished; run directory: {run_dir}")
 
 
 def _agent_from_run(run_dir: str):

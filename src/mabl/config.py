@@ -303,7 +303,15 @@ class RunConfig:
         "open-loop errors k=1..5, KL per level) as kind 'diagnose' lines every this many learner calls; 0 = off. "
         "Leaves every random state alone, so results do not change [ours]",
     )
-    progress: bool = _f(True, "show a progress bar")
+    progress: bool = _f(
+        True,
+        "show a progress bar (without a terminal: a plain status line every 5% of the steps); either way one line "
+        "per evaluation and checkpoint")
+    log: str = _f(
+        "jsonl,tensorboard",
+        "loggers, comma-separated: jsonl (always on: metrics.jsonl, eval.jsonl), tensorboard (tb/), csv "
+        "(metrics.csv, eval.csv), wandb (offline with WANDB_MODE=offline; extra mabl[wandb]), mlflow (file store "
+        "<run_dir>/mlruns; extra mabl[mlflow])")
     model: ModelConfig = field(default_factory=ModelConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -338,6 +346,9 @@ class RunConfig:
         for path in nonneg:
             if not get_path(self, path) >= 0:
                 raise MablError(f"--{path}={get_path(self, path)} must be >= 0")
+        from mabl.run_log import parse_loggers
+
+        parse_loggers(self.log)
         if self.model.seq_len < 3:
             raise MablError(f"--model.seq_len={self.model.seq_len} must be >= 3 (windows are shifted by one)")
         if self.policy.horizon < 2:
@@ -445,6 +456,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "smax.reward": "jaxmarl",
     "smax.state": "jaxmarl",
     "smax.walls": "lethal",
+    "log": "jsonl,tensorboard",
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
@@ -452,8 +464,8 @@ transform before ``input_transform``; the five faithfulness fields of mabl 0.2 t
 readings; the four Flatland fields of the per-agent mend take the team readings every run had
 before; no divergence stop before ``max_skipped_updates``; the env's own reward before
 ``reward_scale``; the decaying entropy bonus before ``target_entropy``; JaxMARL's reward, state and
-lethal walls on SMAX before the ``smax`` section). A saved config without them gets these
-values, so runs and checkpoints made by an earlier mabl still resume and evaluate."""
+lethal walls on SMAX before the ``smax`` section; JSONL and TensorBoard before ``log``). A saved
+config without them gets these values, so runs and checkpoints made by an earlier mabl still resume and evaluate."""
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:
