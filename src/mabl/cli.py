@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train (or resume) a run", description=(
         "Train MABL. Re-running the same command on an existing run directory resumes it. "
         "Every field below can be set; --preset is applied first, then the flags."))
+    train.add_argument("--config", metavar="FILE.yaml",
+                       help="YAML file of any of the flags below (dotted keys or nested mappings, e.g. configs/"
+                            "smax_3s_vs_4z.yaml); flags given on the command line win")
     _add_config_flags(train)
 
     ev = sub.add_parser("eval", help="play episodes with a trained policy and report win rate / return")
@@ -147,7 +150,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     from mabl.presets import build_config
     from mabl.train import train
 
-    overrides = {k: v for k, v in vars(args).items() if k != "command"}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    if args.config:
+        from mabl.config import load_config_file
+
+        overrides = {**load_config_file(args.config), **overrides}  # the command line wins
     preset = overrides.pop("preset", "quick")
     cfg = build_config(preset, overrides)
     run_dir = train(cfg)
