@@ -311,7 +311,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     summary = write_report(args.dirs, args.out, window=args.window, ema=args.ema, metric=args.metric)
     files = summary["files"]
     skipped = summary.get("skipped") or []
-    print(f"report {args.out}: {files['table']}, {files['summary']}, {len(files['plots'])} plots"
+    print(f"report {args.out}: {files['table']}, {files['summary']}, {files['marl_eval']}, {len(files['plots'])} plots"
           + (f"; skipped {len(skipped)} runs (see {files['summary']})" if skipped else ""))
 
 
