@@ -57,12 +57,16 @@ def _parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="play episodes with a trained policy and report win rate / return")
     src = ev.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run-dir", help="run directory (its latest checkpoint)")
-    src.add_argument("--policy", help="exported policy file (from `mabl export`)")
+    src.add_argument("--run-dir", "--run_dir", dest="run_dir",
+                     help="run directory (its newest checkpoint, or --checkpoint STEP)")
+    src.add_argument("--policy", help="exported policy file (from `mabl export`: .pt, or .onnx with the onnx extra)")
+    ev.add_argument("--checkpoint", type=int, metavar="STEP",
+                    help="with --run-dir: the checkpoint of this env step (checkpoints/step_*.pt; default the newest)")
     ev.add_argument("--env", help="task to play (default: the run's / the policy's task)")
     ev.add_argument("--episodes", type=int, default=20, help="episodes to play (default 20)")
     ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation episodes")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the most likely")
+    ev.add_argument("--json", action="store_true", help="print one JSON object (with each episode's values)")
 
     ex = sub.add_parser("export", help="write the policy of a run to one file (decentralized; joint for mamba, mag)")
     ex.add_argument("--run-dir", required=True)
@@ -162,11 +166,17 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _agent_from_run(run_dir: str):
-    """Rebuild the agent of a run from its newest checkpoint (no env needed)."""
+    """Rebuild the agent of a run from its newest checkpoint (no env needed): ``(agent, cfg, spec)``."""
+    return _agent_from_checkpoint(run_dir)[:3]
+
+
+def _agent_from_checkpoint(run_dir: str, step: int | None = None):
+    """Rebuild the agent of a run from its newest checkpoint, or the one of env step ``step`` (no env
+    needed). Returns ``(agent, cfg, spec, path)``, ``path`` the checkpoint read."""
     import torch
 
     from mabl.algo import build_learner
-    from mabl.checkpoint import latest_checkpoint, load_finite_checkpoint
+    from mabl.checkpoint import checkpoint_files, latest_checkpoint, load_finite_checkpoint
     from mabl.config import from_dict
     from mabl.envs.base import EnvSpec
 
@@ -175,6 +185,12 @@ def _agent_from_run(run_dir: str):
     path = latest_checkpoint(run_dir)
     if path is None:
         raise MablError(f"run directory {run_dir} has no checkpoint yet (checkpoints/step_*.pt)")
+    if step is not None:
+        steps = {checkpoint_step(p): p for p in checkpoint_files(run_dir)}
+        if step not in steps:
+            raise MablError(f"run directory {run_dir} has no checkpoint of step {step}; it keeps the newest ones: "
+                            f"{', '.join(map(str, sorted(steps)))}")
+        path = steps[step]
     state = load_finite_checkpoint(path)  # a checkpoint with NaN or infinite weights is refused
     cfg = from_dict(state["config"])
     spec = EnvSpec(**state["spec"])
@@ -183,7 +199,27 @@ def _agent_from_run(run_dir: str):
         agent.load_state_dict(state["agent"])
     except (RuntimeError, KeyError) as exc:
         raise MablError(f"checkpoint {path} does not match its own config: {str(exc).splitlines()[0][:160]}") from None
-    return agent, cfg, spec
+    return agent, cfg, spec, path
+
+
+def checkpoint_step(path: Path) -> int:
+    """The env step of ``checkpoints/step_<env_step>.pt``."""
+    return int(Path(path).stem.split("_")[1])
+
+
+def _onnx_policy(path: str, seed: int):
+    """An exported ONNX policy (mabl.onnx_policy), its sizes in the form eval compares."""
+    from types import SimpleNamespace
+
+    from mabl.onnx_policy import OnnxPolicy, OnnxPolicyError
+
+    try:
+        policy = OnnxPolicy(path, seed=seed)
+    except OnnxPolicyError as exc:
+        raise MablError(str(exc)) from None
+    spec = policy.spec
+    return policy, SimpleNamespace(name=policy.env_name, n_agents=spec.n_agents, obs_dim=spec.obs_dim,
+                                   action_size=spec.n_actions or spec.action_dim)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -193,19 +229,28 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.episodes <= 0:
         raise MablError(f"--episodes={args.episodes} must be > 0")
+    if args.checkpoint is not None and not args.run_dir:
+        raise MablError("--checkpoint STEP picks a checkpoint of --run-dir; an exported --policy file has one")
     options: dict = {}
+    source: dict = {}
     if args.run_dir:
         import dataclasses
 
         from mabl.config import env_options
 
-        agent, cfg, spec = _agent_from_run(args.run_dir)
+        agent, cfg, spec, path = _agent_from_checkpoint(args.run_dir, args.checkpoint)
         policy, env_name = agent.policy(), args.env or cfg.env
+        source = {"run_dir": args.run_dir, "checkpoint": str(path), "checkpoint_step": checkpoint_step(path)}
         # The env as the run trained on it (e.g. SMAX's reward and walls), on the task asked for.
         options = env_options(dataclasses.replace(cfg, env=env_name))
+    elif args.policy.endswith(".onnx"):
+        policy, spec = _onnx_policy(args.policy, args.seed)
+        env_name = args.env or spec.name
+        source = {"policy": args.policy}
     else:
         policy = load_policy(args.policy)
         spec, env_name = policy.env_spec, args.env or policy.env_spec.name
+        source = {"policy": args.policy}
     env = make_env(env_name, seed=args.seed, options=options)
     if (env.spec.n_agents, env.spec.obs_dim, env.spec.action_size) != (spec.n_agents, spec.obs_dim, spec.action_size):
         raise MablError(f"env {env_name} has sizes (N={env.spec.n_agents}, O={env.spec.obs_dim}, "
@@ -213,9 +258,18 @@ def cmd_eval(args: argparse.Namespace) -> None:
                         f"O={spec.obs_dim}, A={spec.action_size})")
     import torch
 
-    policy.generator = torch.Generator().manual_seed(args.seed)
+    if hasattr(policy, "generator"):  # (an ONNX policy has its own numpy generator, seeded above)
+        policy.generator = torch.Generator().manual_seed(args.seed)
     seeds = [episode_seed(args.seed, 3, i) for i in range(args.episodes)]
     result = evaluate_policy(env, policy, args.episodes, seeds, deterministic=not args.stochastic)
+    if args.json:
+        import json
+
+        print(json.dumps({"env": env_name, **source, "seed": args.seed, "stochastic": args.stochastic, **result}))
+        return
+    what = (f"checkpoint of step {source['checkpoint_step']} ({source['checkpoint']})" if "checkpoint" in source
+            else f"policy {args.policy}")
+    print(f"evaluating {what}")
     text = f"{env_name}: {result['episodes']} episodes, mean return {result['mean_return']:.3f}"
     if "win_rate" in result:
         text += f", win rate {result['win_rate']:.1%}"
@@ -226,16 +280,19 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from mabl.algo import MODEL_FREE
-    from mabl.checkpoint import atomic_torch_save
+    from mabl.checkpoint import atomic_torch_save, latest_checkpoint
     from mabl.policy import save_policy
 
     agent, cfg, spec = _agent_from_run(args.run_dir)
+    latest = latest_checkpoint(args.run_dir)
+    of_step = f" of checkpoint step {checkpoint_step(latest)}" if latest is not None else ""
     if args.format == "onnx":
         from mabl.onnx_export import export_onnx
 
-        export_onnx(agent, cfg, spec, args.out)
-        print(f"wrote ONNX policy ({cfg.algo}: one agent's step, recurrent state as inputs/outputs) for {spec.name} "
-              f"to {args.out}; run it with mabl.onnx_policy.OnnxPolicy")
+        meta = export_onnx(agent, cfg, spec, args.out)
+        state = "recurrent state as inputs/outputs" if "h" in meta["inputs"] else "no recurrent state"
+        print(f"wrote ONNX policy ({cfg.algo}: one agent's step, {state}){of_step} "
+              f"for {spec.name} to {args.out}; run it with mabl.onnx_policy.OnnxPolicy or mabl eval --policy")
         return
     policy = agent.policy()
     if cfg.algo in MODEL_FREE:
@@ -243,10 +300,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     else:
         save_policy(args.out, agent.world_model.agent, agent.actor, spec, cfg.model, cfg.policy.hidden, cfg.algo)
     if policy.spec.centralized:
-        print(f"wrote JOINT policy ({cfg.algo}: centralized execution, every act() needs all {spec.n_agents} "
+        print(f"wrote JOINT policy{of_step} ({cfg.algo}: centralized execution, every act() needs all {spec.n_agents} "
               f"agents' observations of the same step) for {spec.name} to {args.out}")
     else:
-        print(f"wrote decentralized policy ({cfg.algo}) for {spec.name} ({spec.n_agents} agents) to {args.out}")
+        print(f"wrote decentralized policy{of_step} ({cfg.algo}) for {spec.name} ({spec.n_agents} agents) to {args.out}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
