@@ -1,13 +1,15 @@
 """Command line: parse, dispatch, and turn input errors into one line.
 
-    mabl train [--env smax:3s_vs_4z] [--preset paper] [--steps N] [--seed S] [--run-dir DIR] [--model.hidden 128 ...]
-    mabl eval --run-dir DIR | --policy FILE [--episodes N]
+    mabl train [--config FILE.yaml] [--env smax:3s_vs_4z] [--preset paper] [--steps N] [--seed S] [--run-dir DIR]
+               [--log jsonl,tensorboard,csv,wandb,mlflow] [--model.hidden 128 ...]
+    mabl eval --run-dir DIR [--checkpoint STEP] | --policy FILE(.pt|.onnx) [--episodes N] [--json]
     mabl export --run-dir DIR --out FILE
-    mabl bench speed [--algo mabl] [--preset paper] [--map 3s_vs_4z] [--device cpu|cuda] [--amp] [--compile] [--json]
+    mabl bench speed [--algo mabl] [--preset paper] [--env smax:3s_vs_4z] [--device auto|cpu|cuda] [--amp [BOOL]]
+                     [--compile [BOOL]] [--json]
     mabl sweep --algos mabl,mappo --envs smax:3m --seeds 0,1,2 [--preset P] [--steps N] [--workers W] --out DIR
     mabl report DIR [DIR ...] --out REPORT_DIR
     mabl archive DIR [DIR ...] --out ARCHIVE_DIR
-    mabl diagnose --run-dir DIR [--data DIR|FILE] [--windows K] [--json] [--out DIR]
+    mabl diagnose --run-dir DIR [--data DIR|FILE] [--windows K] [--device auto|cpu|cuda] [--json] [--out DIR]
     mabl envs
 """
 
@@ -23,12 +25,27 @@ from mabl.config import RunConfig, iter_fields
 from mabl.errors import MablError
 
 
+def _bool(text: str) -> bool:
+    """A flag's boolean, written as on `mabl train`: true/false, 1/0, yes/no, on/off."""
+    low = str(text).lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true or false)")
+
+
 def _flag(path: str) -> str:
     return "--" + path.replace("_", "-") if "." not in path else "--" + path
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field; help text from the field's documentation."""
+    """One flag per config field; help text from the field's documentation. The default shown is what
+    a plain `mabl train` uses: the quick preset's value where it sets the field, with the paper's
+    (the field's own default) beside it."""
+    from mabl.presets import DEFAULT_PRESET, PRESETS
+
+    preset = PRESETS[DEFAULT_PRESET]
     groups: dict[str, argparse._ArgumentGroup] = {}
     for path, field, default in iter_fields(RunConfig()):
         section = path.split(".")[0] if "." in path else "run"
@@ -38,9 +55,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         choices = field.metadata.get("choices")
         metavar = "{" + ",".join(map(str, choices)) + "}" if choices else type(default).__name__.upper()
         flags = [_flag(path)] + ([f"--{path}"] if "_" in path and "." not in path else [])
+        shown = (f"default: {preset[path]} from the {DEFAULT_PRESET} preset; paper: {default}"
+                 if path in preset and preset[path] != default else f"default: {default}")
         groups[section].add_argument(
             *flags, dest=path, default=argparse.SUPPRESS, metavar=metavar,
-            help=f"{help_text} (default: {default})".replace("%", "%%"))
+            help=f"{help_text} ({shown})".replace("%", "%%"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +68,10 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train (or resume) a run", description=(
         "Train MABL. Re-running the same command on an existing run directory resumes it. "
-        "Every field below can be set; --preset is applied first, then the flags."))
+        "Without --preset the quick preset applies (smaller networks, 20k steps: a fast operating point, not the "
+        "paper's); --preset paper gives the paper's sizes and schedule. Settings apply in this order: the preset, "
+        "the task's own defaults (Flatland's), --config FILE.yaml, then the flags. The defaults shown are what a "
+        "plain `mabl train` uses."))
     train.add_argument("--config", metavar="FILE.yaml",
                        help="YAML file of any of the flags below (dotted keys or nested mappings, e.g. configs/"
                             "smax_3s_vs_4z.yaml); flags given on the command line win")
@@ -69,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object (with each episode's values)")
 
     ex = sub.add_parser("export", help="write the policy of a run to one file (decentralized; joint for mamba, mag)")
-    ex.add_argument("--run-dir", required=True)
+    ex.add_argument("--run-dir", "--run_dir", dest="run_dir", required=True)
     ex.add_argument("--out", required=True, help="output file, e.g. policy.pt (or policy.onnx)")
     ex.add_argument("--format", choices=("torch", "onnx"), default="torch",
                     help="torch: a file for mabl.load_policy (default); onnx: one agent's execution path as an "
@@ -81,12 +103,16 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--preset", default="paper", help="preset whose sizes and schedule are timed (default paper)")
     speed.add_argument("--algo", default="mabl", choices=MODEL_BASED,
                        help="world-model algorithm whose learner is timed (default mabl)")
-    speed.add_argument("--map", default="3s_vs_4z", help="sizes: 3s_vs_4z (N=3,A=10,O=42,G=61) or corridor")
-    speed.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    speed.add_argument("--amp", action="store_true", help="bf16 autocast for the learner")
-    speed.add_argument("--compile", action="store_true",
-                       help="compile the world-model loss and imagination (as `mabl train --compile true`); "
-                            "compiling is not timed")
+    speed.add_argument("--env", "--map", dest="env", default="smax:3s_vs_4z",
+                       help="the task whose sizes are timed: smax:3s_vs_4z (N=3,A=10,O=42,G=61) or smac:corridor "
+                            "(the family prefix may be left out; --map is the older name of this flag)")
+    speed.add_argument("--device", default="auto", help="'auto' (CUDA when present, as everywhere in mabl), cpu, cuda "
+                       "or cuda:K (default auto)")
+    speed.add_argument("--amp", nargs="?", const=True, default=False, type=_bool, metavar="BOOL",
+                       help="bf16 autocast for the learner, as `mabl train --amp true` (--amp alone means true)")
+    speed.add_argument("--compile", nargs="?", const=True, default=False, type=_bool, metavar="BOOL",
+                       help="compile the world-model loss and imagination (as `mabl train --compile true`; --compile "
+                            "alone means true); compiling is not timed")
     speed.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     speed.add_argument("--repeats", type=int, default=10,
                        help="timed world-model updates; the median is reported (default 10)")
@@ -132,17 +158,19 @@ def _parser() -> argparse.ArgumentParser:
 
     dg = sub.add_parser("diagnose", help="look inside a run's world model: global-information probe, open-loop "
                         "prediction, imagination fidelity, latent health (docs/DIAGNOSTICS.md)")
-    dg.add_argument("--run-dir", required=True, help="run directory of mabl, mabl-sg, dreamer or mamba (newest checkpoint)")
+    dg.add_argument("--run-dir", "--run_dir", dest="run_dir", required=True,
+                    help="run directory of mabl, mabl-sg, dreamer or mamba (newest checkpoint)")
     dg.add_argument("--data", help="score on this data instead of the run's replay: another run directory (its "
                     "replay) or a dataset .npz (benchmarks/representation.py); same env sizes")
-    dg.add_argument("--windows", type=int, default=100, help="non-overlapping windows drawn (default 100; half fit "
-                    "the probes, half score them)")
+    dg.add_argument("--windows", type=int, default=None, help="non-overlapping windows drawn (default 100, or as many "
+                    "as fit in a short run's replay; half fit the probes, half score them)")
     dg.add_argument("--length", type=int, default=20, help="rows per window (default 20)")
     dg.add_argument("--horizon", type=int, default=8, help="open-loop steps k = 1..H (default 8)")
     dg.add_argument("--stack", type=int, default=4, help="observations stacked for the raw-observation reference "
                     "probe (default 4)")
     dg.add_argument("--seed", type=int, default=0, help="seed of the window draw and of the model's sampling")
-    dg.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    dg.add_argument("--device", default="auto", help="'auto' (CUDA when present, as everywhere in mabl), cpu, cuda "
+                    "or cuda:K (default auto)")
     dg.add_argument("--json", action="store_true", help="print one JSON object")
     dg.add_argument("--out", help="also write diagnose.json and PNG plots (error vs k; probe R^2 per state feature)")
 
@@ -151,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from mabl.presets import build_config
+    from mabl.presets import DEFAULT_PRESET, build_config
     from mabl.train import train
 
     overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
@@ -159,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         from mabl.config import load_config_file
 
         overrides = {**load_config_file(args.config), **overrides}  # the command line wins
-    preset = overrides.pop("preset", "quick")
+    preset = overrides.pop("preset", DEFAULT_PRESET)
     cfg = build_config(preset, overrides)
     run_dir = train(cfg)
     print(f"finished; run directory: {run_dir}")
@@ -329,7 +357,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.repeats <= 0 or args.policy_repeats <= 0:
         raise MablError("--repeats and --policy-repeats must be > 0")
-    result = bench_speed(args.preset, args.map, args.device, args.amp, args.repeats, args.policy_repeats,
+    map_name = args.env.partition(":")[2] if ":" in args.env else args.env
+    result = bench_speed(args.preset, map_name, args.device, args.amp, args.repeats, args.policy_repeats,
                          compile=args.compile, algo=args.algo)
     print(format_result(result, as_json=args.json))
 
@@ -386,6 +415,9 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
     result = diagnose(args.run_dir, args.data, args.windows, args.length, args.horizon, args.seed, args.device,
                       args.stack)
+    if args.windows is None and result["meta"]["windows"] < 100:
+        print(f"mabl diagnose: the data holds {result['meta']['data_rows']} rows, room for {result['meta']['windows']} "
+              f"windows of {args.length} rows, not the default 100: using {result['meta']['windows']}", file=sys.stderr)
     if args.out:
         write_outputs(result, args.out)
     print(json.dumps(result) if args.json else format_table(result))
@@ -395,10 +427,10 @@ def cmd_envs(args: argparse.Namespace) -> None:
     from mabl.envs import list_envs
     from mabl.envs.registry import ALIASES, FAMILY_REWARDS
 
-    names = list_envs()
-    width = max(map(len, names))
-    for name in names:
-        family = ALIASES.get(name, name).partition(":")[0]
+    # a joint split's '|' is shown as '+', which make_env reads the same and a shell needs no quotes for
+    names = [(name.replace("|", "+"), ALIASES.get(name, name).partition(":")[0]) for name in list_envs()]
+    width = max(len(name) for name, _ in names)
+    for name, family in names:
         print(f"{name:<{width}}  reward: {FAMILY_REWARDS[family]}")
 
 

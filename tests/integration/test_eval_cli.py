@@ -73,3 +73,12 @@ def test_onnx_policy_evaluates_like_the_run_and_has_the_same_spec(runs, toy_eval
     from_run = _eval_json(capsys, "--run-dir", str(runs / algo))
     assert from_onnx["returns"] == pytest.approx(from_run["returns"])  # greedy: the same actions
     assert from_onnx["policy"] == str(onnx_file) and "checkpoint" not in from_onnx
+
+
+def test_diagnose_on_a_short_run_uses_the_windows_that_fit(runs, capsys):
+    assert main(["diagnose", "--run-dir", str(runs / "mabl"), "--json", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    rows = result["meta"]["data_rows"]
+    assert result["meta"]["windows"] == rows // 20 < 100
+    assert f"room for {rows // 20} windows of 20 rows, not the default 100" in captured.err
