@@ -39,7 +39,9 @@ def test_fields_added_later_take_their_earlier_behaviour():
         "model.reward_scale": 1.0, "model.reward_loss": "smooth_l1", "policy.target_entropy": 0.0,
         "policy.entropy_rate": 0.01,
         # the smax section came later: runs before it trained on JaxMARL's reward, state and walls
-        "smax.reward": "jaxmarl", "smax.state": "jaxmarl", "smax.walls": "lethal"}
+        "smax.reward": "jaxmarl", "smax.state": "jaxmarl", "smax.walls": "lethal",
+        # runs before --log wrote JSONL and TensorBoard
+        "log": "jsonl,tensorboard"}
 
 
 @pytest.mark.parametrize("path", ["model.hidden", "algo", "schedule.model_updates"])
