@@ -89,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation episodes")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the most likely")
     ev.add_argument("--json", action="store_true", help="print one JSON object (with each episode's values)")
+    ev.add_argument("--render", metavar="OUT.gif", help="also write a GIF of the first evaluated episode (smax: "
+                    "JaxMARL's visualiser; mpe/pettingzoo: the env's rgb_array frames)")
+    ev.add_argument("--render-steps", "--render_steps", dest="render_steps", type=int, metavar="N",
+                    help="with --render: at most N env steps of the episode (default: all of it)")
 
     ex = sub.add_parser("export", help="write the policy of a run to one file (decentralized; joint for mamba, mag)")
     ex.add_argument("--run-dir", "--run_dir", dest="run_dir", required=True)
@@ -257,6 +261,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.episodes <= 0:
         raise MablError(f"--episodes={args.episodes} must be > 0")
+    if args.render_steps is not None and args.render_steps <= 0:
+        raise MablError(f"--render-steps={args.render_steps} must be > 0")
     if args.checkpoint is not None and not args.run_dir:
         raise MablError("--checkpoint STEP picks a checkpoint of --run-dir; an exported --policy file has one")
     options: dict = {}
@@ -290,6 +296,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
         policy.generator = torch.Generator().manual_seed(args.seed)
     seeds = [episode_seed(args.seed, 3, i) for i in range(args.episodes)]
     result = evaluate_policy(env, policy, args.episodes, seeds, deterministic=not args.stochastic)
+    if args.render:
+        from mabl.render import render_episode
+
+        if hasattr(policy, "generator"):
+            policy.generator = torch.Generator().manual_seed(args.seed)
+        rendered = render_episode(env_name, options, policy, seeds[0], args.render, args.render_steps,
+                                  deterministic=not args.stochastic)
+        source["render"] = rendered
     if args.json:
         import json
 
@@ -304,6 +318,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     for key in sorted(k for k in result if k.startswith("mean_") and k not in ("mean_return", "mean_length")):
         text += f", {key.replace('_', ' ')} {result[key]:.3f}"
     print(text + f", mean length {result['mean_length']:.1f}")
+    if args.render:
+        print(f"wrote {args.render}: {rendered['env_steps']} env steps ({rendered['frames']} frames) of the episode "
+              f"with seed {seeds[0]}, return {rendered['return']:.3f}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
