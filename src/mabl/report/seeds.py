@@ -70,11 +70,22 @@ def seed_intervals(stats: dict[tuple[str, str], CellStats], reps: int = DEFAULT_
 
 def _bootstrap(scores: np.ndarray, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
     try:
+        import warnings
+
         from rliable import library
 
-        _, intervals = library.get_interval_estimates({"cell": scores}, _iqm_and_mean, reps=reps,
-                                                      confidence_interval_size=0.95,
-                                                      random_state=np.random.RandomState(seed))
+        # rliable 1.2's StratifiedBootstrap draws its resamples with numpy's global np.random.choice,
+        # whatever random_state says: seed the global generator for the call and put its state back
+        saved = np.random.get_state()
+        np.random.seed(seed)
+        try:
+            with warnings.catch_warnings():  # arch 7 warns that random_state is deprecated (rliable passes it)
+                warnings.simplefilter("ignore", FutureWarning)
+                _, intervals = library.get_interval_estimates({"cell": scores}, _iqm_and_mean, reps=reps,
+                                                              confidence_interval_size=0.95,
+                                                              random_state=np.random.RandomState(seed))
+        finally:
+            np.random.set_state(saved)
         return intervals["cell"][0], intervals["cell"][1], RLIABLE
     except (ImportError, TypeError) as exc:
         why = str(exc).splitlines()[0][:100]
