@@ -1,13 +1,15 @@
 """Command line: parse, dispatch, and turn input errors into one line.
 
-    mabl train [--env smax:3s_vs_4z] [--preset paper] [--steps N] [--seed S] [--run-dir DIR] [--model.hidden 128 ...]
-    mabl eval --run-dir DIR | --policy FILE [--episodes N]
+    mabl train [--config FILE.yaml] [--env smax:3s_vs_4z] [--preset paper] [--steps N] [--seed S] [--run-dir DIR]
+               [--log jsonl,tensorboard,csv,wandb,mlflow] [--model.hidden 128 ...]
+    mabl eval --run-dir DIR [--checkpoint STEP] | --policy FILE(.pt|.onnx) [--episodes N] [--json]
     mabl export --run-dir DIR --out FILE
-    mabl bench speed [--algo mabl] [--preset paper] [--map 3s_vs_4z] [--device cpu|cuda] [--amp] [--compile] [--json]
+    mabl bench speed [--algo mabl] [--preset paper] [--env smax:3s_vs_4z] [--device auto|cpu|cuda] [--amp [BOOL]]
+                     [--compile [BOOL]] [--json]
     mabl sweep --algos mabl,mappo --envs smax:3m --seeds 0,1,2 [--preset P] [--steps N] [--workers W] --out DIR
     mabl report DIR [DIR ...] --out REPORT_DIR
     mabl archive DIR [DIR ...] --out ARCHIVE_DIR
-    mabl diagnose --run-dir DIR [--data DIR|FILE] [--windows K] [--json] [--out DIR]
+    mabl diagnose --run-dir DIR [--data DIR|FILE] [--windows K] [--device auto|cpu|cuda] [--json] [--out DIR]
     mabl envs
 """
 
@@ -23,12 +25,27 @@ from mabl.config import RunConfig, iter_fields
 from mabl.errors import MablError
 
 
+def _bool(text: str) -> bool:
+    """A flag's boolean, written as on `mabl train`: true/false, 1/0, yes/no, on/off."""
+    low = str(text).lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true or false)")
+
+
 def _flag(path: str) -> str:
     return "--" + path.replace("_", "-") if "." not in path else "--" + path
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field; help text from the field's documentation."""
+    """One flag per config field; help text from the field's documentation. The default shown is what
+    a plain `mabl train` uses: the quick preset's value where it sets the field, with the paper's
+    (the field's own default) beside it."""
+    from mabl.presets import DEFAULT_PRESET, PRESETS
+
+    preset = PRESETS[DEFAULT_PRESET]
     groups: dict[str, argparse._ArgumentGroup] = {}
     for path, field, default in iter_fields(RunConfig()):
         section = path.split(".")[0] if "." in path else "run"
@@ -38,9 +55,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         choices = field.metadata.get("choices")
         metavar = "{" + ",".join(map(str, choices)) + "}" if choices else type(default).__name__.upper()
         flags = [_flag(path)] + ([f"--{path}"] if "_" in path and "." not in path else [])
+        shown = (f"default: {preset[path]} from the {DEFAULT_PRESET} preset; paper: {default}"
+                 if path in preset and preset[path] != default else f"default: {default}")
         groups[section].add_argument(
             *flags, dest=path, default=argparse.SUPPRESS, metavar=metavar,
-            help=f"{help_text} (default: {default})".replace("%", "%%"))
+            help=f"{help_text} ({shown})".replace("%", "%%"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,20 +68,34 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train (or resume) a run", description=(
         "Train MABL. Re-running the same command on an existing run directory resumes it. "
-        "Every field below can be set; --preset is applied first, then the flags."))
+        "Without --preset the quick preset applies (smaller networks, 20k steps: a fast operating point, not the "
+        "paper's); --preset paper gives the paper's sizes and schedule. Settings apply in this order: the preset, "
+        "the task's own defaults (Flatland's), --config FILE.yaml, then the flags. The defaults shown are what a "
+        "plain `mabl train` uses."))
+    train.add_argument("--config", metavar="FILE.yaml",
+                       help="YAML file of any of the flags below (dotted keys or nested mappings, e.g. configs/"
+                            "smax_3s_vs_4z.yaml); flags given on the command line win")
     _add_config_flags(train)
 
     ev = sub.add_parser("eval", help="play episodes with a trained policy and report win rate / return")
     src = ev.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run-dir", help="run directory (its latest checkpoint)")
-    src.add_argument("--policy", help="exported policy file (from `mabl export`)")
+    src.add_argument("--run-dir", "--run_dir", dest="run_dir",
+                     help="run directory (its newest checkpoint, or --checkpoint STEP)")
+    src.add_argument("--policy", help="exported policy file (from `mabl export`: .pt, or .onnx with the onnx extra)")
+    ev.add_argument("--checkpoint", type=int, metavar="STEP",
+                    help="with --run-dir: the checkpoint of this env step (checkpoints/step_*.pt; default the newest)")
     ev.add_argument("--env", help="task to play (default: the run's / the policy's task)")
     ev.add_argument("--episodes", type=int, default=20, help="episodes to play (default 20)")
     ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation episodes")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the most likely")
+    ev.add_argument("--json", action="store_true", help="print one JSON object (with each episode's values)")
+    ev.add_argument("--render", metavar="OUT.gif", help="also write a GIF of the first evaluated episode (smax: "
+                    "JaxMARL's visualiser; mpe/pettingzoo: the env's rgb_array frames)")
+    ev.add_argument("--render-steps", "--render_steps", dest="render_steps", type=int, metavar="N",
+                    help="with --render: at most N env steps of the episode (default: all of it)")
 
     ex = sub.add_parser("export", help="write the policy of a run to one file (decentralized; joint for mamba, mag)")
-    ex.add_argument("--run-dir", required=True)
+    ex.add_argument("--run-dir", "--run_dir", dest="run_dir", required=True)
     ex.add_argument("--out", required=True, help="output file, e.g. policy.pt (or policy.onnx)")
     ex.add_argument("--format", choices=("torch", "onnx"), default="torch",
                     help="torch: a file for mabl.load_policy (default); onnx: one agent's execution path as an "
@@ -74,12 +107,16 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--preset", default="paper", help="preset whose sizes and schedule are timed (default paper)")
     speed.add_argument("--algo", default="mabl", choices=MODEL_BASED,
                        help="world-model algorithm whose learner is timed (default mabl)")
-    speed.add_argument("--map", default="3s_vs_4z", help="sizes: 3s_vs_4z (N=3,A=10,O=42,G=61) or corridor")
-    speed.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
-    speed.add_argument("--amp", action="store_true", help="bf16 autocast for the learner")
-    speed.add_argument("--compile", action="store_true",
-                       help="compile the world-model loss and imagination (as `mabl train --compile true`); "
-                            "compiling is not timed")
+    speed.add_argument("--env", "--map", dest="env", default="smax:3s_vs_4z",
+                       help="the task whose sizes are timed: smax:3s_vs_4z (N=3,A=10,O=42,G=61) or smac:corridor "
+                            "(the family prefix may be left out; --map is the older name of this flag)")
+    speed.add_argument("--device", default="auto", help="'auto' (CUDA when present, as everywhere in mabl), cpu, cuda "
+                       "or cuda:K (default auto)")
+    speed.add_argument("--amp", nargs="?", const=True, default=False, type=_bool, metavar="BOOL",
+                       help="bf16 autocast for the learner, as `mabl train --amp true` (--amp alone means true)")
+    speed.add_argument("--compile", nargs="?", const=True, default=False, type=_bool, metavar="BOOL",
+                       help="compile the world-model loss and imagination (as `mabl train --compile true`; --compile "
+                            "alone means true); compiling is not timed")
     speed.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     speed.add_argument("--repeats", type=int, default=10,
                        help="timed world-model updates; the median is reported (default 10)")
@@ -126,17 +163,19 @@ def _parser() -> argparse.ArgumentParser:
 
     dg = sub.add_parser("diagnose", help="look inside a run's world model: global-information probe, open-loop "
                         "prediction, imagination fidelity, latent health (docs/DIAGNOSTICS.md)")
-    dg.add_argument("--run-dir", required=True, help="run directory of mabl, mabl-sg, dreamer or mamba (newest checkpoint)")
+    dg.add_argument("--run-dir", "--run_dir", dest="run_dir", required=True,
+                    help="run directory of mabl, mabl-sg, dreamer or mamba (newest checkpoint)")
     dg.add_argument("--data", help="score on this data instead of the run's replay: another run directory (its "
                     "replay) or a dataset .npz (benchmarks/representation.py); same env sizes")
-    dg.add_argument("--windows", type=int, default=100, help="non-overlapping windows drawn (default 100; half fit "
-                    "the probes, half score them)")
+    dg.add_argument("--windows", type=int, default=None, help="non-overlapping windows drawn (default 100, or as many "
+                    "as fit in a short run's replay; half fit the probes, half score them)")
     dg.add_argument("--length", type=int, default=20, help="rows per window (default 20)")
     dg.add_argument("--horizon", type=int, default=8, help="open-loop steps k = 1..H (default 8)")
     dg.add_argument("--stack", type=int, default=4, help="observations stacked for the raw-observation reference "
                     "probe (default 4)")
     dg.add_argument("--seed", type=int, default=0, help="seed of the window draw and of the model's sampling")
-    dg.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    dg.add_argument("--device", default="auto", help="'auto' (CUDA when present, as everywhere in mabl), cpu, cuda "
+                    "or cuda:K (default auto)")
     dg.add_argument("--json", action="store_true", help="print one JSON object")
     dg.add_argument("--out", help="also write diagnose.json and PNG plots (error vs k; probe R^2 per state feature)")
 
@@ -145,22 +184,32 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from mabl.presets import build_config
+    from mabl.presets import DEFAULT_PRESET, build_config
     from mabl.train import train
 
-    overrides = {k: v for k, v in vars(args).items() if k != "command"}
-    preset = overrides.pop("preset", "quick")
+    overrides = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    if args.config:
+        from mabl.config import load_config_file
+
+        overrides = {**load_config_file(args.config), **overrides}  # the command line wins
+    preset = overrides.pop("preset", DEFAULT_PRESET)
     cfg = build_config(preset, overrides)
     run_dir = train(cfg)
-    print(f"run directory: {run_dir}")
+    print(f"finished; run directory: {run_dir}")
 
 
 def _agent_from_run(run_dir: str):
-    """Rebuild the agent of a run from its newest checkpoint (no env needed)."""
+    """Rebuild the agent of a run from its newest checkpoint (no env needed): ``(agent, cfg, spec)``."""
+    return _agent_from_checkpoint(run_dir)[:3]
+
+
+def _agent_from_checkpoint(run_dir: str, step: int | None = None):
+    """Rebuild the agent of a run from its newest checkpoint, or the one of env step ``step`` (no env
+    needed). Returns ``(agent, cfg, spec, path)``, ``path`` the checkpoint read."""
     import torch
 
     from mabl.algo import build_learner
-    from mabl.checkpoint import latest_checkpoint, load_finite_checkpoint
+    from mabl.checkpoint import checkpoint_files, latest_checkpoint, load_finite_checkpoint
     from mabl.config import from_dict
     from mabl.envs.base import EnvSpec
 
@@ -169,6 +218,12 @@ def _agent_from_run(run_dir: str):
     path = latest_checkpoint(run_dir)
     if path is None:
         raise MablError(f"run directory {run_dir} has no checkpoint yet (checkpoints/step_*.pt)")
+    if step is not None:
+        steps = {checkpoint_step(p): p for p in checkpoint_files(run_dir)}
+        if step not in steps:
+            raise MablError(f"run directory {run_dir} has no checkpoint of step {step}; it keeps the newest ones: "
+                            f"{', '.join(map(str, sorted(steps)))}")
+        path = steps[step]
     state = load_finite_checkpoint(path)  # a checkpoint with NaN or infinite weights is refused
     cfg = from_dict(state["config"])
     spec = EnvSpec(**state["spec"])
@@ -177,7 +232,27 @@ def _agent_from_run(run_dir: str):
         agent.load_state_dict(state["agent"])
     except (RuntimeError, KeyError) as exc:
         raise MablError(f"checkpoint {path} does not match its own config: {str(exc).splitlines()[0][:160]}") from None
-    return agent, cfg, spec
+    return agent, cfg, spec, path
+
+
+def checkpoint_step(path: Path) -> int:
+    """The env step of ``checkpoints/step_<env_step>.pt``."""
+    return int(Path(path).stem.split("_")[1])
+
+
+def _onnx_policy(path: str, seed: int):
+    """An exported ONNX policy (mabl.onnx_policy), its sizes in the form eval compares."""
+    from types import SimpleNamespace
+
+    from mabl.onnx_policy import OnnxPolicy, OnnxPolicyError
+
+    try:
+        policy = OnnxPolicy(path, seed=seed)
+    except OnnxPolicyError as exc:
+        raise MablError(str(exc)) from None
+    spec = policy.spec
+    return policy, SimpleNamespace(name=policy.env_name, n_agents=spec.n_agents, obs_dim=spec.obs_dim,
+                                   action_size=spec.n_actions or spec.action_dim)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -187,19 +262,30 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     if args.episodes <= 0:
         raise MablError(f"--episodes={args.episodes} must be > 0")
+    if args.render_steps is not None and args.render_steps <= 0:
+        raise MablError(f"--render-steps={args.render_steps} must be > 0")
+    if args.checkpoint is not None and not args.run_dir:
+        raise MablError("--checkpoint STEP picks a checkpoint of --run-dir; an exported --policy file has one")
     options: dict = {}
+    source: dict = {}
     if args.run_dir:
         import dataclasses
 
         from mabl.config import env_options
 
-        agent, cfg, spec = _agent_from_run(args.run_dir)
+        agent, cfg, spec, path = _agent_from_checkpoint(args.run_dir, args.checkpoint)
         policy, env_name = agent.policy(), args.env or cfg.env
+        source = {"run_dir": args.run_dir, "checkpoint": str(path), "checkpoint_step": checkpoint_step(path)}
         # The env as the run trained on it (e.g. SMAX's reward and walls), on the task asked for.
         options = env_options(dataclasses.replace(cfg, env=env_name))
+    elif args.policy.endswith(".onnx"):
+        policy, spec = _onnx_policy(args.policy, args.seed)
+        env_name = args.env or spec.name
+        source = {"policy": args.policy}
     else:
         policy = load_policy(args.policy)
         spec, env_name = policy.env_spec, args.env or policy.env_spec.name
+        source = {"policy": args.policy}
     env = make_env(env_name, seed=args.seed, options=options)
     if (env.spec.n_agents, env.spec.obs_dim, env.spec.action_size) != (spec.n_agents, spec.obs_dim, spec.action_size):
         raise MablError(f"env {env_name} has sizes (N={env.spec.n_agents}, O={env.spec.obs_dim}, "
@@ -207,29 +293,52 @@ def cmd_eval(args: argparse.Namespace) -> None:
                         f"O={spec.obs_dim}, A={spec.action_size})")
     import torch
 
-    policy.generator = torch.Generator().manual_seed(args.seed)
+    if hasattr(policy, "generator"):  # (an ONNX policy has its own numpy generator, seeded above)
+        policy.generator = torch.Generator().manual_seed(args.seed)
     seeds = [episode_seed(args.seed, 3, i) for i in range(args.episodes)]
     result = evaluate_policy(env, policy, args.episodes, seeds, deterministic=not args.stochastic)
+    if args.render:
+        from mabl.render import render_episode
+
+        if hasattr(policy, "generator"):
+            policy.generator = torch.Generator().manual_seed(args.seed)
+        rendered = render_episode(env_name, options, policy, seeds[0], args.render, args.render_steps,
+                                  deterministic=not args.stochastic)
+        source["render"] = rendered
+    if args.json:
+        import json
+
+        print(json.dumps({"env": env_name, **source, "seed": args.seed, "stochastic": args.stochastic, **result}))
+        return
+    what = (f"checkpoint of step {source['checkpoint_step']} ({source['checkpoint']})" if "checkpoint" in source
+            else f"policy {args.policy}")
+    print(f"evaluating {what}")
     text = f"{env_name}: {result['episodes']} episodes, mean return {result['mean_return']:.3f}"
     if "win_rate" in result:
         text += f", win rate {result['win_rate']:.1%}"
     for key in sorted(k for k in result if k.startswith("mean_") and k not in ("mean_return", "mean_length")):
         text += f", {key.replace('_', ' ')} {result[key]:.3f}"
     print(text + f", mean length {result['mean_length']:.1f}")
+    if args.render:
+        print(f"wrote {args.render}: {rendered['env_steps']} env steps ({rendered['frames']} frames) of the episode "
+              f"with seed {seeds[0]}, return {rendered['return']:.3f}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from mabl.algo import MODEL_FREE
-    from mabl.checkpoint import atomic_torch_save
+    from mabl.checkpoint import atomic_torch_save, latest_checkpoint
     from mabl.policy import save_policy
 
     agent, cfg, spec = _agent_from_run(args.run_dir)
+    latest = latest_checkpoint(args.run_dir)
+    of_step = f" of checkpoint step {checkpoint_step(latest)}" if latest is not None else ""
     if args.format == "onnx":
         from mabl.onnx_export import export_onnx
 
-        export_onnx(agent, cfg, spec, args.out)
-        print(f"wrote ONNX policy ({cfg.algo}: one agent's step, recurrent state as inputs/outputs) for {spec.name} "
-              f"to {args.out}; run it with mabl.onnx_policy.OnnxPolicy")
+        meta = export_onnx(agent, cfg, spec, args.out)
+        state = "recurrent state as inputs/outputs" if "h" in meta["inputs"] else "no recurrent state"
+        print(f"wrote ONNX policy ({cfg.algo}: one agent's step, {state}){of_step} "
+              f"for {spec.name} to {args.out}; run it with mabl.onnx_policy.OnnxPolicy or mabl eval --policy")
         return
     policy = agent.policy()
     if cfg.algo in MODEL_FREE:
@@ -237,10 +346,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     else:
         save_policy(args.out, agent.world_model.agent, agent.actor, spec, cfg.model, cfg.policy.hidden, cfg.algo)
     if policy.spec.centralized:
-        print(f"wrote JOINT policy ({cfg.algo}: centralized execution, every act() needs all {spec.n_agents} "
+        print(f"wrote JOINT policy{of_step} ({cfg.algo}: centralized execution, every act() needs all {spec.n_agents} "
               f"agents' observations of the same step) for {spec.name} to {args.out}")
     else:
-        print(f"wrote decentralized policy ({cfg.algo}) for {spec.name} ({spec.n_agents} agents) to {args.out}")
+        print(f"wrote decentralized policy{of_step} ({cfg.algo}) for {spec.name} ({spec.n_agents} agents) to {args.out}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -266,7 +375,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.repeats <= 0 or args.policy_repeats <= 0:
         raise MablError("--repeats and --policy-repeats must be > 0")
-    result = bench_speed(args.preset, args.map, args.device, args.amp, args.repeats, args.policy_repeats,
+    map_name = args.env.partition(":")[2] if ":" in args.env else args.env
+    result = bench_speed(args.preset, map_name, args.device, args.amp, args.repeats, args.policy_repeats,
                          compile=args.compile, algo=args.algo)
     print(format_result(result, as_json=args.json))
 
@@ -305,7 +415,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     summary = write_report(args.dirs, args.out, window=args.window, ema=args.ema, metric=args.metric)
     files = summary["files"]
     skipped = summary.get("skipped") or []
-    print(f"report {args.out}: {files['table']}, {files['summary']}, {len(files['plots'])} plots"
+    print(f"report {args.out}: {files['table']}, {files['summary']}, {files['marl_eval']}, {len(files['plots'])} plots"
           + (f"; skipped {len(skipped)} runs (see {files['summary']})" if skipped else ""))
 
 
@@ -323,6 +433,9 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
     result = diagnose(args.run_dir, args.data, args.windows, args.length, args.horizon, args.seed, args.device,
                       args.stack)
+    if args.windows is None and result["meta"]["windows"] < 100:
+        print(f"mabl diagnose: the data holds {result['meta']['data_rows']} rows, room for {result['meta']['windows']} "
+              f"windows of {args.length} rows, not the default 100: using {result['meta']['windows']}", file=sys.stderr)
     if args.out:
         write_outputs(result, args.out)
     print(json.dumps(result) if args.json else format_table(result))
@@ -332,10 +445,10 @@ def cmd_envs(args: argparse.Namespace) -> None:
     from mabl.envs import list_envs
     from mabl.envs.registry import ALIASES, FAMILY_REWARDS
 
-    names = list_envs()
-    width = max(map(len, names))
-    for name in names:
-        family = ALIASES.get(name, name).partition(":")[0]
+    # a joint split's '|' is shown as '+', which make_env reads the same and a shell needs no quotes for
+    names = [(name.replace("|", "+"), ALIASES.get(name, name).partition(":")[0]) for name in list_envs()]
+    width = max(len(name) for name, _ in names)
+    for name, family in names:
         print(f"{name:<{width}}  reward: {FAMILY_REWARDS[family]}")
 
 

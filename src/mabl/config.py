@@ -342,7 +342,15 @@ class RunConfig:
         "open-loop errors k=1..5, KL per level) as kind 'diagnose' lines every this many learner calls; 0 = off. "
         "Leaves every random state alone, so results do not change [ours]",
     )
-    progress: bool = _f(True, "show a progress bar")
+    progress: bool = _f(
+        True,
+        "show a progress bar (without a terminal: a plain status line every 5% of the steps); either way one line "
+        "per evaluation and checkpoint")
+    log: str = _f(
+        "jsonl,tensorboard",
+        "loggers, comma-separated: jsonl (always on: metrics.jsonl, eval.jsonl), tensorboard (tb/), csv "
+        "(metrics.csv, eval.csv), wandb (offline with WANDB_MODE=offline; extra mabl[wandb]), mlflow (file store "
+        "<run_dir>/mlruns; extra mabl[mlflow])")
     model: ModelConfig = field(default_factory=ModelConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -379,6 +387,9 @@ class RunConfig:
         for path in nonneg:
             if not get_path(self, path) >= 0:
                 raise MablError(f"--{path}={get_path(self, path)} must be >= 0")
+        from mabl.run_log import parse_loggers
+
+        parse_loggers(self.log)
         if self.model.seq_len < 3:
             raise MablError(f"--model.seq_len={self.model.seq_len} must be >= 3 (windows are shifted by one)")
         if self.policy.horizon < 2:
@@ -490,6 +501,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "flatland.actions": "all",
     "flatland.deadlock": "rings_move",
     "mamujoco.contact_forces": "v5",
+    "log": "jsonl,tensorboard",
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
@@ -499,7 +511,7 @@ before; no divergence stop before ``max_skipped_updates``; the env's own reward 
 ``reward_scale``; the decaying entropy bonus before ``target_entropy``; JaxMARL's reward, state and
 lethal walls on SMAX before the ``smax`` section; Flatland's standard tree, its 5 actions and
 ring-exempt deadlocks before the ``flatland`` section; v5's contact forces before the ``mamujoco``
-section). A saved config without them gets these
+section; JSONL and TensorBoard before ``log``). A saved config without them gets these
 values, so runs and checkpoints made by an earlier mabl still resume and evaluate."""
 
 
@@ -527,3 +539,57 @@ def env_options(cfg: RunConfig) -> dict[str, Any]:
     family = ALIASES.get(cfg.env, cfg.env).partition(":")[0]
     section = getattr(cfg, family, None)
     return dataclasses.asdict(section) if dataclasses.is_dataclass(section) else {}
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read ``--config FILE.yaml``: a mapping of config fields, as dotted keys (``model.hidden: 128``),
+    nested mappings (``model: {hidden: 128}``) or both; ``preset`` is a field too. Hyphens in names
+    are read as underscores (``run-dir``). Returns ``{dotted_path: value}`` with each value converted
+    to its field's type. Raises a one-line :class:`MablError` naming the file and the key for an
+    unreadable file, an unknown key or a value of the wrong type."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as exc:
+        raise MablError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise MablError(f"--config {path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise MablError(f"--config {path}: must be a mapping of config fields, e.g. 'steps: 100000'")
+
+    def flatten(node: dict, prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            name = prefix + str(key).replace("-", "_")
+            if isinstance(value, dict):
+                out.update(flatten(value, name + "."))
+            else:
+                out[name] = value
+        return out
+
+    defaults, values = RunConfig(), {}
+    for key, value in flatten(data, "").items():
+        try:
+            kind = field_type(defaults, key)
+        except MablError:
+            raise MablError(f"--config {path}: unknown key '{key}' (the keys are the flags of `mabl train --help`, "
+                            "e.g. steps, model.hidden)") from None
+        # (a number written as text, such as 1e5, which YAML 1.1 reads as a string, is converted as on the
+        # command line; a bool is not a number and a number is not a bool)
+        bad = (f"--config {path}: key '{key}' must be {'an' if kind is int else 'a'} {kind.__name__}, "
+               f"not {value!r}")
+        if isinstance(value, (list, tuple, set)) or (isinstance(value, bool) and kind is not bool) or (
+                isinstance(value, float) and kind is int and not value.is_integer()) or (
+                kind is bool and not isinstance(value, bool)):
+            raise MablError(bad)
+        try:
+            values[key] = coerce(defaults, key, value)
+        except MablError:
+            raise MablError(bad) from None
+    return values

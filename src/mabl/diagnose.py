@@ -661,13 +661,14 @@ def _imagination(agent, filt, batch, step_mask, returns, returns_complete) -> di
 
 
 # ---------------------------------------------------------------------------------------- entry points
-def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int = 100, length: int = 20,
+def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int | None = 100, length: int = 20,
              horizon: int = 8, seed: int = 0, device: str = "cpu", stack: int = STACK,
              imagination: bool = True) -> dict[str, Any]:
     """``mabl diagnose``: every statistic of a run's newest checkpoint on ``windows`` windows of its
     replay (or of ``data``: another run directory's replay or a dataset file). One JSON-ready dict with
     the keys of :data:`RESULT_KEYS` plus ``meta`` (what was measured on what). ``imagination=False``
-    leaves the imagination block out (None): for world models whose actor and critic never trained."""
+    leaves the imagination block out (None): for world models whose actor and critic never trained.
+    ``windows=None``: 100, or as many as fit in the data when fewer do (``meta["windows"]`` says how many)."""
     if length < 8:
         raise MablError(f"--length={length} must be >= 8 (burn-in {BURN_IN} steps, then the probes and the open loop)")
     if not 1 <= horizon <= length - 1 - BURN_IN:
@@ -686,6 +687,8 @@ def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int =
         raise MablError(f"run {run_dir} holds no replay (a representation-benchmark run); pass --data DATASET")
     else:
         source = loaded.data
+    if windows is None:  # the default: 100, or as many non-overlapping windows as the data holds
+        windows = min(100, source.n_rows // length)
     rng = np.random.default_rng(seed)
     starts, win = sample_windows(source, length, windows, rng)
     torch.manual_seed(seed)

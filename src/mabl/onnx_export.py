@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mabl.actions import action_std
+from mabl.checkpoint import current_umask
 from mabl.envs.base import EnvSpec
 from mabl.errors import MablError
 from mabl.models.actor_critic import MASKED_LOGIT
@@ -222,6 +223,7 @@ def export_onnx(agent, cfg, spec: EnvSpec, out: str | os.PathLike) -> dict:
         import onnx
 
         onnx.save_model(model, tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp made it 0600; the file gets what open() would give it
         os.replace(tmp, out)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -24,6 +24,7 @@ outputs and metadata are documented in :mod:`mabl.onnx_export`.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,22 @@ VERSION = 1
 
 class OnnxPolicyError(ValueError):
     """A one-line error about the policy file or an ``act`` input."""
+
+
+@dataclass(frozen=True)
+class OnnxPolicySpec:
+    """What a user of an exported policy needs to know: the fields of ``mabl.policy_contract.PolicySpec``
+    (restated here, as this module imports no other part of mabl)."""
+
+    n_agents: int
+    obs_dim: int
+    n_actions: int | None = None
+    action_dim: int | None = None
+    action_low: float | None = None
+    """Continuous actions: the bounds every returned action lies in (None for discrete)."""
+    action_high: float | None = None
+    centralized: bool = False
+    """Always False: only decentralized policies are exported to ONNX."""
 
 
 class OnnxPolicy:
@@ -57,12 +74,20 @@ class OnnxPolicy:
         if self.meta.get("format") != FORMAT or self.meta.get("version") != VERSION:
             raise OnnxPolicyError(f"{path} has format {self.meta.get('format')} version {self.meta.get('version')}; "
                                   f"this runner reads {FORMAT} version {VERSION}")
-        self.spec = self.meta["spec"]
+        self._spec = self.meta["spec"]
+        sizes = self._spec
+        self.spec = (OnnxPolicySpec(sizes["n_agents"], sizes["obs_dim"], n_actions=sizes["n_actions"])
+                     if sizes["discrete"] else
+                     OnnxPolicySpec(sizes["n_agents"], sizes["obs_dim"], action_dim=sizes["action_dim"],
+                                    action_low=sizes["action_low"], action_high=sizes["action_high"]))
+        """The attributes of :class:`mabl.policy_contract.PolicySpec` (``load_policy(...).spec``), for the
+        same exported run; an ONNX policy is always decentralized."""
+        self.env_name = self._spec["name"]
         self.algo = self.meta["algo"]
         self.recurrent = "h" in self.meta["inputs"]
-        self.agents = list(range(self.spec["n_agents"])) if agents is None else [int(i) for i in agents]
-        if any(not 0 <= i < self.spec["n_agents"] for i in self.agents):
-            raise OnnxPolicyError(f"agents {self.agents} must lie in [0, {self.spec['n_agents']})")
+        self.agents = list(range(self._spec["n_agents"])) if agents is None else [int(i) for i in agents]
+        if any(not 0 <= i < self._spec["n_agents"] for i in self.agents):
+            raise OnnxPolicyError(f"agents {self.agents} must lie in [0, {self._spec['n_agents']})")
         self.rng = np.random.default_rng(seed)
         self.reset()
 
@@ -74,28 +99,28 @@ class OnnxPolicy:
         """Zero every agent row's recurrent state and previous action (an episode's start)."""
         if not self.recurrent:
             return
-        n, action_size = self.n_rows, self.spec["n_actions"] or self.spec["action_dim"]
+        n, action_size = self.n_rows, self._spec["n_actions"] or self._spec["action_dim"]
         self.h = np.zeros((n, self.meta["deter"]), np.float32)
         self.z = np.zeros((n, self.meta["latent_dim"]), np.float32)
         self.prev_action = np.zeros((n, action_size), np.float32)
 
     def _check(self, obs: Any, avail: Any) -> tuple[np.ndarray, np.ndarray | None]:
         obs = np.asarray(obs, np.float32)
-        if obs.shape != (self.n_rows, self.spec["obs_dim"]):
-            raise OnnxPolicyError(f"act: obs has shape {obs.shape}, expected ({self.n_rows}, {self.spec['obs_dim']})")
+        if obs.shape != (self.n_rows, self._spec["obs_dim"]):
+            raise OnnxPolicyError(f"act: obs has shape {obs.shape}, expected ({self.n_rows}, {self._spec['obs_dim']})")
         if not np.isfinite(obs).all():
             rows = sorted({self.agents[int(i)] for i in np.argwhere(~np.isfinite(obs))[:, 0]})
             raise OnnxPolicyError(f"act: obs of agent(s) {rows} hold NaN or infinite values; observations must be finite")
         if avail is None:
-            if self.spec["discrete"] and self.spec["has_action_mask"]:
-                avail = np.ones((self.n_rows, self.spec["n_actions"]), np.float32)
+            if self._spec["discrete"] and self._spec["has_action_mask"]:
+                avail = np.ones((self.n_rows, self._spec["n_actions"]), np.float32)
             return obs, avail
-        if not self.spec["discrete"]:
+        if not self._spec["discrete"]:
             raise OnnxPolicyError("act: avail given, but this policy has continuous actions (no action masks); pass None")
         avail = np.asarray(avail)
-        if avail.shape != (self.n_rows, self.spec["n_actions"]):
-            raise OnnxPolicyError(f"act: avail has shape {avail.shape}, expected ({self.n_rows}, {self.spec['n_actions']})")
-        if not self.spec["has_action_mask"]:
+        if avail.shape != (self.n_rows, self._spec["n_actions"]):
+            raise OnnxPolicyError(f"act: avail has shape {avail.shape}, expected ({self.n_rows}, {self._spec['n_actions']})")
+        if not self._spec["has_action_mask"]:
             return obs, None  # the task has no masks: every action is available
         avail = avail.astype(bool)
         if not avail.any(-1).all():
@@ -111,13 +136,13 @@ class OnnxPolicy:
             feed.update(prev_action=self.prev_action, h=self.h, z=self.z, noise=noise,
                         deterministic=np.array([1.0 if deterministic else 0.0], np.float32))
         else:
-            feed["agent"] = np.eye(self.spec["n_agents"], dtype=np.float32)[self.agents]
+            feed["agent"] = np.eye(self._spec["n_agents"], dtype=np.float32)[self.agents]
         if avail is not None:
             feed["avail"] = avail
         out = dict(zip(self.meta["outputs"], self.session.run(self.meta["outputs"], feed)))
         if self.recurrent:
             self.h, self.z = out["h_next"], out["z_next"]
-        if self.spec["discrete"]:
+        if self._spec["discrete"]:
             probs = out["probs"]
             if deterministic:
                 action = probs.argmax(-1)
@@ -127,13 +152,13 @@ class OnnxPolicy:
                 u = self.rng.random((self.n_rows, 1)) * cdf[:, -1:]
                 action = (cdf <= u).sum(-1)
             if self.recurrent:
-                self.prev_action = np.eye(self.spec["n_actions"], dtype=np.float32)[action]
+                self.prev_action = np.eye(self._spec["n_actions"], dtype=np.float32)[action]
             return action.astype(np.int64), {"probs": probs}
         mean, std = out["mean"], out["std"]
         u = mean if deterministic else mean + std * self.rng.standard_normal(mean.shape, dtype=np.float32)
         clipped = np.clip(u, -1.0, 1.0)
         if self.recurrent:
             self.prev_action = clipped.astype(np.float32)
-        low, high = self.spec["action_low"], self.spec["action_high"]
+        low, high = self._spec["action_low"], self._spec["action_high"]
         action = low + (clipped + 1.0) * (0.5 * (high - low))
         return action.astype(np.float32), {"mean": mean, "std": std}

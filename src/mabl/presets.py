@@ -95,7 +95,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def build_config(preset: str = "quick", overrides: dict[str, Any] | None = None) -> RunConfig:
+DEFAULT_PRESET = "quick"
+"""The preset of a `mabl train` without --preset (``RunConfig.preset``'s default)."""
+
+
+def build_config(preset: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults -> preset -> the task's defaults (:mod:`mabl.envs.task_defaults`, e.g. Flatland's
     per-agent rewards) -> ``overrides`` (dotted paths to strings or values), validated."""
     if preset not in PRESETS:

@@ -40,9 +40,9 @@ from mabl.envs import make_env
 from mabl.errors import MablError
 from mabl.replay import SequenceReplay, replay_bytes
 from mabl.rollout import Episode, run_episode
-from mabl.run_log import RunLogger, truncate_logs
+from mabl.run_log import RunLogger, parse_loggers, record_run_info, truncate_logs
 
-RESUMABLE = {"steps", "progress", "device", "threads", "checkpoint_every", "eval_every", "eval_episodes", "run_dir",
+RESUMABLE = {"steps", "progress", "log", "device", "threads", "checkpoint_every", "eval_every", "eval_episodes", "run_dir",
              "diagnose_every", "max_skipped_updates"}
 """Fields a resumed run may change; anything else must match the run directory's config. (The
 diagnostics only add log lines: they draw no windows and restore the torch random state.)"""
@@ -153,12 +153,19 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config_bytes = json.dumps(to_dict(cfg), indent=2).encode()
         atomic_write_bytes(self.run_dir / "config.json", config_bytes)
-        self.log = RunLogger(self.run_dir, purge_step=self.counters.env_step or None)
+        record_run_info(self.run_dir, self.counters.env_step)
+        # TensorBoard drops the events after the checkpoint's step (the lines logged at that step came
+        # before the checkpoint and are kept, as in metrics.jsonl)
+        purge = self.counters.env_step + 1 if self.counters.env_step else None
+        self.log = RunLogger(self.run_dir, purge_step=purge, loggers=parse_loggers(cfg.log), config=to_dict(cfg))
 
     # ---------------------------------------------------------------- Algorithm 1
     def train(self) -> Path:
         cfg, c = self.cfg, self.counters
-        bar = _progress(cfg, c.env_step)
+        bar = self.bar = _progress(cfg, c.env_step)
+        self.say(f"run directory: {self.run_dir}")
+        if c.env_step:
+            self.say(f"resumed from step {c.env_step} (episode {c.episode}); training to {cfg.steps}")
         start_wall, start_step = time.perf_counter(), c.env_step
         self._clock = (start_wall, time.process_time(), c.wall_s, c.cpu_s)
         learner_total = 0.0  # learner seconds in this process, for the progress bar
@@ -190,14 +197,18 @@ class Trainer:
                 for _ in range(self._learner_calls_due()):  # lines 5-14
                     learner_total += self._learner_call()
             if cfg.eval_every and c.env_step >= (c.eval_rounds + 1) * cfg.eval_every:
-                self.evaluate_round()
+                result = self.evaluate_round()
+                self.say(f"step {c.env_step}: evaluation over {result['episodes']} episodes: "
+                         f"mean return {result['mean_return']:.3f}"
+                         + (f", win rate {result['win_rate']:.0%}" if "win_rate" in result else ""))
             if c.env_step >= cfg.steps or self._crossed(collected, cfg.checkpoint_every):
-                self.save()
+                path = self.save()
+                self.say(f"step {c.env_step}: checkpoint {path}")
             if bar is not None:
-                bar.update(collected)
-                bar.set_postfix_str(self._status(sps, learner_total), refresh=False)
+                bar.update(collected, self._status(sps, learner_total, rate=not bar.shows_rate))
         if bar is not None:
             bar.close()
+        self.bar = None
         self.log.close()
         return self.run_dir
 
@@ -377,13 +388,22 @@ class Trainer:
         self.recent.extend((r, None if w < 0 else bool(w)) for r, w in state["recent"])
         truncate_logs(self.run_dir, state["log_lines"])
 
-    def _status(self, sps: float, learner_total: float) -> str:
+    def say(self, line: str) -> None:
+        """Print one line of progress (above the progress bar when there is one)."""
+        if getattr(self, "bar", None) is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def _status(self, sps: float, learner_total: float, rate: bool = True) -> str:
+        """The recent episodes' return (and win rate), the env steps per second of this process
+        (``rate``; left out where tqdm shows its own) and the learner's seconds."""
         returns = [r for r, _ in self.recent]
         wins = [w for _, w in self.recent if w is not None]
         text = f"ep {self.counters.episode} ret {np.mean(returns):.2f}"
         if wins:
             text += f" win {np.mean(wins):.0%}"
-        return text + f" | {sps:.0f} env-steps/s | learner {learner_total:.0f}s"
+        return text + (f" | {sps:.0f} env-steps/s" if rate else "") + f" | learner {learner_total:.0f}s"
 
 
 def per_agent_targets(cfg: RunConfig, spec) -> tuple[bool, bool]:
@@ -427,7 +447,8 @@ def stored_episode(episode: Episode, time_limit_done: str, agent_reward: bool = 
 
 
 def evaluate_policy(env, policy, episodes: int, seeds: list[int], deterministic: bool = True) -> dict:
-    """Play ``episodes`` episodes; mean return, mean length and win rate (where the env has wins)."""
+    """Play ``episodes`` episodes; mean return, mean length and win rate (where the env has wins), and
+    the per-episode ``returns``, ``lengths`` and ``wins``."""
     results = [run_episode(env, policy, seed, deterministic=deterministic) for seed in seeds[:episodes]]
     out = {"episodes": len(results), "mean_return": float(np.mean([r.ret for r in results])),
            "mean_length": float(np.mean([r.length for r in results]))}
@@ -436,6 +457,11 @@ def evaluate_policy(env, policy, episodes: int, seeds: list[int], deterministic:
         out["win_rate"] = float(np.mean(wins))
     for key in sorted({k for r in results for k in (r.metrics or {})}):
         out[f"mean_{key}"] = float(np.mean([r.metrics[key] for r in results if r.metrics and key in r.metrics]))
+    # the per-episode values too, so statistics over episodes need no re-run (mabl.report)
+    out["returns"] = [float(r.ret) for r in results]
+    out["lengths"] = [int(r.length) for r in results]
+    if wins:
+        out["wins"] = [None if r.win is None else bool(r.win) for r in results]
     return out
 
 
@@ -477,13 +503,58 @@ def _mean(groups: dict[str, list[dict[str, torch.Tensor]]], tail: list[torch.Ten
     return out, lists
 
 
+class _Bar:
+    """tqdm's bar on a terminal; its rate (env steps/s) is the only rate shown."""
+
+    shows_rate = True
+
+    def __init__(self, cfg: RunConfig, initial: int):
+        from tqdm import tqdm
+
+        self.tqdm = tqdm(total=cfg.steps, initial=min(initial, cfg.steps), unit="step", dynamic_ncols=True,
+                         desc=cfg.env, smoothing=0.05)
+
+    def update(self, steps: int, status: str) -> None:
+        self.tqdm.update(steps)
+        self.tqdm.set_postfix_str(status, refresh=False)
+
+    def write(self, line: str) -> None:
+        self.tqdm.write(line)
+
+    def close(self) -> None:
+        self.tqdm.close()
+
+
+class _Lines:
+    """Without a terminal (nohup, a log file): one plain line each time another ``every`` env steps
+    are done, instead of a bar's carriage returns."""
+
+    shows_rate = False
+
+    def __init__(self, cfg: RunConfig, initial: int, every: int):
+        self.total, self.every, self.step = cfg.steps, every, initial
+
+    def update(self, steps: int, status: str) -> None:
+        before, self.step = self.step, self.step + steps
+        if self.step // self.every > before // self.every or self.step >= self.total > before:
+            print(f"step {min(self.step, self.total)}/{self.total} ({min(self.step / self.total, 1):.0%}) | {status}",
+                  flush=True)
+
+    def write(self, line: str) -> None:
+        print(line, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
 def _progress(cfg: RunConfig, initial: int):
+    """``--progress true``: a tqdm bar where stderr is a terminal, else a plain line every 5% of the
+    steps; ``false``: None (the evaluation and checkpoint lines still print)."""
     if not cfg.progress:
         return None
-    from tqdm import tqdm
-
-    return tqdm(total=cfg.steps, initial=min(initial, cfg.steps), unit="step", dynamic_ncols=True,
-                desc=cfg.env, smoothing=0.05)
+    if sys.stderr.isatty():
+        return _Bar(cfg, initial)
+    return _Lines(cfg, initial, max(1, cfg.steps // 20))
 
 
 def train(cfg: RunConfig) -> Path:

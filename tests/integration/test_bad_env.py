@@ -51,12 +51,12 @@ def test_bad_env_output_is_one_line_and_keeps_the_run(fault, needle, tmp_path, m
                 "100", "--eval-every", "0", "--run-dir", str(run_dir), "--progress", "false"]
 
     # First a healthy run to 200 steps, so there is a checkpoint and logs to protect.
-    monkeypatch.setattr(mabl.train, "make_env", lambda name, seed=0: CheckedEnv(FlakyEnv(fault, 10**9)))
+    monkeypatch.setattr(mabl.train, "make_env", lambda name, seed=0, options=None: CheckedEnv(FlakyEnv(fault, 10**9)))
     assert main(train_args(200)) == 0
     capsys.readouterr()
     snapshot = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and "tb" not in p.parts}
     # Resume with an env that breaks after 50 more steps.
-    monkeypatch.setattr(mabl.train, "make_env", lambda name, seed=0: CheckedEnv(FlakyEnv(fault, 50)))
+    monkeypatch.setattr(mabl.train, "make_env", lambda name, seed=0, options=None: CheckedEnv(FlakyEnv(fault, 50)))
     assert main(train_args(400)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err

@@ -56,7 +56,7 @@ def _args(run_dir, steps: int, *extra: str) -> list[str]:
 @pytest.fixture
 def toy(monkeypatch):
     def use(fail_at: int | None = None):
-        monkeypatch.setattr(mabl.train, "make_env", lambda name, seed=0: CheckedEnv(ToyEnv(seed, fail_at)))
+        monkeypatch.setattr(mabl.train, "make_env", lambda name, seed=0, options=None: CheckedEnv(ToyEnv(seed, fail_at)))
     use()
     return use
 

@@ -43,7 +43,9 @@ def test_fields_added_later_take_their_earlier_behaviour():
         # the flatland section came later: runs before it had Flatland's standard tree, 5 actions on every
         # step and ring-exempt deadlocks; the mamujoco section too: v5's contact forces
         "flatland.obs": "standard", "flatland.actions": "all", "flatland.deadlock": "rings_move",
-        "mamujoco.contact_forces": "v5"}
+        "mamujoco.contact_forces": "v5",
+        # runs before --log wrote JSONL and TensorBoard
+        "log": "jsonl,tensorboard"}
 
 
 @pytest.mark.parametrize("path", ["model.hidden", "algo", "schedule.model_updates"])

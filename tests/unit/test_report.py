@@ -242,8 +242,8 @@ def test_write_report_outputs_and_plots(tmp_path):
     out = tmp_path / "report"
     summary = write_report([sweep], out, points=50)
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["curve_mpe_simple_spread.png", "curve_smax_3m.png", "model_loss_smax_3m.png", "summary.json",
-                     "table.md"]  # no temporary files left
+    assert names == ["curve_mpe_simple_spread.png", "curve_smax_3m.png", "marl_eval.json", "model_loss_smax_3m.png",
+                     "summary.json", "table.md"]  # no temporary files left
     for name in ("curve_smax_3m.png", "curve_mpe_simple_spread.png", "model_loss_smax_3m.png"):
         path = out / name
         data = path.read_bytes()
@@ -252,7 +252,7 @@ def test_write_report_outputs_and_plots(tmp_path):
         assert (width, height) == ((700, 450) if name.startswith("curve") else (1260, 320))  # 3 loss panels
     assert summary["plot_labels"] == {"curve_mpe_simple_spread.png": ["mabl"], "curve_smax_3m.png": ["mabl", "mappo"],
                                       "model_loss_smax_3m.png": ["mabl"]}
-    assert sorted(Path(p).name for p in summary["files"]["plots"]) == names[:3]
+    assert sorted(Path(p).name for p in summary["files"]["plots"]) == [n for n in names if n.endswith(".png")]
     assert json.loads((out / "summary.json").read_text()) == summary
     assert summary["skipped"] == [{"run_dir": str(sweep / "smax_3m" / "dreamer" / "seed0"),
                                    "reason": "metrics.jsonl is empty"}]

@@ -18,6 +18,8 @@ How PettingZoo's per-agent dicts become the contract's arrays:
   actions gets its missing actions masked out (so sizes that differ turn masks on). All ``Box`` ->
   continuous with ``action_dim`` the largest flat size; an agent uses the first entries of its row,
   clipped to its own bounds; the spec's bounds are the lowest low and the highest high.
+- competitive tasks (agents named ``adversary_*`` or ``eve_*`` beside others: MPE's simple_tag,
+  simple_push, simple_adversary, simple_world_comm, simple_crypto) are refused with one line.
 - reward: the mean of the rewards of the agents that acted this step. For ``simple_spread`` every
   agent gets the shared coverage reward plus its own collision penalty, so the mean is the shared
   term plus the mean collision term (the sum would only scale it by ``N``).
@@ -117,6 +119,14 @@ class PettingZooEnv:
         self._env = parallel_env
         self._agents: list[str] = list(self._env.possible_agents)
         n_agents = len(self._agents)
+        # MPE's competitive tasks name one side adversary_* (simple_tag, simple_push, simple_adversary,
+        # simple_world_comm) or eve_* (simple_crypto): mabl trains one team on the mean reward, so it refuses them
+        rivals = [a for a in self._agents if "adversary" in a or a.startswith("eve_")]
+        if 0 < len(rivals) < n_agents:
+            self._env.close()
+            raise MablError(f"{name} is competitive ({', '.join(rivals)} against "
+                            f"{', '.join(a for a in self._agents if a not in rivals)}): mabl trains one cooperative "
+                            "team on the mean of all agents' rewards; use a cooperative task, e.g. mpe:simple_spread")
 
         obs_spaces = [self._env.observation_space(agent) for agent in self._agents]
         self._env_masks = all(isinstance(space, spaces.Dict) and "action_mask" in space.spaces for space in obs_spaces)

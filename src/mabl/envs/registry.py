@@ -5,8 +5,8 @@ Names are ``<family>:<task>``:
 - ``smax:<map>``: a SMAX map (:data:`mabl.envs.smax.SMAX_MAPS`), needs ``jaxmarl``;
 - ``pettingzoo:<module.path>``: any module with a PettingZoo ``parallel_env``;
 - ``flatland:<task>``: Flatland railway tasks (:data:`mabl.envs.flatland.FLATLAND_TASKS`), needs ``flatland-rl``;
-- ``mamujoco:<scenario>-<agent_conf>``: multi-agent MuJoCo (``mamujoco:Humanoid-9|8``), needs
-  ``gymnasium-robotics``;
+- ``mamujoco:<scenario>-<agent_conf>``: multi-agent MuJoCo (``mamujoco:Humanoid-9|8``, or
+  ``mamujoco:Humanoid-9+8``, which needs no quotes in a shell), needs ``gymnasium-robotics``;
 - ``smac:<map>``: StarCraft II SMAC (oxwhirl's ``smac`` and the game; not installable here);
 - aliases (:data:`ALIASES`), e.g. ``mpe:simple_spread`` for ``pettingzoo:mpe2.simple_spread_v3``.
 
@@ -91,7 +91,8 @@ def make_env(name: str, seed: int = 0, options: dict[str, Any] | None = None) ->
     elif family == "mamujoco" and task:
         from mabl.envs.mamujoco import MAMUJOCO_OPTIONS, make_mamujoco
 
-        env = make_mamujoco(task, seed=seed, **_checked_options(family, options, MAMUJOCO_OPTIONS))
+        # '+' is accepted for the '|' of a joint split, which a shell would take as a pipe: Humanoid-9+8
+        env = make_mamujoco(task.replace("+", "|"), seed=seed, **_checked_options(family, options, MAMUJOCO_OPTIONS))
     elif family == "smac" and task:
         from mabl.envs.smac import SmacEnv
 
@@ -104,7 +105,7 @@ def make_env(name: str, seed: int = 0, options: dict[str, Any] | None = None) ->
     else:
         raise MablError(
             f"unknown env '{name}': families are {', '.join(FAMILIES)}; "
-            "examples: smax:3s_vs_4z, flatland:5_agents, mamujoco:Humanoid-9|8, mpe:simple_spread, "
+            "examples: smax:3s_vs_4z, flatland:5_agents, mamujoco:Humanoid-9+8, mpe:simple_spread, "
             "pettingzoo:mpe2.simple_spread_v3"
         )
     return CheckedEnv(env)

@@ -2,7 +2,8 @@
 
 ``mabl report DIR [DIR ...]`` reads run directories written by ``mabl train`` (each holds
 ``config.json`` and ``metrics.jsonl``) or sweep directories holding such runs at any depth, and
-writes ``table.md``, ``summary.json`` and PNG plots (see :func:`write_report`).
+writes ``table.md``, ``summary.json``, ``marl_eval.json`` and PNG plots (see :func:`write_report`).
+Statistics over seeds (IQM, bootstrap intervals) and the marl-eval layout: :mod:`mabl.report.seeds`.
 
 Metric definitions
 ------------------
@@ -63,6 +64,7 @@ from mabl.report.markdown import markdown_table
 from mabl.report.paper import ALGO_TO_PAPER, PAPER_ALGOS, PAPER_TABLE1, PaperRow, paper_task
 from mabl.report.plots import WrittenPlots, _atomic_write_text, _import_matplotlib, plot_curves, safe_name
 from mabl.report.runs import ALGO_ORDER, RunData, SkippedRun, find_runs, load_run, order_algos
+from mabl.report.seeds import DEFAULT_REPS, SeedInterval, marl_eval_json, seed_intervals
 from mabl.report.stats import (
     DEFAULT_EMA,
     DEFAULT_POINTS,
@@ -81,9 +83,10 @@ from mabl.report.stats import (
 
 __all__ = [
     "ALGO_ORDER", "ALGO_TO_PAPER", "DEFAULT_EMA", "DEFAULT_POINTS", "DEFAULT_WINDOW", "PAPER_ALGOS", "PAPER_TABLE1",
-    "CellStats", "Curve", "Curves", "PaperRow", "RunData", "SeedStats", "SkippedRun", "WrittenPlots", "ema_smooth",
-    "final_window_stats", "find_runs", "learning_curves", "load_run", "markdown_table", "order_algos", "paper_task",
-    "plot_curves", "safe_name", "step_grid", "task_metrics", "window_mask", "write_report",
+    "CellStats", "Curve", "Curves", "PaperRow", "RunData", "SeedInterval", "SeedStats", "SkippedRun", "WrittenPlots",
+    "ema_smooth", "final_window_stats", "find_runs", "learning_curves", "load_run", "markdown_table",
+    "marl_eval_json", "order_algos", "paper_task", "plot_curves", "safe_name", "seed_intervals", "step_grid",
+    "task_metrics", "window_mask", "write_report",
 ]
 
 
@@ -98,15 +101,22 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _interval_fields(iv) -> dict[str, Any]:
+    if iv is None:
+        return {}
+    return {"iqm": iv.iqm, "iqm_ci95": list(iv.iqm_ci), "seed_mean": iv.mean, "seed_mean_ci95": list(iv.mean_ci)}
+
+
 def write_report(paths: str | os.PathLike | Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                  window: int = DEFAULT_WINDOW, ema: float = DEFAULT_EMA, points: int = DEFAULT_POINTS,
-                 plots: bool = True, metric: str = "auto") -> dict[str, Any]:
-    """Read the runs under ``paths`` and write ``table.md``, ``summary.json`` and the PNG plots into
-    ``out_dir`` (created if needed; each file written to a temporary name and renamed).
+                 plots: bool = True, metric: str = "auto", reps: int = DEFAULT_REPS) -> dict[str, Any]:
+    """Read the runs under ``paths`` and write ``table.md``, ``summary.json``, ``marl_eval.json`` and
+    the PNG plots into ``out_dir`` (created if needed; each file written to a temporary name and renamed).
 
     Returns the summary (the content of ``summary.json``): the rules, per cell ``mean``, ``std``,
-    ``n_episodes`` and per-seed means, the runs read, the skipped runs with reasons and the written
-    files. Raises :class:`MablError` when no usable run is found or (with ``plots``) matplotlib is
+    ``n_episodes``, per-seed means and (with rliable installed) ``iqm``, ``iqm_ci95``, ``seed_mean``,
+    ``seed_mean_ci95`` over seeds (:mod:`mabl.report.seeds`), the runs read, the skipped runs with
+    reasons and the written files. Raises :class:`MablError` when no usable run is found or (with ``plots``) matplotlib is
     missing; the latter is checked before anything is written.
     """
     if plots:
@@ -122,8 +132,15 @@ def write_report(paths: str | os.PathLike | Iterable[str | os.PathLike], out_dir
     out.mkdir(parents=True, exist_ok=True)
     written = plot_curves(curves, out) if plots else WrittenPlots()
 
-    table_path, summary_path = out / "table.md", out / "summary.json"
-    _atomic_write_text(table_path, markdown_table(stats, PAPER_TABLE1, skipped))
+    table_path, summary_path, marl_eval_path = out / "table.md", out / "summary.json", out / "marl_eval.json"
+    intervals, intervals_note = {}, None
+    try:
+        intervals = seed_intervals(stats, reps=reps)
+    except MablError as exc:
+        intervals_note = f"No intervals over seeds: {exc}."
+    _atomic_write_text(table_path, markdown_table(stats, PAPER_TABLE1, skipped, intervals, intervals_note))
+    _atomic_write_text(marl_eval_path, json.dumps(_json_safe(marl_eval_json(runs, task_metrics(runs, metric))),
+                                                  allow_nan=False) + "\n")
 
     cells = []
     for cell in stats.values():
@@ -136,6 +153,7 @@ def write_report(paths: str | os.PathLike | Iterable[str | os.PathLike], out_dir
             "seeds": [{"seed": s.seed, "run_dir": s.run_dir, "mean": s.mean, "n_episodes": s.n_episodes,
                        "final_env_step": s.final_env_step, "steps": s.steps, "wall_s": s.wall_s, "cpu_s": s.cpu_s}
                       for s in cell.seeds],
+            **_interval_fields(intervals.get((cell.task, cell.algo))),
             "paper_task": row,
             "paper": PAPER_TABLE1[row].values.get(palgo) if row and palgo else None,
         })
@@ -150,13 +168,17 @@ def write_report(paths: str | os.PathLike | Iterable[str | os.PathLike], out_dir
             "curves": f"EMA s_k = {ema:g} * s_(k-1) + (1 - {ema:g}) * x_k, s_0 = x_0, per seed; linear interpolation "
                       f"onto {points} steps from 0 to the cell's smallest final episode step; mean/min/max over seeds",
             "losses": "same EMA over learner lines per model/* key, grid over the step range all seeds cover",
+            "over_seeds": (f"IQM and mean of the per-seed window means with 95% bootstrap CIs ({reps} resamples, "
+                           "seeded): " + (next(iter(intervals.values())).method if intervals else str(intervals_note))),
+            "marl_eval": "marl_eval.json: eval.jsonl rounds per seed in marl-eval's raw-data layout",
         },
         "cells": cells,
         "runs": [{"run_dir": str(r.run_dir), "env": r.env, "algo": r.algo, "seed": r.seed, "steps": r.steps,
                   "preset": r.preset, "episodes": int(r.env_step.size), "final_env_step": r.final_env_step,
                   "last_eval": r.eval[-1] if r.eval else None, "notes": r.notes} for r in runs],
         "skipped": [{"run_dir": s.run_dir, "reason": s.reason} for s in skipped],
-        "files": {"table": str(table_path), "summary": str(summary_path), "plots": [str(p) for p in written]},
+        "files": {"table": str(table_path), "summary": str(summary_path), "marl_eval": str(marl_eval_path),
+                  "plots": [str(p) for p in written]},
         "plot_labels": {p.name: labels for p, labels in written.labels.items()},
     }
     _atomic_write_text(summary_path, json.dumps(_json_safe(summary), indent=2, allow_nan=False) + "\n")

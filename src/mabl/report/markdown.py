@@ -43,10 +43,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def markdown_table(stats: dict[tuple[str, str], CellStats], paper: dict[str, PaperRow] | None = PAPER_TABLE1,
-                   skipped: Sequence[SkippedRun] = ()) -> str:
+                   skipped: Sequence[SkippedRun] = (), intervals: dict | None = None,
+                   intervals_note: str | None = None) -> str:
     """The report as Markdown: the final-performance table (rows = tasks, columns = algorithms,
-    cells ``mean ± std``), per-seed means, the paper's Table 1 beside ours for tasks it has,
-    skipped runs, and footnotes stating the exact rules. ``paper=None`` leaves the paper out."""
+    cells ``mean ± std``), per-seed means, the IQM and mean over seeds with 95 % bootstrap intervals
+    (``intervals``: :func:`mabl.report.seeds.seed_intervals`; ``intervals_note``: why there are
+    none), the paper's Table 1 beside ours for tasks it has, skipped runs, and footnotes stating the
+    exact rules. ``paper=None`` leaves the paper out."""
     cells = list(stats.values())
     if not cells:
         return "# MABL report\n\nNo runs.\n"
@@ -78,6 +81,25 @@ def markdown_table(stats: dict[tuple[str, str], CellStats], paper: dict[str, Pap
     out += _table(["Task", "Algorithm", "Seeds", "Seed ids", "Per-seed means", "Episodes per seed",
                    "Final env step per seed", "Pooled episodes", "Wall / CPU hours per seed"], rows)
     out.append("")
+
+    if intervals:
+        out += ["## Over seeds: IQM and mean with 95 % confidence intervals", ""]
+        rows = []
+        for cell in cells:
+            iv = intervals[(cell.task, cell.algo)]
+            d = cell.digits
+            rows.append([cell.task, cell.algo, metric_label(cell.metric), str(iv.n_seeds),
+                         f"{_fmt_num(iv.iqm, d)} [{_fmt_num(iv.iqm_ci[0], d)}, {_fmt_num(iv.iqm_ci[1], d)}]",
+                         f"{_fmt_num(iv.mean, d)} [{_fmt_num(iv.mean_ci[0], d)}, {_fmt_num(iv.mean_ci[1], d)}]",
+                         cell.text()])
+        out += _table(["Task", "Algorithm", "Metric", "Seeds", "IQM [95% CI]", "Mean over seeds [95% CI]",
+                       "Paper metric (pooled mean ± std)"], rows)
+        method = next(iter(intervals.values())).method
+        out += ["", "Scores: each seed's mean over its final window (the per-seed means above). IQM: interquartile "
+                "mean over seeds (rliable.metrics.aggregate_iqm; the plain mean below 4 seeds). Intervals: "
+                f"{method}, 95 %. Few seeds give wide intervals.", ""]
+    elif intervals_note:
+        out += ["## Over seeds", "", intervals_note, ""]
 
     compared = [(task, paper_task(task, paper)) for task in tasks] if paper else []
     task_metric = {c.task: c.metric for c in cells}

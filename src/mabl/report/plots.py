@@ -49,7 +49,9 @@ def _atomic_write(path: Path, write) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.chmod(tmp, 0o644)  # a report is for reading: not mkstemp's owner-only mode
+        mask = os.umask(0o022)  # (read the umask: set it, put it back; mabl.checkpoint imports torch)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # what open() would give it, not mkstemp's owner-only mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
