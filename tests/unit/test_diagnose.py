@@ -553,3 +553,96 @@ def test_reward_scale_multiplies_the_learned_reward_and_diagnose_reports_env_uni
                 "lambda_return_bias", "value_bias", "lambda_return_corr"):
         assert scaled["imagination"][key] == pytest.approx(base["imagination"][key], rel=1e-4, abs=1e-6), key
     assert base["imagination"]["lambda_return_mean"] != 0.0
+
+
+# ------------------------------------------------------------------------------ known answers of the model blocks
+def _constant_heads(agent, obs_bias: np.ndarray, reward: float, cont_logit: float, value: float,
+                    avail_logit: float) -> None:
+    """Make every head the open loop and imagination read a constant: the last linear layer's weights
+    zero and its bias the constant (the observation decoder, reward, continuation, mask heads; the critic)."""
+    model = agent.world_model
+    with torch.no_grad():
+        for module, bias in ((model.obs_decoder_out, torch.as_tensor(obs_bias)), (model.reward_head, reward),
+                             (model.cont_head, cont_logit), (model.avail_head, avail_logit), (agent.critic, value)):
+            layer = module if isinstance(module, torch.nn.Linear) else _last_linear(module)
+            layer.weight.zero_()
+            layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype).expand_as(layer.bias))
+
+
+def _hand_windows(rng, length: int, count: int, spec: EnvSpec = DISCRETE) -> dict[str, np.ndarray]:
+    """Windows with no episode boundary inside (no last or absorbing rows): every target is real."""
+    n, a = spec.n_agents, spec.n_actions
+    avail = rng.random((length, count, n, a)) < 0.6
+    avail[..., 0] = True
+    return {"obs": rng.normal(size=(length, count, n, spec.obs_dim)).astype(np.float32),
+            "state": rng.normal(size=(length, count, spec.state_dim)).astype(np.float32),
+            "action": rng.integers(0, a, (length, count, n)), "reward": rng.normal(size=(length, count)).astype(np.float32),
+            "done": rng.random((length, count)) < 0.3, "fake": np.zeros((length, count), bool),
+            "last": np.zeros((length, count), bool), "avail": avail}
+
+
+@pytest.mark.parametrize("algo", ["mabl", "dreamer"])
+def test_open_loop_block_of_constant_heads_is_the_error_of_those_constants(algo):
+    """Step k of the roll predicts row C+k's observation and the reward and continuation of the
+    transition out of row C+k-1 (C = T - H, T = L - 1). With constant heads every error is a
+    plain statistic of those data rows, computed here from the window arrays."""
+    torch.manual_seed(0)
+    cfg = build_config("debug", {"algo": algo, "device": "cpu"})
+    agent = build_learner(DISCRETE, cfg, torch.device("cpu"))
+    b = np.linspace(-0.5, 0.5, DISCRETE.obs_dim).astype(np.float32)
+    r, cont_logit = 0.25, 0.4
+    _constant_heads(agent, b, r, cont_logit, value=0.0, avail_logit=2.0)
+    length, count, horizon = 14, 5, 4
+    win = _hand_windows(np.random.default_rng(8), length, count)
+    res = dg.diagnose_windows(agent, win, horizon, full=False)
+    context = (length - 1) - horizon
+    c = 1.0 / (1.0 + math.exp(-cont_logit))
+    assert [e["k"] for e in res["open_loop"]] == list(range(1, horizon + 1))
+    for k, entry in enumerate(res["open_loop"], start=1):
+        obs_row, trans_row = context + k, context + k - 1
+        assert entry["n_transitions"] == entry["n_obs"] == count
+        assert entry["obs_error"] == pytest.approx(float(((b - win["obs"][obs_row]) ** 2).mean()), rel=1e-5)
+        assert entry["reward_error"] == pytest.approx(float(np.abs(r - win["reward"][trans_row]).mean()), rel=1e-5)
+        assert entry["reward_corr"] is None  # a constant prediction has no correlation
+        cont_true = 1.0 - win["done"][trans_row].astype(np.float64)
+        assert entry["cont_brier"] == pytest.approx(float(((c - cont_true) ** 2).mean()), rel=1e-5)
+        assert entry["cont_accuracy"] == pytest.approx(float(cont_true.mean()))  # c > 0.5 predicts "continues"
+        assert entry["avail_accuracy"] == pytest.approx(float(win["avail"][obs_row].mean()))  # all predicted available
+
+
+@pytest.mark.parametrize("algo", ["mabl", "dreamer"])
+def test_imagination_block_of_constant_heads_is_the_closed_form_lambda_return(algo):
+    """Reward r, continuation c and value v constant: every imagined lambda-return from a start is
+    R_0 of R_{H-1} = v, R_k = r + gamma c ((1 - lambda) v + lambda R_{k+1}); the block compares it
+    with the observed returns given for the same rows (steps j >= burn-in, state row j + 1)."""
+    torch.manual_seed(0)
+    cfg = replace_path(build_config("debug", {"algo": algo, "device": "cpu"}), "model.reward_scale", 4.0)
+    agent = build_learner(DISCRETE, cfg, torch.device("cpu"))
+    r, cont_logit, v = 0.3, 1.2, -0.7  # in the model's units (reward scale 4)
+    _constant_heads(agent, np.zeros(DISCRETE.obs_dim, np.float32), r, cont_logit, v, avail_logit=0.0)
+    length, count = 12, 4
+    rng = np.random.default_rng(9)
+    win = _hand_windows(rng, length, count)
+    returns = rng.normal(size=(length, count))
+    complete = np.ones((length, count), bool)
+    complete[-1, 0] = False  # one observed return whose episode end is not in the data
+    im = dg.diagnose_windows(agent, win, 3, returns, complete)["imagination"]
+    gamma, lam, horizon, scale = cfg.policy.gamma, cfg.policy.lam, cfg.policy.horizon, 4.0
+    c = 1.0 / (1.0 + math.exp(-cont_logit))
+    ret = v
+    for _ in range(horizon - 1):
+        ret = r + gamma * c * ((1 - lam) * v + lam * ret)
+    burn = min(dg.BURN_IN, (length - 1) // 2)
+    starts = (length - 1 - burn) * count
+    observed = returns[1 + burn:][complete[1 + burn:]]
+    assert im["starts"] == starts and im["compared"] == starts - 1 and im["incomplete_returns"] == 1
+    assert im["horizon"] == horizon and im["gamma"] == gamma and im["lambda"] == lam
+    assert im["lambda_return_mean"] == pytest.approx(ret / scale, rel=1e-5)
+    assert im["value_mean"] == pytest.approx(v / scale, rel=1e-5)
+    assert im["imagined_reward_mean"] == pytest.approx(r / scale, rel=1e-5) and im["imagined_reward_std"] < 1e-6
+    assert im["observed_return_mean"] == pytest.approx(observed.mean())
+    assert im["lambda_return_bias"] == pytest.approx(ret / scale - observed.mean(), rel=1e-5)
+    assert im["value_bias"] == pytest.approx(v / scale - observed.mean(), rel=1e-5)
+    assert im["lambda_return_corr"] is None and im["value_corr"] is None  # constants correlate with nothing
+    real = win["reward"][burn + 1:length - 1]  # out of state rows burn+1 .. L-2 (the last row has no next step)
+    assert im["real_reward_mean"] == pytest.approx(float(real.mean()), rel=1e-5)
