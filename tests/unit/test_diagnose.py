@@ -456,6 +456,14 @@ def test_diagnose_on_other_data_and_refusals(tmp_path):
         dg.diagnose(run_dir, windows=6, length=12, horizon=9)
     with pytest.raises(MablError, match="--windows=500"):
         dg.diagnose(run_dir, windows=500, length=12, horizon=3)
+    with pytest.raises(MablError, match="--split=time is not one of random, data_order"):
+        dg.diagnose(run_dir, windows=6, length=12, horizon=3, split="time")
+    with pytest.raises(MablError, match="--draws=0 must be >= 1"):
+        dg.diagnose(run_dir, windows=6, length=12, horizon=3, draws=0)
+    single = dg.diagnose(run_dir, windows=6, length=12, horizon=3, draws=1)
+    assert single["probe_spread"] is None and single["probe_state_r2"] == own["probe_state_r2"]
+    ordered = dg.diagnose(run_dir, windows=6, length=12, horizon=3, split="data_order", draws=1)
+    assert "data order" in ordered["probe_state_r2"]["split"] and ordered["open_loop"] == own["open_loop"]
 
 
 def test_diagnose_reads_past_a_damaged_newest_checkpoint_without_renaming_it(tmp_path, capsys):
