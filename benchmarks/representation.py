@@ -309,7 +309,7 @@ def score(args) -> None:
     if args.windows == 0:
         args.windows = load_dataset(data).n_rows // args.length
     settings = {"data": str(Path(data)), "windows": args.windows, "length": args.length, "horizon": args.horizon,
-                "seed": args.seed}
+                "seed": args.seed, "split": args.split}
     results: dict[str, list[dict]] = {}
     for algo_dir in sorted(p for p in models.iterdir() if p.is_dir()) if models.is_dir() else []:
         for run_dir in sorted(p for p in algo_dir.iterdir() if p.is_dir()):
@@ -323,7 +323,7 @@ def score(args) -> None:
                     res["meta"].get(k) != v for k, v in settings.items()):
                 # world-model updates only: the actor and critic never trained, so no imagination block
                 res = diagnose(run_dir, data, args.windows, args.length, args.horizon, args.seed, args.device,
-                               imagination=False)
+                               imagination=False, split=args.split, draws=1)
                 atomic_write_bytes(cached, json.dumps(res, indent=1).encode())
                 print(f"scored {run_dir}", flush=True)
             results.setdefault(algo_dir.name, []).append(res)
@@ -334,7 +334,9 @@ def score(args) -> None:
     lines = [f"World models after {args.updates} updates each, on the same held-out windows ({data}: "
              f"{first['windows']} windows of {first['length']} rows, seed {first['seed']}; open loop H={first['horizon']}). "
              "Mean ± std over seeds (population std); "
-             "probe R^2 on the later half of the windows, fitted on the earlier half.", "",
+             + ("probe R^2 on a random half of the windows, fitted on the other half."
+                if first.get("split", "data_order") == "random" else
+                "probe R^2 on the later half of the windows, fitted on the earlier half."), "",
              "| algo | seeds | " + " | ".join(name for name, _ in COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
     for algo, runs in results.items():
@@ -386,6 +388,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--length", type=int, default=20)
     s.add_argument("--horizon", type=int, default=8)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--split", choices=["random", "data_order"], default="random",
+                   help="the probes' split of the windows (mabl diagnose --split)")
     s.add_argument("--device", default="cpu")
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--updates", type=int, default=DEFAULT_UPDATES, help="score models with exactly this many updates")

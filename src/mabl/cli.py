@@ -9,7 +9,8 @@
     mabl sweep --algos mabl,mappo --envs smax:3m --seeds 0,1,2 [--preset P] [--steps N] [--workers W] --out DIR
     mabl report DIR [DIR ...] --out REPORT_DIR
     mabl archive DIR [DIR ...] --out ARCHIVE_DIR
-    mabl diagnose --run-dir DIR [--data DIR|FILE] [--windows K] [--device auto|cpu|cuda] [--json] [--out DIR]
+    mabl diagnose --run-dir DIR [--data DIR|FILE] [--windows K] [--split random|data_order] [--draws D]
+                  [--device auto|cpu|cuda] [--json] [--out DIR]
     mabl envs
 """
 
@@ -173,7 +174,13 @@ def _parser() -> argparse.ArgumentParser:
     dg.add_argument("--horizon", type=int, default=8, help="open-loop steps k = 1..H (default 8)")
     dg.add_argument("--stack", type=int, default=4, help="observations stacked for the raw-observation reference "
                     "probe (default 4)")
-    dg.add_argument("--seed", type=int, default=0, help="seed of the window draw and of the model's sampling")
+    dg.add_argument("--seed", type=int, default=0, help="seed of the window draw, the probe split and the model's "
+                    "sampling")
+    dg.add_argument("--split", choices=["random", "data_order"], default="random",
+                    help="probe windows: a random half fits, the rest score (default); data_order: the earlier half "
+                    "fits, the later half scores (extrapolation across the policies that wrote the data)")
+    dg.add_argument("--draws", type=int, default=5, help="window draws (seeds SEED .. SEED+DRAWS-1) over which the "
+                    "state probes' spread is reported (default 5; 1: none)")
     dg.add_argument("--device", default="auto", help="'auto' (CUDA when present, as everywhere in mabl), cpu, cuda "
                     "or cuda:K (default auto)")
     dg.add_argument("--json", action="store_true", help="print one JSON object")
@@ -432,7 +439,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     from mabl.diagnose import diagnose, format_table, write_outputs
 
     result = diagnose(args.run_dir, args.data, args.windows, args.length, args.horizon, args.seed, args.device,
-                      args.stack)
+                      args.stack, split=args.split, draws=args.draws)
     if args.windows is None and result["meta"]["windows"] < 100:
         print(f"mabl diagnose: the data holds {result['meta']['data_rows']} rows, room for {result['meta']['windows']} "
               f"windows of {args.length} rows, not the default 100: using {result['meta']['windows']}", file=sys.stderr)

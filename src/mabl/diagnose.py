@@ -5,9 +5,11 @@ global information because the global level shapes it in training. This module p
 that and on the model's other duties, from a run's newest checkpoint, on windows of replay rows:
 
 - **probe**: ridge regression from agent i's features to the global state ``s_t`` and to the other
-  agents' observations (one probe per agent, averaged), fitted on one half of the windows and scored
-  (R^2 per target dimension) on the other half; beside the same probe on the raw own observation (current, and the last
-  :data:`STACK` stacked) and on ``[z^g, h^g]`` where a global level exists;
+  agents' observations (one probe per agent, averaged), fitted on a random half of the windows and
+  scored (R^2 per target dimension) on the other half, the penalty chosen by cross-validation inside
+  the fit half; beside the same probe on the raw own observation (current, and the last
+  :data:`STACK` stacked) and on ``[z^g, h^g]`` where a global level exists, and the spread of the
+  state probes over several window draws (``probe_spread``);
 - **open loop**: filter the first part of a window, then roll the priors forward with the real
   actions for k = 1..H steps and compare the heads' predictions with the data;
 - **imagination**: the lambda-return the policy learns from (imagined from real posterior states)
@@ -18,9 +20,11 @@ Window layout (``length`` L rows -> T = L-1 filtering steps, ``algo/world_model_
 probe, the latent statistics and the imagination starts use steps ``j >= BURN_IN`` whose observation
 row is real (absorbing rows excluded); the open loop filters steps ``0 .. C-1`` (C = T - H) and rolls
 from the posterior of step C-1. Windows never overlap (they are drawn from disjoint slots of the
-data); sorted by their position in the data, the earlier half fits the probe and the later half scores
-it. Nothing crosses an episode end: open-loop steps after an episode's end and stacked frames from
-before its start are excluded, and observed returns stop at the episode's end.
+data); a random half of them fits the probe and the other half scores it (``split="random"``), or,
+sorted by their position in the data, the earlier half fits and the later half scores
+(``split="data_order"``: extrapolation across the policies that wrote the data, which measures that
+drift as much as what the features hold). Nothing crosses an episode end: open-loop steps after an
+episode's end and stacked frames from before its start are excluded, and observed returns stop at the episode's end.
 
 docs/DIAGNOSTICS.md explains every number. :func:`training_diagnostics` is the cheap subset that
 ``--diagnose-every`` logs during training.
@@ -46,11 +50,18 @@ imagination starts (the filter starts every window from the zero state)."""
 STACK = 4
 """Observations stacked for the raw-observation reference probe (the current one and 3 before it)."""
 RIDGE_LAMBDAS = (1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6)
-"""Ridge penalties tried on an inner split of the fit half (features standardised on the fit half).
+"""Ridge penalties tried by cross-validation inside the fit half (features standardised on the fit half).
 Paper-size agent features (1,280 standardised dims) fitted on ~800 samples chose 1e4, the former top
 of the grid, so it reaches 1e6."""
-INNER_FRACTION = 0.75
-"""The first 75% of the fit half's samples (in data order) fit each lambda; the rest choose among them."""
+CV_FOLDS = 5
+"""Folds of the cross-validation that picks the ridge penalty inside the fit half. Folds are blocks of
+whole windows (a window's steps are strongly correlated) in the order the fit windows are given: a
+random order for ``split="random"``, data order for ``split="data_order"``."""
+SPLITS = ("random", "data_order")
+"""How the windows are divided between fitting and scoring the probes: a random half fits
+(the default), or the earlier half in data order fits and the later half scores."""
+DRAWS = 5
+"""Window draws (seeds ``seed .. seed + DRAWS - 1``) over which the spread of the state probes is reported."""
 TRAIN_HORIZON = 5
 """Open-loop steps of the in-training diagnostics."""
 DATASET_KIND = "mabl-dataset"
@@ -58,7 +69,7 @@ LARGEST = 0.02
 """``mabl diagnose``'s reward-head block: the fraction of rows counted as the largest rewards."""
 
 RESULT_KEYS = ("probe_state_r2", "probe_state_r2_global", "probe_state_r2_obs", "probe_others_obs_r2",
-               "open_loop", "imagination", "latents", "reward_head")
+               "probe_spread", "open_loop", "imagination", "latents", "reward_head")
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -259,7 +270,8 @@ def discounted_returns(reward: np.ndarray, done: np.ndarray, last: np.ndarray, g
 
 # ---------------------------------------------------------------------------------------- statistics
 def ridge_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, y_score: np.ndarray,
-                lambdas: tuple[float, ...] = RIDGE_LAMBDAS) -> dict[str, Any]:
+                lambdas: tuple[float, ...] = RIDGE_LAMBDAS, groups: np.ndarray | None = None,
+                folds: int = CV_FOLDS) -> dict[str, Any]:
     """Linear read-out of ``y`` from ``x``: ridge regression fitted on ``(x_fit, y_fit)``, scored on
     ``(x_score, y_score)`` by R^2 per target dimension (``1 - SSE / SST``, SST about the score set's own
     mean). Dimensions with no variance on the score set get None and are left out of the mean.
@@ -268,19 +280,26 @@ def ridge_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, y_sco
     below zero by one dimension that is nearly constant on the score set (a small SST turns a small
     error into R^2 of -20); the pooled value weighs each dimension by its variance and is not.
 
-    Features are standardised and targets centred with the fit set's statistics; lambda is chosen from
-    ``lambdas`` by the mean R^2 of a fit on the first :data:`INNER_FRACTION` of the fit samples scored on
-    the rest, then the model is refitted on the whole fit set.
+    Features are standardised and targets centred with the fit set's statistics. Lambda is chosen from
+    ``lambdas`` by ``folds``-fold cross-validation inside the fit set (:func:`cv_folds`: ``groups``, e.g.
+    the window of each sample, never straddle two folds), the criterion being the held-out squared
+    error summed over folds, each target dimension weighted by its inverse variance on the fit set;
+    then the model is refitted on the whole fit set. The score set plays no part in choosing lambda.
     """
     x_fit, y_fit = np.asarray(x_fit, np.float64), np.asarray(y_fit, np.float64)
     x_score, y_score = np.asarray(x_score, np.float64), np.asarray(y_score, np.float64)
     if len(x_fit) < 4 or len(x_score) < 2:
         return {"mean": None, "pooled": None, "per_dim": [None] * y_fit.shape[1], "dims_scored": 0, "lambda": None,
                 "samples_fit": len(x_fit), "samples_score": len(x_score)}
-    inner = max(2, int(len(x_fit) * INNER_FRACTION))
-    scores = [_mean_r2(_r2(*errors))
-              for errors in _ridge_errors(x_fit[:inner], y_fit[:inner], x_fit[inner:], y_fit[inner:], lambdas)]
-    best = lambdas[int(np.argmax([-np.inf if v is None else v for v in scores]))]
+    fold = cv_folds(len(x_fit), groups, folds)
+    var = y_fit.var(0)
+    weight = np.where(var > 1e-12, 1.0 / np.maximum(var, 1e-12), 0.0)
+    cv_error = np.zeros(len(lambdas))
+    for k in np.unique(fold):
+        held = fold == k
+        for i, (sse, _, _) in enumerate(_ridge_errors(x_fit[~held], y_fit[~held], x_fit[held], y_fit[held], lambdas)):
+            cv_error[i] += float((sse * weight).sum())
+    best = lambdas[int(np.argmin(cv_error))]
     sse, sst, scored = _ridge_errors(x_fit, y_fit, x_score, y_score, [best])[0]
     per_dim = _r2(sse, sst, scored)
     pooled = float(1.0 - sse[scored].sum() / sst[scored].sum()) if scored.any() else None
@@ -288,6 +307,20 @@ def ridge_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_score: np.ndarray, y_sco
             "per_dim": [None if math.isnan(v) else float(v) for v in per_dim],
             "dims_scored": int(np.isfinite(per_dim).sum()), "lambda": best,
             "samples_fit": len(x_fit), "samples_score": len(x_score)}
+
+
+def cv_folds(n: int, groups: np.ndarray | None = None, folds: int = CV_FOLDS) -> np.ndarray:
+    """Fold index ``[n]`` of each sample: the distinct ``groups`` in order of first appearance (each
+    sample its own group when None) cut into ``min(folds, #groups)`` contiguous blocks of near-equal
+    size, every sample in its group's fold. With fewer than 2 groups, the samples themselves are cut."""
+    groups = np.arange(n) if groups is None else np.asarray(groups)
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    if len(first) < 2:
+        return cv_folds(n, None, folds)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))  # group -> position of first appearance
+    k = min(folds, len(first))
+    return (rank[inverse.reshape(-1)] * k) // len(first)
 
 
 def _mean_r2(per_dim: np.ndarray) -> float | None:
@@ -462,23 +495,32 @@ def _stacked_obs(obs: np.ndarray, last_rows: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate(frames, -1)
 
 
-def _split_probe(features: np.ndarray, target: np.ndarray, mask: np.ndarray, fit_windows: np.ndarray
-                 ) -> dict[str, Any]:
+def _split_probe(features: np.ndarray, target: np.ndarray, mask: np.ndarray, fit_windows: np.ndarray,
+                 order: np.ndarray | None = None) -> dict[str, Any]:
     """One probe per agent (agent i's features -> its target), then averaged over agents.
 
     ``features [T, B, N, F]``, ``target [T, B, N, D]``, ``mask [T, B]``: samples of windows
-    ``fit_windows`` (bool ``[B]``) fit, the others score; samples are ordered window by window (data
-    order), so the inner split that picks lambda is a split in time too. ``per_dim`` is the R^2 of each
-    target dimension averaged over the agents that score it; ``mean`` the mean over agents of each
-    agent's mean over its scored dimensions, ``pooled`` the mean over agents of each agent's pooled R^2
-    (:func:`ridge_probe`)."""
-    def take(windows, agent):
-        order = np.transpose(mask & windows[None, :])  # [B, T]: data order
-        x = np.transpose(features[:, :, agent], (1, 0, 2))[order]
-        y = np.transpose(target[:, :, agent], (1, 0, 2))[order]
-        return x, y
+    ``fit_windows`` (bool ``[B]``) fit, the others score. Samples are taken window by window in
+    ``order`` (a permutation of the windows; data order when None), and the cross-validation folds
+    that pick lambda are blocks of whole windows in that order (:func:`ridge_probe`). ``per_dim`` is
+    the R^2 of each target dimension averaged over the agents that score it; ``mean`` the mean over
+    agents of each agent's mean over its scored dimensions, ``pooled`` the mean over agents of each
+    agent's pooled R^2 (:func:`ridge_probe`)."""
+    order = np.arange(features.shape[1]) if order is None else np.asarray(order)
 
-    per_agent = [ridge_probe(*take(fit_windows, i), *take(~fit_windows, i)) for i in range(features.shape[2])]
+    def take(windows, agent):
+        keep = np.transpose(mask & windows[None, :])[order]  # [B, T] with windows in ``order``
+        x = np.transpose(features[:, :, agent], (1, 0, 2))[order][keep]
+        y = np.transpose(target[:, :, agent], (1, 0, 2))[order][keep]
+        group = np.broadcast_to(order[:, None], keep.shape)[keep]
+        return x, y, group
+
+    def fit_score(agent):
+        x_fit, y_fit, group = take(fit_windows, agent)
+        x_score, y_score, _ = take(~fit_windows, agent)
+        return ridge_probe(x_fit, y_fit, x_score, y_score, groups=group)
+
+    per_agent = [fit_score(i) for i in range(features.shape[2])]
     dims = np.array([[np.nan if v is None else v for v in p["per_dim"]] for p in per_agent])  # [N, D]
     scored = np.isfinite(dims).any(0)
     per_dim = np.full(dims.shape[1], np.nan)
@@ -493,14 +535,35 @@ def _split_probe(features: np.ndarray, target: np.ndarray, mask: np.ndarray, fit
             "samples_score": sum(p["samples_score"] for p in per_agent)}
 
 
+def probe_split(n_windows: int, split: str, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Which of ``n_windows`` windows (in data order) fit the probes (bool ``[B]``), the order the
+    probes take them in (:func:`_split_probe`), and a line saying so. ``split="random"``: a random half
+    (``rng``) fits, taken in a random order; ``"data_order"``: the earlier half fits, in data order."""
+    if split not in SPLITS:
+        raise MablError(f"probe split {split!r} is not one of {', '.join(SPLITS)}")
+    half = n_windows // 2
+    if split == "random":
+        order = (rng if rng is not None else np.random.default_rng(0)).permutation(n_windows)
+        fit = np.zeros(n_windows, bool)
+        fit[order[:half]] = True
+        return fit, order, (f"random split of the windows: {half} fit, {n_windows - half} score (disjoint rows); "
+                            f"lambda by {CV_FOLDS}-fold cross-validation over the fit windows")
+    return (np.arange(n_windows) < half, np.arange(n_windows),
+            f"windows in data order: the first {half} fit, the last {n_windows - half} score (disjoint rows); "
+            f"lambda by {CV_FOLDS}-fold cross-validation over blocks of the fit windows in data order")
+
+
 @torch.no_grad()
 def diagnose_windows(agent, windows: dict[str, np.ndarray], horizon: int, returns: np.ndarray | None = None,
                      returns_complete: np.ndarray | None = None, stack: int = STACK, burn_in: int = BURN_IN,
-                     imagination: bool = True, full: bool = True) -> dict[str, Any]:
+                     imagination: bool = True, full: bool = True, split: str = "random",
+                     rng: np.random.Generator | None = None, probes_only: bool = False) -> dict[str, Any]:
     """Every diagnostic on ``windows`` (rows ``[L, B, ...]``, windows in data order); ``returns`` /
     ``returns_complete`` ``[L, B]`` are the observed discounted returns of the window rows
-    (:func:`discounted_returns`). The first half of the windows fit the probes, the second half score them.
-    ``full=False`` gives the in-training subset (agent probe on the state, open loop, KL)."""
+    (:func:`discounted_returns`). The probes are fitted and scored on the halves of :func:`probe_split`
+    (``split``; ``rng`` draws the random one, a fixed seed when None).
+    ``full=False`` gives the in-training subset (agent probe on the state, open loop, KL);
+    ``probes_only=True`` only the state probes (agent, global, current and stacked own observation)."""
     model, spec, device = agent.world_model, agent.spec, agent.device
     was_training = model.training
     model.eval()
@@ -514,9 +577,8 @@ def diagnose_windows(agent, windows: dict[str, np.ndarray], horizon: int, return
         burn_in = min(burn_in, steps // 2)
         step_mask = ~fake_rows[1:]  # [T, B]: the observation row of step j is real
         step_mask[:burn_in] = False
-        fit_windows = np.arange(n_windows) < n_windows // 2
-        split = (f"windows in data order: the first {int(fit_windows.sum())} fit, the last "
-                 f"{int((~fit_windows).sum())} score (disjoint rows); steps j >= {burn_in}, absorbing rows excluded")
+        fit_windows, order, split_line = probe_split(n_windows, split, rng)
+        split_line += f"; steps j >= {burn_in}, absorbing rows excluded"
         result: dict[str, Any] = {}
 
         # ------------------------------------------------------------ probe
@@ -528,9 +590,13 @@ def diagnose_windows(agent, windows: dict[str, np.ndarray], horizon: int, return
         def probe(features, target):
             if features is None:
                 return None
-            return {**_split_probe(features, target, step_mask, fit_windows), "split": split}
+            return {**_split_probe(features, target, step_mask, fit_windows, order), "split": split_line}
 
         result["probe_state_r2"] = probe(feats["agent"], state)
+        if probes_only:
+            stacked = _stacked_obs(obs, last_rows, stack)
+            return {"agent": result["probe_state_r2"], "global": probe(feats["global"], state),
+                    "obs": probe(obs, state), "stacked": probe(stacked, state)}
         if full:
             stacked = _stacked_obs(obs, last_rows, stack)
             result["probe_state_r2_global"] = probe(feats["global"], state)
@@ -663,18 +729,25 @@ def _imagination(agent, filt, batch, step_mask, returns, returns_complete) -> di
 # ---------------------------------------------------------------------------------------- entry points
 def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int | None = 100, length: int = 20,
              horizon: int = 8, seed: int = 0, device: str = "cpu", stack: int = STACK,
-             imagination: bool = True) -> dict[str, Any]:
+             imagination: bool = True, split: str = "random", draws: int = DRAWS) -> dict[str, Any]:
     """``mabl diagnose``: every statistic of a run's newest checkpoint on ``windows`` windows of its
     replay (or of ``data``: another run directory's replay or a dataset file). One JSON-ready dict with
     the keys of :data:`RESULT_KEYS` plus ``meta`` (what was measured on what). ``imagination=False``
     leaves the imagination block out (None): for world models whose actor and critic never trained.
-    ``windows=None``: 100, or as many as fit in the data when fewer do (``meta["windows"]`` says how many)."""
+    ``windows=None``: 100, or as many as fit in the data when fewer do (``meta["windows"]`` says how many).
+    ``split``: how the probes' windows are divided (:data:`SPLITS`); ``draws``: the state probes are
+    repeated on the window draws of seeds ``seed .. seed + draws - 1`` (the first is the reported one)
+    and their spread is ``probe_spread`` (None when ``draws`` is 1)."""
     if length < 8:
         raise MablError(f"--length={length} must be >= 8 (burn-in {BURN_IN} steps, then the probes and the open loop)")
     if not 1 <= horizon <= length - 1 - BURN_IN:
         raise MablError(f"--horizon={horizon} must be in [1, {length - 1 - BURN_IN}] for --length={length}")
     if stack < 1:
         raise MablError(f"--stack={stack} must be >= 1")
+    if split not in SPLITS:
+        raise MablError(f"--split={split} is not one of {', '.join(SPLITS)}")
+    if draws < 1:
+        raise MablError(f"--draws={draws} must be >= 1")
     loaded = load_run(run_dir, device)
     if data is not None:
         source = load_data(data)
@@ -701,14 +774,47 @@ def diagnose(run_dir: str | Path, data: str | Path | None = None, windows: int |
     returns, complete = discounted_returns(reward, done, rows["last"], loaded.cfg.policy.gamma)
     index = starts[None, :] + np.arange(length)[:, None]
     result = diagnose_windows(loaded.agent, win, horizon, returns[index], complete[index], stack=stack,
-                              imagination=imagination)
+                              imagination=imagination, split=split, rng=rng)
+    draw_probes = [{"agent": result["probe_state_r2"], "global": result["probe_state_r2_global"],
+                    "obs": result["probe_state_r2_obs"]["current"], "stacked": result["probe_state_r2_obs"]["stacked"]}]
+    for extra in range(seed + 1, seed + draws):
+        extra_rng = np.random.default_rng(extra)
+        _, extra_win = sample_windows(source, length, windows, extra_rng)
+        torch.manual_seed(extra)
+        draw_probes.append(diagnose_windows(loaded.agent, extra_win, horizon, stack=stack, split=split,
+                                            rng=extra_rng, probes_only=True))
+    result["probe_spread"] = probe_spread(draw_probes, list(range(seed, seed + draws))) if draws > 1 else None
     ordered = {k: _json_ready(result.get(k)) for k in RESULT_KEYS}
     ordered["meta"] = {"run_dir": str(run_dir), "checkpoint": str(loaded.checkpoint), "algo": loaded.cfg.algo,
                        "env": loaded.spec.name, "data": source.source, "data_rows": source.n_rows,
                        "windows": windows, "length": length, "horizon": horizon, "seed": seed,
-                       "burn_in": BURN_IN, "stack": stack, "imagination": imagination,
+                       "burn_in": BURN_IN, "stack": stack, "imagination": imagination, "split": split,
+                       "draws": draws,
                        "window_starts": [int(s) for s in starts]}
     return ordered
+
+
+def probe_spread(draws: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    """The state probes' ``pooled`` and ``mean`` R^2 over window draws (one dict per draw with the
+    probes ``agent``, ``global``, ``obs``, ``stacked``, :func:`diagnose_windows`'s ``probes_only``):
+    per feature set the values in draw order and their mean, population std, min and max (None for a
+    feature set a model lacks)."""
+    out: dict[str, Any] = {"draws": len(draws), "seeds": seeds}
+    for name in ("agent", "global", "obs", "stacked"):
+        if draws[0][name] is None:
+            out[name] = None
+            continue
+        entry = {}
+        for stat in ("pooled", "mean"):
+            values = [d[name][stat] for d in draws]
+            finite = np.array([v for v in values if v is not None], np.float64)
+            entry[stat] = values
+            entry[f"{stat}_mean"] = float(finite.mean()) if len(finite) else None
+            entry[f"{stat}_std"] = float(finite.std()) if len(finite) else None
+            entry[f"{stat}_min"] = float(finite.min()) if len(finite) else None
+            entry[f"{stat}_max"] = float(finite.max()) if len(finite) else None
+        out[name] = entry
+    return out
 
 
 def _json_ready(value: Any) -> Any:
@@ -724,7 +830,7 @@ def _json_ready(value: Any) -> Any:
 
 def training_diagnostics(agent, rows: dict[str, Any]) -> dict[str, float]:
     """The cheap subset ``--diagnose-every`` logs: the agent-feature probe of the state on the
-    learner call's own windows (first half fit, second half score), open-loop errors for k = 1 ..
+    learner call's own windows (a random half fit, the other half score), open-loop errors for k = 1 ..
     :data:`TRAIN_HORIZON` and the KL per level. Flat ``diag/...`` numbers; the torch RNG is left as it was."""
     windows = {k: v.cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in rows.items()}
     devices = [agent.device] if agent.device.type == "cuda" else []
@@ -758,10 +864,15 @@ def format_table(result: dict[str, Any]) -> str:
             (f"last {obs['stack']} own obs", obs["stacked"],
              ((result["probe_others_obs_r2"] or {}).get("obs") or {}).get("stacked")),
             ("global [z^g, h^g]", result["probe_state_r2_global"], (result["probe_others_obs_r2"] or {}).get("global"))]
-    lines.append(f"  {'features':<22}{'state s_t':>12}{'(pooled)':>10}{'others obs':>12}{'(pooled)':>10}")
-    for name, s, o in rows:
+    spread = result.get("probe_spread")
+    lines.append(f"  {'features':<22}{'state s_t':>12}{'(pooled)':>10}{'others obs':>12}{'(pooled)':>10}"
+                 + (f"   state pooled over {spread['draws']} draws: mean +- std [min, max]" if spread else ""))
+    for (name, s, o), key in zip(rows, ("agent", "obs", "stacked", "global")):
+        sp = spread and spread.get(key)
         lines.append(f"  {name:<22}{_fmt(s and s['mean']):>12}{_fmt(s and s.get('pooled')):>10}"
-                     f"{_fmt(o and o['mean']):>12}{_fmt(o and o.get('pooled')):>10}")
+                     f"{_fmt(o and o['mean']):>12}{_fmt(o and o.get('pooled')):>10}"
+                     + (f"   {_fmt(sp['pooled_mean'])} +- {_fmt(sp['pooled_std'])} [{_fmt(sp['pooled_min'])}, "
+                        f"{_fmt(sp['pooled_max'])}]" if sp else ""))
     lines += ["", "open loop (priors rolled with the real actions)",
               f"  {'k':>3}{'obs mse':>10}{'rew mae':>10}{'rew corr':>10}{'cont brier':>12}{'cont acc':>10}"
               f"{'avail acc':>11}{'n':>6}"]

@@ -121,7 +121,8 @@ def test_eval_and_export(finished_run: Path, tmp_path: Path):
                             "actor"}
     assert payload["algo"] == "mabl" and payload["execution"] == "decentralized"
     assert not any("state_encoder" in k or "global" in k for k in payload["encoder"])
-    # Same probabilities as the training-time actor on the same inputs (deterministic latents).
+    # The file round-trips the run's acting path: the same probabilities as the run's own policy object
+    # (the acting path against the training filter is tests/unit/test_acting_path.py).
     agent, _, _ = _agent_from_run(str(finished_run))
     live = agent.policy()
     rng = np.random.default_rng(0)
@@ -143,13 +144,19 @@ def test_exported_policy_is_decentralized(finished_run: Path, tmp_path: Path):
     policy = mabl_pkg.load_policy(str(policy_file))
     rng = np.random.default_rng(1)
     obs_seq = rng.normal(size=(5, 3, policy.spec.obs_dim)).astype(np.float32)
-    other = obs_seq.copy()
-    other[:, 1:] = rng.normal(size=other[:, 1:].shape)  # other agents see something else entirely
-    runs = []
-    for seq in (obs_seq, other):
+
+    def probs(seq):
         policy.reset()
-        runs.append([policy.act(o, deterministic=True)[1]["probs"][0] for o in seq])
-    np.testing.assert_array_equal(np.array(runs[0]), np.array(runs[1]))
+        return np.stack([policy.act(o, deterministic=True)[1]["probs"] for o in seq])
+
+    base = probs(obs_seq)
+    for i in range(3):  # every agent: the others see something else entirely, agent i's probabilities stay
+        other = obs_seq.copy()
+        rest = [j for j in range(3) if j != i]
+        other[:, rest] = rng.normal(size=other[:, rest].shape) * 3.0
+        changed = probs(other)
+        np.testing.assert_array_equal(changed[:, i], base[:, i])
+        assert np.abs(changed[:, rest] - base[:, rest]).max() > 1e-4  # the others' did move
 
 
 # ---------------------------------------------------------------- bad input: one line, no traceback

@@ -181,3 +181,82 @@ def test_a_policy_fault_during_collection_is_one_line_naming_the_step(toy, tmp_p
     assert main(_args(run_dir, 300)) == 2
     err = _one_line(capsys)
     assert "the policy failed at env step 56 (step 16 of the episode" in err and "RuntimeError" in err, err
+
+
+# ------------------------------------------------------------------------------ every non-finite path
+def test_a_checkpoint_with_a_nonfinite_tensor_is_refused_and_nothing_is_written(toy, tmp_path, capsys):
+    from mabl.checkpoint import save_checkpoint
+    from mabl.train import Trainer
+
+    run_dir = tmp_path / "run"
+    assert main(_args(run_dir, 100)) == 0
+    before = {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()}
+    payload = {"agent": {"w": torch.tensor([1.0, float("nan")])}, "counters": {"env_step": 500}}
+    with pytest.raises(MablError, match=r"refusing to write checkpoint step_000000500\.pt: non-finite values in "
+                                        r"agent\.w"):
+        save_checkpoint(run_dir, 500, payload)
+    # the trainer's own save refuses a poisoned network the same way
+    from mabl.cli import _parser
+    from mabl.presets import build_config
+
+    args = {k: v for k, v in vars(_parser().parse_args(_args(run_dir, 300))).items() if k != "command"}
+    trainer = Trainer(build_config(args.pop("preset"), args))  # resumes the run's newest checkpoint
+    with torch.no_grad():
+        next(trainer.agent.critic.parameters()).view(-1)[0] = float("inf")
+    with pytest.raises(MablError, match="refusing to write checkpoint .*critic"):
+        trainer.save()
+    after = {p.name: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()}
+    assert after == before  # no new file, no temporary left behind, the old ones untouched
+    capsys.readouterr()
+
+
+def test_weights_that_become_nonfinite_stop_training_before_any_checkpoint(toy, tmp_path, capsys, monkeypatch):
+    """A world-model update that leaves a NaN weight without a non-finite loss or gradient (which the
+    guard would skip) is what the per-call weight check is for: the run stops with one line at that
+    learner call, and every checkpoint on disk stays finite."""
+    from mabl.algo.agent import MablAgent
+
+    real = MablAgent.train_world_model
+    calls = {"n": 0}
+
+    def poisoning(self, rows):
+        out = real(self, rows)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            with torch.no_grad():
+                next(self.world_model.parameters()).view(-1)[0] = float("nan")
+        return out
+
+    monkeypatch.setattr(MablAgent, "train_world_model", poisoning)
+    run_dir = tmp_path / "run"
+    assert main(_args(run_dir, 1000)) == 2
+    err = _one_line(capsys)
+    assert "training diverged: the world model weights became non-finite" in err and "learner call" in err, err
+    assert "the last checkpoint is intact" in err
+    files = checkpoint_files(run_dir)
+    for path in files:
+        assert nonfinite_tensors(load_checkpoint(path)) == [], path
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["kind"] == "learner"  # the stopping call's line is written, then the run stops
+    assert all(load_checkpoint(p)["counters"]["env_step"] <= last["env_step"] for p in files)
+
+
+@pytest.mark.parametrize("damage", ["nonfinite", "foreign"])
+def test_resume_falls_back_from_a_nonfinite_or_foreign_newest_checkpoint(toy, tmp_path, capsys, damage):
+    run_dir = tmp_path / "run"
+    assert main(_args(run_dir, 200)) == 0
+    older, newest = checkpoint_files(run_dir)
+    if damage == "nonfinite":
+        _poison_newest(run_dir)
+        reason = "holds non-finite weights (agent.actor."
+    else:  # a readable torch file that is not a mabl checkpoint (e.g. an exported policy copied in)
+        torch.save({"actor": {"w": torch.zeros(3)}}, newest)
+        reason = "is not a mabl training checkpoint"
+    damaged = newest.read_bytes()
+    capsys.readouterr()
+    assert main(_args(run_dir, 300)) == 0
+    err = _one_line(capsys)
+    assert reason in err and f"renamed it to {newest.name}.damaged" in err and f"resumed from {older.name}" in err, err
+    assert newest.with_name(newest.name + ".damaged").read_bytes() == damaged
+    state = load_checkpoint(checkpoint_files(run_dir)[-1])
+    assert state["counters"]["env_step"] >= 300 and nonfinite_tensors(state) == []

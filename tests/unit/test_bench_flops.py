@@ -38,6 +38,16 @@ def test_sparse_products_count_their_nonzeros_and_gathers_count_nothing():
     assert count_flops(lambda: F.embedding_bag(index[:, None], dense, mode="sum")) == 0
 
 
-def test_matmul_rate_is_a_rate():
-    rate = matmul_rate(torch.device("cpu"), torch.float32, size=256, repeats=2)
-    assert 1e8 < rate < 1e14  # FLOP/s: a 2-core CPU reaches ~1e11
+def test_matmul_rate_is_the_product_flops_over_the_best_timed_repeat(monkeypatch):
+    """A clock that advances by known amounts: the warm-up call is not timed, then repeats take
+    3, 2 and 5 seconds; the rate is 2 * size^3 FLOPs over the best (2 s), and the product was made."""
+    import mabl.bench as bench
+
+    ticks = iter([0.0, 100.0, 103.0, 103.0, 105.0, 105.0, 110.0])  # warm-up start; (start, end) of each timed call
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+    calls = []
+    real_mm = torch.mm
+    monkeypatch.setattr(bench.torch, "mm", lambda a, b, out: calls.append(a.shape) or real_mm(a, b, out=out))
+    rate = matmul_rate(torch.device("cpu"), torch.float32, size=64, repeats=3)
+    assert rate == 2 * 64**3 / 2.0
+    assert calls == [(64, 64)] * 4  # one warm-up and three timed products

@@ -27,6 +27,8 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 MIXER_ALGOS = [pytest.param("mamba", marks=pytest.mark.slow), pytest.param("mag", marks=pytest.mark.slow)]
 """World models with MAMBA's transformer over agents: minutes of compile time each on 2 cores (mag's
 planned imagination: ~6 min), so they run with ``-m slow``."""
+PLAIN_ALGOS = ["mabl", "mabl-sg", "dreamer"]
+"""World models without the transformer over agents: compiled in the default suite."""
 TOLERANCE = {"cpu": {"value": (1e-5, 1e-6), "grad": (1e-4, 1e-6)},
              "cuda": {"value": (1e-4, 1e-5), "grad": (1e-3, 1e-5)}}
 """(rtol, atol) of compiled vs eager values and gradients per device type."""
@@ -60,13 +62,16 @@ def _loss_and_grads(agent: MablAgent, fn, batch, seed: int):
     return loss.detach(), metrics, grads
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_compiled_world_model_loss_matches_eager(device):
+@pytest.mark.parametrize("algo,device", [(algo, "cpu") for algo in PLAIN_ALGOS]
+                         + [pytest.param("mabl", "cuda", marks=pytest.mark.gpu)])
+def test_compiled_world_model_loss_matches_eager(algo, device):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     # short windows keep the unrolled graph (and its compile time on 2 cores) small
-    cfg = build_config("debug", {"compile": True, "model.seq_len": 5, "model.batch_size": 3, "device": device})
-    agent = MablAgent(SPEC, cfg, torch.device(device))
+    cfg = build_config("debug", {"algo": algo, "compile": True, "model.seq_len": 5, "model.batch_size": 3,
+                                 "device": device})
+    agent = build_learner(SPEC, cfg, torch.device(device))
+    assert isinstance(agent, MablAgent)
     assert agent.model_loss is not agent.eager_model_loss
     assert agent.cuda_graphs == (device == "cuda")
     batch = agent.to_batch(_replay(rng).sample(3, 5, rng))
@@ -124,7 +129,8 @@ def test_compiled_graphs_run_without_the_fused_transformer_path():
     assert seen == [False, False] and torch.backends.mha.get_fastpath_enabled()  # restored, also after an error
 
 
-@pytest.mark.parametrize("algo,device", [("mabl", "cpu"), pytest.param("mabl", "cuda", marks=pytest.mark.gpu),
+@pytest.mark.parametrize("algo,device", [(algo, "cpu") for algo in PLAIN_ALGOS]
+                         + [pytest.param("mabl", "cuda", marks=pytest.mark.gpu),
                                          pytest.param("mamba", "cpu", marks=pytest.mark.slow),
                                          pytest.param("mag", "cpu", marks=pytest.mark.slow)])
 def test_compiled_imagination_matches_eager(algo, device):

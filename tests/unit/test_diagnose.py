@@ -76,7 +76,7 @@ def test_pooled_r2_weighs_dimensions_by_their_held_out_variance():
     assert res["pooled"] > 0.6
 
 
-def test_probe_is_fitted_on_the_first_half_of_the_windows_and_scored_on_the_second():
+def test_data_order_split_fits_the_first_half_of_the_windows_and_scores_the_second():
     # The target is +x in the first half of the windows and -x in the second: a probe fitted on the
     # first half and scored on the second gets R^2 near -3 (prediction -y: SSE = 4 SST); scored on its
     # own fit data it would be near 1.
@@ -86,9 +86,102 @@ def test_probe_is_fitted_on_the_first_half_of_the_windows_and_scored_on_the_seco
     sign = np.where(np.arange(windows) < windows // 2, 1.0, -1.0)[None, :, None, None]
     target = feats * sign
     mask = np.ones((steps, windows), bool)
-    res = dg._split_probe(feats, target, mask, np.arange(windows) < windows // 2)
+    fit, order, line = dg.probe_split(windows, "data_order", None)
+    assert np.array_equal(fit, np.arange(windows) < windows // 2) and np.array_equal(order, np.arange(windows))
+    assert "data order" in line
+    res = dg._split_probe(feats, target, mask, fit, order)
     assert res["mean"] < -2.5
     assert res["samples_fit"] == res["samples_score"] == steps * windows // 2 * agents
+
+
+def _synthetic_windows(rng, steps, windows, features, r2, era_shift=0.0):
+    """Features ``[T, B, 1, F]`` (standard normal) and a 2-dim target ``x @ w + noise`` whose noise
+    makes the population R^2 of the best linear read-out exactly ``r2``; ``era_shift`` adds to the
+    target an offset that grows with the window's position in the data and that no feature shows."""
+    x = rng.normal(size=(steps, windows, 1, features))
+    w = rng.normal(size=(features, 2))
+    signal_var = (w ** 2).sum(0)  # var(x @ w) per target dimension, x standard normal
+    noise_sd = np.sqrt(signal_var * (1.0 - r2) / r2)
+    era = era_shift * np.linspace(-1.0, 1.0, windows)[None, :, None, None]
+    return x, x @ w + noise_sd * rng.normal(size=(steps, windows, 1, 2)) + era, signal_var, noise_sd ** 2
+
+
+def test_random_split_probe_recovers_a_known_r2_of_synthetic_features():
+    # 12 features, target R^2 0.6 by construction; 200 windows of 20 steps: ~2000 samples fit 12
+    # weights, so the held-out R^2 must be within 0.03 of the population value.
+    rng = np.random.default_rng(11)
+    feats, target, _, _ = _synthetic_windows(rng, 20, 200, 12, 0.6)
+    mask = np.ones((20, 200), bool)
+    fit, order, line = dg.probe_split(200, "random", np.random.default_rng(0))
+    assert fit.sum() == 100 and "random" in line and sorted(order) == list(range(200))
+    assert not np.array_equal(fit, np.arange(200) < 100)  # not the data-order half
+    res = dg._split_probe(feats, target, mask, fit, order)
+    assert res["pooled"] == pytest.approx(0.6, abs=0.03) and res["mean"] == pytest.approx(0.6, abs=0.03)
+    assert res["lambda"][0] <= 10.0  # 2000 samples for 12 weights: cross-validation wants little shrinkage
+
+
+def test_random_split_measures_the_read_out_where_the_data_order_split_measures_drift():
+    # The target drifts with the data's position (an offset no feature shows, as a replay written by
+    # improving policies drifts). Pooled over the data, the best linear read-out explains
+    # var(signal) / (var(signal) + var(noise) + var(offset)); a random half of the windows recovers
+    # that, while fitting the earlier half and scoring the later extrapolates the drift and scores
+    # far below it.
+    rng = np.random.default_rng(12)
+    steps, windows, features, r2 = 10, 200, 8, 0.7
+    feats, target, signal_var, noise_var = _synthetic_windows(rng, steps, windows, features, r2, era_shift=1.5)
+    offset_var = 1.5 ** 2 * np.var(np.linspace(-1.0, 1.0, windows))
+    expected = float(1.0 - (noise_var + offset_var).sum() / (signal_var + noise_var + offset_var).sum())
+    mask = np.ones((steps, windows), bool)
+    rand = dg._split_probe(feats, target, mask, *dg.probe_split(windows, "random", np.random.default_rng(1))[:2])
+    ordered = dg._split_probe(feats, target, mask, *dg.probe_split(windows, "data_order", None)[:2])
+    assert rand["pooled"] == pytest.approx(expected, abs=0.04)
+    assert ordered["pooled"] < expected - 0.2
+
+
+def test_lambda_is_chosen_inside_the_fit_windows_without_the_score_set():
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(400, 30))
+    y = x[:, :1] + 2.0 * rng.normal(size=(400, 1))  # a weak read-out among noise features: shrinkage pays
+    groups = np.repeat(np.arange(40), 10)
+    a = dg.ridge_probe(x[:200], y[:200], x[200:], y[200:], groups=groups[:200])
+    b = dg.ridge_probe(x[:200], y[:200], x[200:], -50.0 * y[200:] + 3.0, groups=groups[:200])
+    assert a["lambda"] == b["lambda"]  # the score set changed, the chosen penalty did not
+    # the chosen lambda minimises the 5-fold error computed here by hand (plain ridge, closed form)
+    folds = np.repeat(np.arange(5), 40)
+    errors = []
+    for lam in dg.RIDGE_LAMBDAS:
+        total = 0.0
+        for k in range(5):
+            tr, te = folds != k, folds == k
+            mu, sd = x[:200][tr].mean(0), x[:200][tr].std(0)
+            xt, xe = (x[:200][tr] - mu) / sd, (x[:200][te] - mu) / sd
+            ym = y[:200][tr].mean(0)
+            coef = np.linalg.solve(xt.T @ xt + lam * np.eye(30), xt.T @ (y[:200][tr] - ym))
+            total += float(((y[:200][te] - ym - xe @ coef) ** 2).sum())
+        errors.append(total)
+    assert a["lambda"] == dg.RIDGE_LAMBDAS[int(np.argmin(errors))]
+
+
+def test_cross_validation_folds_keep_each_window_whole():
+    groups = np.array([7, 7, 3, 3, 3, 9, 1, 1, 5, 5, 2])  # windows in the order the probe takes them
+    fold = dg.cv_folds(len(groups), groups, folds=3)
+    # 6 distinct windows in order of appearance 7, 3, 9, 1, 5, 2 -> blocks of 2: folds 0,0,1,1,2,2
+    assert fold.tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert dg.cv_folds(10, None, folds=5).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert dg.cv_folds(4, np.zeros(4), folds=5).tolist() == [0, 1, 2, 3]  # one window: its samples are cut
+
+
+def test_probe_spread_is_the_statistics_of_the_draws():
+    draws = [{"agent": {"pooled": p, "mean": m}, "global": None, "obs": {"pooled": 0.5, "mean": 0.4},
+              "stacked": {"pooled": None, "mean": None}} for p, m in [(0.1, 0.0), (0.3, -0.2), (0.2, 0.1)]]
+    out = dg.probe_spread(draws, [4, 5, 6])
+    assert out["draws"] == 3 and out["seeds"] == [4, 5, 6] and out["global"] is None
+    assert out["agent"]["pooled"] == [0.1, 0.3, 0.2]
+    assert out["agent"]["pooled_mean"] == pytest.approx(0.2)
+    assert out["agent"]["pooled_std"] == pytest.approx(math.sqrt((0.01 + 0.01 + 0.0) / 3))
+    assert (out["agent"]["pooled_min"], out["agent"]["pooled_max"]) == (0.1, 0.3)
+    assert out["agent"]["mean_mean"] == pytest.approx(-0.1 / 3)
+    assert out["obs"]["pooled_std"] == 0.0 and out["stacked"]["pooled_mean"] is None
 
 
 def test_windows_never_overlap_and_bad_counts_are_refused():
@@ -109,7 +202,7 @@ def test_window_helpers_match_the_rows_and_the_model_step_by_step(tmp_path):
     loaded = dg.load_run(run_dir)
     data = loaded.data
     starts, windows = dg.sample_windows(data, 10, 6, np.random.default_rng(3))
-    assert np.array_equal(starts, dg.draw_windows(data.n_rows, 10, 6, np.random.default_rng(3)))
+    assert len(starts) == 6 and np.all(np.diff(starts) >= 10) and starts[0] >= 0 and starts[-1] + 10 <= data.n_rows
     for b, s in enumerate(starts):  # window b is rows s .. s+9 of the data, in order
         assert np.array_equal(windows["obs"][:, b], data.rows["obs"][s:s + 10])
         assert np.array_equal(windows["reward"][:, b], data.rows["reward"][s:s + 10])
@@ -325,6 +418,13 @@ def test_diagnose_reports_every_key_for_every_variant(tmp_path, algo, spec):
     assert _finite(im["lambda_return_mean"]) and _finite(im["lambda_return_corr"]) and im["compared"] > 0
     assert _finite(res["latents"]["agent"]["kl"]) and "split" in res["probe_state_r2"]
     assert res["reward_head"]["n"] > 0 and _finite(res["reward_head"]["mae"])
+    spread = res["probe_spread"]  # draw 0 is the reported one; the others are new window draws
+    assert spread["draws"] == dg.DRAWS and spread["seeds"] == list(range(dg.DRAWS))
+    assert spread["agent"]["pooled"][0] == res["probe_state_r2"]["pooled"]
+    assert spread["stacked"]["pooled"][0] == res["probe_state_r2_obs"]["stacked"]["pooled"]
+    assert len(set(spread["agent"]["pooled"])) > 1 and (spread["global"] is not None) == has_global
+    assert "random split" in res["probe_state_r2"]["split"] and res["meta"]["split"] == "random"
+    assert "draws" in dg.format_table(res)
 
 
 def test_diagnose_on_other_data_and_refusals(tmp_path):
@@ -356,6 +456,14 @@ def test_diagnose_on_other_data_and_refusals(tmp_path):
         dg.diagnose(run_dir, windows=6, length=12, horizon=9)
     with pytest.raises(MablError, match="--windows=500"):
         dg.diagnose(run_dir, windows=500, length=12, horizon=3)
+    with pytest.raises(MablError, match="--split=time is not one of random, data_order"):
+        dg.diagnose(run_dir, windows=6, length=12, horizon=3, split="time")
+    with pytest.raises(MablError, match="--draws=0 must be >= 1"):
+        dg.diagnose(run_dir, windows=6, length=12, horizon=3, draws=0)
+    single = dg.diagnose(run_dir, windows=6, length=12, horizon=3, draws=1)
+    assert single["probe_spread"] is None and single["probe_state_r2"] == own["probe_state_r2"]
+    ordered = dg.diagnose(run_dir, windows=6, length=12, horizon=3, split="data_order", draws=1)
+    assert "data order" in ordered["probe_state_r2"]["split"] and ordered["open_loop"] == own["open_loop"]
 
 
 def test_diagnose_reads_past_a_damaged_newest_checkpoint_without_renaming_it(tmp_path, capsys):
@@ -453,3 +561,96 @@ def test_reward_scale_multiplies_the_learned_reward_and_diagnose_reports_env_uni
                 "lambda_return_bias", "value_bias", "lambda_return_corr"):
         assert scaled["imagination"][key] == pytest.approx(base["imagination"][key], rel=1e-4, abs=1e-6), key
     assert base["imagination"]["lambda_return_mean"] != 0.0
+
+
+# ------------------------------------------------------------------------------ known answers of the model blocks
+def _constant_heads(agent, obs_bias: np.ndarray, reward: float, cont_logit: float, value: float,
+                    avail_logit: float) -> None:
+    """Make every head the open loop and imagination read a constant: the last linear layer's weights
+    zero and its bias the constant (the observation decoder, reward, continuation, mask heads; the critic)."""
+    model = agent.world_model
+    with torch.no_grad():
+        for module, bias in ((model.obs_decoder_out, torch.as_tensor(obs_bias)), (model.reward_head, reward),
+                             (model.cont_head, cont_logit), (model.avail_head, avail_logit), (agent.critic, value)):
+            layer = module if isinstance(module, torch.nn.Linear) else _last_linear(module)
+            layer.weight.zero_()
+            layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype).expand_as(layer.bias))
+
+
+def _hand_windows(rng, length: int, count: int, spec: EnvSpec = DISCRETE) -> dict[str, np.ndarray]:
+    """Windows with no episode boundary inside (no last or absorbing rows): every target is real."""
+    n, a = spec.n_agents, spec.n_actions
+    avail = rng.random((length, count, n, a)) < 0.6
+    avail[..., 0] = True
+    return {"obs": rng.normal(size=(length, count, n, spec.obs_dim)).astype(np.float32),
+            "state": rng.normal(size=(length, count, spec.state_dim)).astype(np.float32),
+            "action": rng.integers(0, a, (length, count, n)), "reward": rng.normal(size=(length, count)).astype(np.float32),
+            "done": rng.random((length, count)) < 0.3, "fake": np.zeros((length, count), bool),
+            "last": np.zeros((length, count), bool), "avail": avail}
+
+
+@pytest.mark.parametrize("algo", ["mabl", "dreamer"])
+def test_open_loop_block_of_constant_heads_is_the_error_of_those_constants(algo):
+    """Step k of the roll predicts row C+k's observation and the reward and continuation of the
+    transition out of row C+k-1 (C = T - H, T = L - 1). With constant heads every error is a
+    plain statistic of those data rows, computed here from the window arrays."""
+    torch.manual_seed(0)
+    cfg = build_config("debug", {"algo": algo, "device": "cpu"})
+    agent = build_learner(DISCRETE, cfg, torch.device("cpu"))
+    b = np.linspace(-0.5, 0.5, DISCRETE.obs_dim).astype(np.float32)
+    r, cont_logit = 0.25, 0.4
+    _constant_heads(agent, b, r, cont_logit, value=0.0, avail_logit=2.0)
+    length, count, horizon = 14, 5, 4
+    win = _hand_windows(np.random.default_rng(8), length, count)
+    res = dg.diagnose_windows(agent, win, horizon, full=False)
+    context = (length - 1) - horizon
+    c = 1.0 / (1.0 + math.exp(-cont_logit))
+    assert [e["k"] for e in res["open_loop"]] == list(range(1, horizon + 1))
+    for k, entry in enumerate(res["open_loop"], start=1):
+        obs_row, trans_row = context + k, context + k - 1
+        assert entry["n_transitions"] == entry["n_obs"] == count
+        assert entry["obs_error"] == pytest.approx(float(((b - win["obs"][obs_row]) ** 2).mean()), rel=1e-5)
+        assert entry["reward_error"] == pytest.approx(float(np.abs(r - win["reward"][trans_row]).mean()), rel=1e-5)
+        assert entry["reward_corr"] is None  # a constant prediction has no correlation
+        cont_true = 1.0 - win["done"][trans_row].astype(np.float64)
+        assert entry["cont_brier"] == pytest.approx(float(((c - cont_true) ** 2).mean()), rel=1e-5)
+        assert entry["cont_accuracy"] == pytest.approx(float(cont_true.mean()))  # c > 0.5 predicts "continues"
+        assert entry["avail_accuracy"] == pytest.approx(float(win["avail"][obs_row].mean()))  # all predicted available
+
+
+@pytest.mark.parametrize("algo", ["mabl", "dreamer"])
+def test_imagination_block_of_constant_heads_is_the_closed_form_lambda_return(algo):
+    """Reward r, continuation c and value v constant: every imagined lambda-return from a start is
+    R_0 of R_{H-1} = v, R_k = r + gamma c ((1 - lambda) v + lambda R_{k+1}); the block compares it
+    with the observed returns given for the same rows (steps j >= burn-in, state row j + 1)."""
+    torch.manual_seed(0)
+    cfg = replace_path(build_config("debug", {"algo": algo, "device": "cpu"}), "model.reward_scale", 4.0)
+    agent = build_learner(DISCRETE, cfg, torch.device("cpu"))
+    r, cont_logit, v = 0.3, 1.2, -0.7  # in the model's units (reward scale 4)
+    _constant_heads(agent, np.zeros(DISCRETE.obs_dim, np.float32), r, cont_logit, v, avail_logit=0.0)
+    length, count = 12, 4
+    rng = np.random.default_rng(9)
+    win = _hand_windows(rng, length, count)
+    returns = rng.normal(size=(length, count))
+    complete = np.ones((length, count), bool)
+    complete[-1, 0] = False  # one observed return whose episode end is not in the data
+    im = dg.diagnose_windows(agent, win, 3, returns, complete)["imagination"]
+    gamma, lam, horizon, scale = cfg.policy.gamma, cfg.policy.lam, cfg.policy.horizon, 4.0
+    c = 1.0 / (1.0 + math.exp(-cont_logit))
+    ret = v
+    for _ in range(horizon - 1):
+        ret = r + gamma * c * ((1 - lam) * v + lam * ret)
+    burn = min(dg.BURN_IN, (length - 1) // 2)
+    starts = (length - 1 - burn) * count
+    observed = returns[1 + burn:][complete[1 + burn:]]
+    assert im["starts"] == starts and im["compared"] == starts - 1 and im["incomplete_returns"] == 1
+    assert im["horizon"] == horizon and im["gamma"] == gamma and im["lambda"] == lam
+    assert im["lambda_return_mean"] == pytest.approx(ret / scale, rel=1e-5)
+    assert im["value_mean"] == pytest.approx(v / scale, rel=1e-5)
+    assert im["imagined_reward_mean"] == pytest.approx(r / scale, rel=1e-5) and im["imagined_reward_std"] < 1e-6
+    assert im["observed_return_mean"] == pytest.approx(observed.mean())
+    assert im["lambda_return_bias"] == pytest.approx(ret / scale - observed.mean(), rel=1e-5)
+    assert im["value_bias"] == pytest.approx(v / scale - observed.mean(), rel=1e-5)
+    assert im["lambda_return_corr"] is None and im["value_corr"] is None  # constants correlate with nothing
+    real = win["reward"][burn + 1:length - 1]  # out of state rows burn+1 .. L-2 (the last row has no next step)
+    assert im["real_reward_mean"] == pytest.approx(float(real.mean()), rel=1e-5)

@@ -253,3 +253,38 @@ def test_learner_entropy_coef_follows_the_target_instead_of_decaying(target):
 def test_target_entropy_must_not_be_negative():
     with pytest.raises(MablError, match="policy.target_entropy"):
         build_config("debug", {"policy.target_entropy": -0.1})
+
+
+@pytest.mark.parametrize("minibatch", [1000, 16])
+def test_critic_and_actor_loss_values_of_an_update_by_hand(minibatch):
+    """The imagination critic loss is ``0.5 * mean (V - R)^2`` over a minibatch's rows and agents, and
+    the update reports its mean over the minibatches; with both learning rates 0 nothing moves, so
+    every minibatch's loss is known: a critic whose output is the constant v (last layer zeroed,
+    bias v) scores 0.5 (v - R)^2 per row and agent. At the rollout's own policy the PPO ratio is 1, so the
+    actor loss is -mean(A) - beta * entropy = -beta * entropy (normalised advantages have mean 0)."""
+    cfg = build_config("debug", {"policy.minibatch": minibatch, "policy.epochs": 2, "policy.entropy": 0.05})
+    deter, hidden = cfg.model.deter, cfg.policy.hidden
+    torch.manual_seed(0)
+    actor = Actor(C * K, K, deter, hidden, A)
+    critic = AttentionCritic(C * K, K, deter, hidden, cfg.policy.attn_heads, N)
+    v = 0.35
+    with torch.no_grad():
+        last = [m for m in critic.out.modules() if isinstance(m, torch.nn.Linear)][-1]
+        last.weight.zero_()
+        last.bias.fill_(v)
+    learner = MappoLearner(actor, critic, cfg.policy)
+    for opt in (learner.actor_opt, learner.critic_opt):  # (the config refuses 0; the optimizers take it)
+        for group in opt.param_groups:
+            group["lr"] = 0.0
+    batch = _imagined(64, deter, torch.Generator().manual_seed(3))
+    with torch.no_grad():  # the rollout's log-probs are the actor's own: ratio 1 at every step
+        logits = actor(batch.latent.z_a, batch.latent.h_a, batch.avail)
+        batch = batch._replace(log_prob=logits.log_softmax(-1).gather(-1, batch.action[..., None])[..., 0])
+        entropy = float(torch.distributions.Categorical(logits=logits).entropy().mean())
+    metrics = learner.update(batch, generator=torch.Generator().manual_seed(4))
+    returns = batch.returns.double().numpy()
+    # minibatches of equal size (64 rows = 4 x 16 or 1 x 64): the mean over them is the mean over all rows
+    assert float(metrics["critic_loss"]) == pytest.approx(0.5 * ((v - returns) ** 2).mean(), rel=1e-5)
+    assert float(metrics["entropy"]) == pytest.approx(entropy, rel=1e-5)
+    coef = cfg.policy.entropy * np.mean([cfg.policy.entropy_decay ** s for s in range(2 * math.ceil(64 / minibatch))])
+    assert float(metrics["actor_loss"]) == pytest.approx(-coef * entropy, rel=1e-4, abs=1e-6)
