@@ -37,7 +37,12 @@ def test_fields_added_later_take_their_earlier_behaviour():
         # --algo mag came later; its section is unused by earlier runs (MAG's code defaults)
         "mag.candidates": 4, "mag.plan_horizon": 6, "mag.error_layers": 4, "mag.error_lr": 5e-4, "max_skipped_updates": 0,
         "model.reward_scale": 1.0, "model.reward_loss": "smooth_l1", "policy.target_entropy": 0.0,
-        "policy.entropy_rate": 0.01}
+        "policy.entropy_rate": 0.01,
+        # the released-code readings of SPEC §2-§3, MAMBA's agent-index encoding and MAG's code
+        "model.episode_reset": "start_state", "model.loss_divisor": "unmasked_rows",
+        "model.agent_index_encoding": "none", "policy.empty_avail": "most_likely",
+        "mag.error_updates": 0, "mag.error_obs": "summed", "mag.plan_choice": "per_row", "mag.lr": 0.0,
+        "mag.actor_init": "xavier"}
 
 
 @pytest.mark.parametrize("path", ["model.hidden", "algo", "schedule.model_updates"])
