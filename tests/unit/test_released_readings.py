@@ -17,6 +17,7 @@ from mabl.algo import build_learner
 from mabl.algo.imagination import sample_avail
 from mabl.models.actor_critic import masked_logits
 from mabl.models.world_model import VARIANTS, AgentMixer, BiLevelWorldModel
+from mabl.policy import load_policy, save_policy
 from mabl.presets import build_config
 
 
@@ -131,3 +132,16 @@ def test_mag_runs_with_mags_learning_rates_and_an_orthogonal_actor():
             old.mappo.critic_opt.param_groups[0]["lr"]] == [cfg.model.lr, cfg.policy.actor_lr, cfg.policy.critic_lr]
     assert cfg.model.lr != 5e-4
     assert not _is_semi_orthogonal(old.actor.net.first.weight)
+
+
+@pytest.mark.parametrize("algo", ["mamba", "mag"])
+def test_a_policy_file_written_before_the_encoding_acts_without_it(algo, tmp_path):
+    torch.manual_seed(0)
+    agent = build_learner(SPEC, build_config("debug", {"algo": algo}), torch.device("cpu"))
+    path = str(tmp_path / "policy.pt")
+    save_policy(path, agent.world_model.agent, agent.actor, SPEC, agent.cfg.model, agent.cfg.policy.hidden, algo)
+    assert load_policy(path).encoder.mixer.agent_code is not None
+    payload = torch.load(path, weights_only=True)
+    del payload["model"]["agent_index_encoding"]  # what an earlier mabl wrote
+    torch.save(payload, path)
+    assert load_policy(path).encoder.mixer.agent_code is None
