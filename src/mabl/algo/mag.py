@@ -237,11 +237,12 @@ class MagAgent(MablAgent):
         metrics = []
         for _ in range(self.cfg.mag.error_updates):
             batch = self.to_batch(sample())
-            with torch.no_grad(), self.autocast():
-                filt = self.world_model.observe(batch.obs, batch.state, action_input(batch.prev_action, self.spec),
-                                                batch.first)
             self.error_opt.zero_grad(set_to_none=True)
-            err = error_predictor_loss(self.world_model, self.error_predictor, batch, filt, self.cfg.mag.error_obs)
+            with self.autocast():
+                with torch.no_grad():
+                    filt = self.world_model.observe(batch.obs, batch.state,
+                                                    action_input(batch.prev_action, self.spec), batch.first)
+                err = error_predictor_loss(self.world_model, self.error_predictor, batch, filt, self.cfg.mag.error_obs)
             err.backward()
             apply_unless(self.error_opt, ~torch.isfinite(err))
             metrics.append({"error_predictor": err.detach()})
