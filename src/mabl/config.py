@@ -234,12 +234,14 @@ class MagConfig:
     error_updates: int = _f(
         60, "--algo mag: error-predictor steps per learner call, each on fresh windows, after the world-model updates "
         "[MAG-code: m_r_predictor_epochs]; 0 = one step with every world-model update, on its windows (earlier mabl)")
-    error_obs: str = _f(
-        "batch_share",
-        "--algo mag: the observation term of the error predictor's target: 'batch_share' = the masked smooth-L1 "
-        "averaged over observation dims and divided by the rows of the batch (MAG-code: utils.py rec_loss, "
-        "loss.py get_model_loss_for_m_r_training) or 'summed' over dims, as in the world-model loss (earlier mabl)",
-        ("batch_share", "summed"),
+    error_target: str = _f(
+        "mag_code",
+        "--algo mag: the error predictor's target at a step: 'mag_code' = the observation term's masked smooth-L1 "
+        "averaged over observation dims and divided by the rows of the batch, the action-decoder term on the rows the "
+        "world-model loss scores (MAG-code: utils.py rec_loss, loss.py get_model_loss_for_m_r_training); "
+        "'full_scale' = the observation term summed over dims and the action-decoder term on every row but an "
+        "episode's first (earlier mabl)",
+        ("mag_code", "full_scale"),
     )
     plan_choice: str = _f(
         "batch",
@@ -474,7 +476,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "model.agent_index_encoding": "none",
     "policy.empty_avail": "most_likely",
     "mag.error_updates": 0,
-    "mag.error_obs": "summed",
+    "mag.error_target": "full_scale",
     "mag.plan_choice": "per_row",
     "mag.lr": 0.0,
     "mag.actor_init": "xavier",

@@ -156,17 +156,18 @@ def _per_agent_rows(batch, seed: int = 3):
 
 
 @pytest.mark.parametrize("rows", ["team", "per_agent"])
-@pytest.mark.parametrize("overrides", [{}, {"mag.error_obs": "summed", "model.action_decoder_mask": "episode_start"}])
+@pytest.mark.parametrize("overrides", [{}, {"model.action_decoder_mask": "episode_start"},
+                                       {"mag.error_target": "full_scale"}])
 def test_local_model_errors_match_a_loop_over_steps_windows_and_agents(overrides, rows):
     agent = _agent(4, **overrides)
     model = agent.world_model
     batch = _batch(agent, 2)
     if rows == "per_agent":
         batch = _per_agent_rows(batch)
-    obs_term = agent.cfg.mag.error_obs
+    target = agent.cfg.mag.error_target
     with torch.no_grad():
         filt = _filter(agent, batch)
-        got = local_model_errors(model, batch, filt, obs_term)
+        got = local_model_errors(model, batch, filt, target)
         cut = batch.obs.shape[0] - 1
         heads = model.loss_heads(filt.post.map(lambda t: t[:cut]), filt.h_a_trans[1:], None)
     windows = batch.obs.shape[1]
@@ -184,7 +185,7 @@ def test_local_model_errors_match_a_loop_over_steps_windows_and_agents(overrides
                 kl = float((q * ((q + eps).log() - (p + eps).log())).sum(-1).mean())
                 real = 1.0 - own(batch.fake, j, b, i)
                 per_dim = [_smooth_l1(float(heads["obs"][j, b, i, d] - batch.obs[j, b, i, d])) for d in range(OBS)]
-                if obs_term == "batch_share":  # MAG-code: mean over dims / rows of the batch
+                if target == "mag_code":  # MAG-code: mean over dims / rows of the batch
                     obs = real * sum(per_dim) / OBS / (cut * windows * N)
                 else:
                     obs = real * sum(per_dim)
@@ -193,8 +194,8 @@ def test_local_model_errors_match_a_loop_over_steps_windows_and_agents(overrides
                 avail = sum(_bce(float(heads["avail"][j, b, i, a]), float(batch.avail[j, b, i, a])) for a in range(A))
                 logits = heads["action"][j, b, i].double()
                 taken = int(batch.prev_action[j, b, i])
-                if agent.cfg.model.action_decoder_mask == "episode_start":
-                    scored = not bool(batch.first[j, b])
+                if target == "full_scale" or agent.cfg.model.action_decoder_mask == "episode_start":
+                    scored = not bool(batch.first[j, b])  # (full_scale: the earlier target)
                 else:  # MAG-code: dis added on rows 1.., absorbing rows masked
                     scored = j > 0 and real > 0
                 action = float(torch.logsumexp(logits, 0) - logits[taken]) if scored else 0.0

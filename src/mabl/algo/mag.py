@@ -53,7 +53,7 @@ from mabl.models.world_model import BiLevelWorldModel, Filtered, Latent
 
 @torch.no_grad()
 def local_model_errors(model: BiLevelWorldModel, batch: SequenceBatch, filt: Filtered,
-                       obs_term: str = "batch_share") -> torch.Tensor:
+                       target: str = "mag_code") -> torch.Tensor:
     """Each local model's loss at each step, ``[T-1, B, N]``: the terms of :func:`world_model_loss`
     for posterior state j of agent i, unreduced and summed with weight 1 (KL, observation where the
     row is real, reward, continuation, availability, and the action decoder on the rows its mask
@@ -62,10 +62,13 @@ def local_model_errors(model: BiLevelWorldModel, batch: SequenceBatch, filt: Fil
 
     Rewards, dones and absorbing flags are each agent's own where the rows hold them per agent
     (``[T, B, N]``: Flatland's ``--model.reward_target`` / ``done_target per_agent``), else the
-    team's for every agent. ``obs_term`` (``--mag.error_obs``): ``batch_share`` = the masked
-    smooth-L1 averaged over observation dims and divided by the rows of the batch, ``(T-1) B N``
-    (MAG-code: utils.py rec_loss's per-step output, averaged over dims in loss.py); ``summed`` = summed
-    over dims, the world-model loss's own scale."""
+    team's for every agent. ``target`` (``--mag.error_target``): ``mag_code`` = the masked
+    smooth-L1 of the observation averaged over its dims and divided by the rows of the batch,
+    ``(T-1) B N`` (MAG-code: utils.py rec_loss's per-step output, averaged over dims in loss.py),
+    and the action-decoder term on the rows the world-model loss scores (``--model.action_decoder_mask``;
+    MAG-code adds it on rows ``[1:]``, absorbing ones masked); ``full_scale`` = the observation
+    summed over dims, the world-model loss's own scale, and the action-decoder term on every row
+    but an episode's first (earlier mabl)."""
     spec = model.spec
     cut = batch.obs.shape[0] - 1
     n = spec.n_agents
@@ -76,7 +79,7 @@ def local_model_errors(model: BiLevelWorldModel, batch: SequenceBatch, filt: Fil
     real = 1.0 - fake[:cut]
     obs_target = model.agent.transform(batch.obs[:cut])
     obs_err = F.smooth_l1_loss(heads["obs"].float(), obs_target, reduction="none")  # [T-1, B, N, O]
-    if obs_term == "batch_share":
+    if target == "mag_code":
         obs = obs_err.mean(-1) * real / (cut * batch.obs.shape[1] * n)
     else:
         obs = obs_err.sum(-1) * real
@@ -90,24 +93,23 @@ def local_model_errors(model: BiLevelWorldModel, batch: SequenceBatch, filt: Fil
     if "avail" in heads and batch.avail is not None:
         errors = errors + F.binary_cross_entropy_with_logits(
             heads["avail"].float(), batch.avail[:cut].float(), reduction="none").sum(-1)
-    action_err, scored = action_decoder_error(model, batch, heads["action"], fake)
-    scored_err = action_err * scored
-    if scored_err.shape[0] < cut:  # the window's first row is not scored (MAG-code: [1:] += dis)
-        return torch.cat([errors[:1], errors[1:] + scored_err])
-    return errors + scored_err
+    # full_scale: every row of the window but an episode's first, whatever the loss's own mask
+    mask = "episode_start" if target == "full_scale" else model.cfg.action_decoder_mask
+    action_err, scored, _ = action_decoder_error(model, batch, heads["action"], fake, mask)
+    return errors + action_err * scored  # (MAG-code adds it on rows [1:], absorbing ones masked)
 
 
 def error_predictor_loss(model: BiLevelWorldModel, predictor: ErrorPredictor, batch: SequenceBatch,
-                         filt: Filtered, obs_term: str = "batch_share") -> torch.Tensor:
+                         filt: Filtered, target: str = "mag_code") -> torch.Tensor:
     """Smooth-L1 regression of :func:`local_model_errors` from the prior states of the same steps:
     ``(z ~ prior_j, h^a_j)`` per agent, the kind of state imagination predicts [MAG-code]. Inputs
     and targets carry no gradient (only the predictor learns from this loss)."""
     cut = batch.obs.shape[0] - 1
-    target = local_model_errors(model, batch, filt, obs_term)
+    errors = local_model_errors(model, batch, filt, target)
     with torch.no_grad():
         z_prior = sample_onehot(filt.prior_a_logits[:cut].detach(), straight_through=False)
     pred = predictor(z_prior, filt.post.h_a[:cut].detach())
-    return F.smooth_l1_loss(pred, target)
+    return F.smooth_l1_loss(pred, errors)
 
 
 class MagPlanner:
@@ -212,7 +214,7 @@ class MagAgent(MablAgent):
         loss, metrics, filt = world_model_loss(self.world_model, batch, self.cfg.model.kl_balance)
         if not self.interleaved:
             return loss, metrics
-        err = error_predictor_loss(self.world_model, self.error_predictor, batch, filt, self.cfg.mag.error_obs)
+        err = error_predictor_loss(self.world_model, self.error_predictor, batch, filt, self.cfg.mag.error_target)
         metrics["error_predictor"] = err.detach()
         return loss + (err - err.detach()), metrics
 
@@ -242,7 +244,7 @@ class MagAgent(MablAgent):
                 with torch.no_grad():
                     filt = self.world_model.observe(batch.obs, batch.state,
                                                     action_input(batch.prev_action, self.spec), batch.first)
-                err = error_predictor_loss(self.world_model, self.error_predictor, batch, filt, self.cfg.mag.error_obs)
+                err = error_predictor_loss(self.world_model, self.error_predictor, batch, filt, self.cfg.mag.error_target)
             err.backward()
             apply_unless(self.error_opt, ~torch.isfinite(err))
             metrics.append({"error_predictor": err.detach()})

@@ -123,21 +123,23 @@ REWARD_LOSSES = {"smooth_l1": F.smooth_l1_loss, "mse": F.mse_loss}
 """The reward head's regression loss per ``--model.reward_loss`` (also MAG's per-step model errors)."""
 
 
-def _masked_mean(value: torch.Tensor, mask: torch.Tensor, divisor: str) -> torch.Tensor:
-    """``sum(value * mask)`` over the rows of ``value``, divided by all of them (``all_rows``,
-    released code) or by the unmasked ones (``unmasked_rows``)."""
+def _masked_mean(value: torch.Tensor, mask: torch.Tensor, divisor: str, rows: int | None = None) -> torch.Tensor:
+    """``sum(value * mask)`` divided by the rows the loss covers, masked ones included (``all_rows``,
+    released code; ``rows``, by default every row of ``value``) or by the unmasked ones
+    (``unmasked_rows``)."""
     mask = mask.expand_as(value)
     if divisor == "all_rows":
-        return (value * mask).sum() / value.numel()
+        return (value * mask).sum() / (value.numel() if rows is None else rows)
     return (value * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def action_decoder_error(model: BiLevelWorldModel, batch: SequenceBatch, action_out: torch.Tensor,
-                         fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The action decoder's per-row error ``[R, B, N]`` and which rows are scored ``[R, B, N or 1]``
-    (``--model.action_decoder_mask``): with ``fake_and_window_start`` (released code, loss.py
-    ``action[1:-1]``) the rows j = 1 .. T-2 only (R = T-2), the absorbing ones masked; with
-    ``episode_start`` the rows j = 0 .. T-2 (R = T-1), masked where obs[j] starts an episode.
+                         fake: torch.Tensor, mask: str | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The action decoder's per-row error ``[T-1, B, N]``, which rows are scored ``[T-1, B, N or 1]``
+    and how many rows the loss covers (the ``all_rows`` divisor), per ``mask`` (by default
+    ``--model.action_decoder_mask``): with ``fake_and_window_start`` (released code, loss.py
+    ``action[1:-1]``) the rows j = 1 .. T-2, (T-2) B N of them, the absorbing ones not scored; with
+    ``episode_start`` the rows j = 0 .. T-2, (T-1) B N, not scored where obs[j] starts an episode.
     ``fake``: ``[T, B, N or 1]``."""
     spec = model.spec
     cut = batch.obs.shape[0] - 1
@@ -148,10 +150,13 @@ def action_decoder_error(model: BiLevelWorldModel, batch: SequenceBatch, action_
     else:
         # regression on the executed action in normalised units (the unit-variance Gaussian NLL up to 1/2)
         err = F.mse_loss(action_out, action_input(batch.prev_action[:cut], spec), reduction="none").sum(-1)
-    if model.cfg.action_decoder_mask == "fake_and_window_start":  # released code
-        return err[1:], 1.0 - fake[1:cut]
+    per_step = batch.obs.shape[1] * spec.n_agents
+    if (mask or model.cfg.action_decoder_mask) == "fake_and_window_start":  # released code
+        scored = 1.0 - fake[:cut]  # [T-1, B, N or 1]
+        scored = torch.cat([torch.zeros_like(scored[:1]), scored[1:]])  # not the window's first step
+        return err, scored, (cut - 1) * per_step
     # 'episode_start': not where obs[j] starts an episode (its previous action is another episode's)
-    return err, (~batch.first[:cut]).float()[..., None]
+    return err, (~batch.first[:cut]).float()[..., None], cut * per_step
 
 
 def world_model_loss(
@@ -203,8 +208,8 @@ def world_model_loss(
             heads["avail"].float(), batch.avail[:cut].float(), reduction="none").sum(-1)
         terms["avail"] = avail_nll.mean()
 
-    action_err, scored = action_decoder_error(model, batch, heads["action"], fake)
-    terms["action"] = _masked_mean(action_err, scored, divisor)
+    action_err, scored, rows = action_decoder_error(model, batch, heads["action"], fake)
+    terms["action"] = _masked_mean(action_err, scored, divisor, rows)
 
     loss = sum(terms.values())
     metrics = {k: v.detach() for k, v in terms.items()}
