@@ -423,3 +423,22 @@ def test_state_dict_round_trip_includes_the_error_predictor():
         assert torch.equal(p, q)
     assert other.error_opt.state_dict()["state"].keys() == agent.error_opt.state_dict()["state"].keys()
     assert other.world_model.planner.predictor is other.error_predictor
+
+
+def test_an_error_predictor_step_with_a_non_finite_loss_is_skipped():
+    agent = _agent(10, **{"mag.error_updates": 2})
+    replay = _replay(6)
+    gen = np.random.default_rng(8)
+
+    def poisoned():
+        rows = replay.sample(agent.cfg.model.batch_size, agent.cfg.model.seq_len, gen)
+        rows["obs"] = rows["obs"].copy()
+        rows["obs"][3] = np.nan
+        return rows
+
+    before = [p.detach().clone() for p in agent.error_predictor.parameters()]
+    out = agent.after_world_model(poisoned)
+    assert all(not torch.isfinite(m["error_predictor"]) for m in out)
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.error_predictor.parameters()))
+    out = agent.after_world_model(lambda: replay.sample(agent.cfg.model.batch_size, agent.cfg.model.seq_len, gen))
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.error_predictor.parameters()))
