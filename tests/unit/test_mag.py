@@ -442,3 +442,16 @@ def test_an_error_predictor_step_with_a_non_finite_loss_is_skipped():
     assert all(torch.equal(a, b) for a, b in zip(before, agent.error_predictor.parameters()))
     out = agent.after_world_model(lambda: replay.sample(agent.cfg.model.batch_size, agent.cfg.model.seq_len, gen))
     assert any(not torch.equal(a, b) for a, b in zip(before, agent.error_predictor.parameters()))
+
+
+def test_the_avail_head_option_holds_for_the_local_models():
+    """Flatland's default ``--model.avail_head false`` (released code) removes MAG's mask head too:
+    no availability term in the loss or the errors, and unmasked imagined actions."""
+    agent = _agent(11, **{"model.avail_head": False})
+    assert agent.world_model.avail_head is None
+    batch = _batch(agent, 2)
+    _, metrics, filt = world_model_loss(agent.world_model, batch, agent.cfg.model.kl_balance)
+    assert "avail" not in metrics
+    rows = _replay(6).sample(agent.cfg.policy.batch_size, agent.cfg.model.seq_len, np.random.default_rng(6))
+    assert agent.imagine(rows).avail is None
+    assert _agent(11).world_model.avail_head is not None

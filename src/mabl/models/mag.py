@@ -219,7 +219,8 @@ class LocalWorldModels(BiLevelWorldModel):
         feat = [z, deter]
         self.reward_head = AgentSplitMLP(n, feat, hid, 1, 2, nn.ELU)
         self.cont_head = AgentSplitMLP(n, feat, hid, 1, 2, nn.ELU)
-        self.avail_head = AgentSplitMLP(n, feat, hid, a, 2, nn.ELU) if spec.has_action_mask else None
+        # (--model.avail_head off: no mask head, as the shared model; released code on Flatland)
+        self.avail_head = AgentSplitMLP(n, feat, hid, a, 2, nn.ELU) if spec.has_action_mask and cfg.avail_head else None
         self.obs_decoder_body = AgentSplitMLP(n, feat, hid, hid, 2, nn.ReLU)
         self.obs_decoder_out = AgentLinear(n, hid, spec.obs_dim)
         layers = cfg.action_decoder_layers  # Linear ELU [Linear ReLU] Linear, as the shared model's
