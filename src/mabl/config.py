@@ -59,6 +59,27 @@ class ModelConfig:
         "belongs to another episode (mabl <= 0.1)",
         ("fake_and_window_start", "episode_start"),
     )
+    episode_reset: str = _f(
+        "carried_state",
+        "an episode start inside a training window: 'carried_state' zeroes only the carried GRU states and "
+        "latents, the step still reads the stored previous action (the previous episode's last), and the "
+        "reward/continuation heads of the row before the start read the state after the reset (released code, "
+        "rnns.py rollout_representation, loss.py); 'start_state' restarts from the acting path's first state "
+        "(zero previous action) and lets those heads read the episode's own transition (earlier mabl)",
+        ("carried_state", "start_state"),
+    )
+    loss_divisor: str = _f(
+        "all_rows",
+        "divisor of the masked observation and action-decoder losses: 'all_rows' = every row of the loss, "
+        "masked ones included (released code, utils.py rec_loss / info_loss) or 'unmasked_rows' (earlier mabl)",
+        ("all_rows", "unmasked_rows"),
+    )
+    agent_index_encoding: str = _f(
+        "sinusoidal",
+        "--algo mamba/mag: added to the agents' GRU inputs before the transformer over agents: 'sinusoidal' "
+        "agent-index table (MAMBA, networks/transformer/layers.py AttentionEncoder) or 'none' (earlier mabl)",
+        ("sinusoidal", "none"),
+    )
     bias_init: str = _f(
         "default",
         "biases of the world model, actor and critic: 'default' = PyTorch's (uniform in +-1/sqrt(fan_in); released "
@@ -156,6 +177,13 @@ class PolicyConfig:
         "K = 1: DreamerLearner's old_critic, TARGET_UPDATE = 1; its step counter starts at 1). Advantages "
         "use the critic itself either way. Flatland's default: 1",
     )
+    empty_avail: str = _f(
+        "keep",
+        "an imagined availability mask sampled with no action available: 'keep' it (every logit masked, so the "
+        "action is uniform; released code, rnns.py rollout_policy) or 'most_likely': make the avail head's most "
+        "likely action available (earlier mabl)",
+        ("keep", "most_likely"),
+    )
     actor_lr: float = _f(1e-4, "actor Adam learning rate [code]")
     critic_lr: float = _f(1e-3, "critic Adam learning rate [code]")
     actor_weight_decay: float = _f(1e-5, "actor Adam weight decay [code]")
@@ -203,6 +231,33 @@ class MagConfig:
     error_layers: int = _f(4, "--algo mag: hidden ELU layers of the per-agent error predictor (the model-agents' "
                            "learned cost), width model.hidden [MAG-code]")
     error_lr: float = _f(5e-4, "--algo mag: Adam learning rate of the error predictor [MAG-code]")
+    error_updates: int = _f(
+        60, "--algo mag: error-predictor steps per learner call, each on fresh windows, after the world-model updates "
+        "[MAG-code: m_r_predictor_epochs]; 0 = one step with every world-model update, on its windows (earlier mabl)")
+    error_target: str = _f(
+        "mag_code",
+        "--algo mag: the error predictor's target at a step: 'mag_code' = the observation term's masked smooth-L1 "
+        "averaged over observation dims and divided by the rows of the batch, the action-decoder term on the rows the "
+        "world-model loss scores (MAG-code: utils.py rec_loss, loss.py get_model_loss_for_m_r_training); "
+        "'full_scale' = the observation term summed over dims and the action-decoder term on every row but an "
+        "episode's first (earlier mabl)",
+        ("mag_code", "full_scale"),
+    )
+    plan_choice: str = _f(
+        "batch",
+        "--algo mag: how the planner picks a candidate: 'batch' = the one with the lowest predicted cost averaged "
+        "over all imagined rows, taken for every row (MAG-code: rnns.py MPCPredict) or 'per_row' = each row's "
+        "cheapest (earlier mabl)",
+        ("batch", "per_row"),
+    )
+    lr: float = _f(5e-4, "--algo mag: Adam learning rate of the local models, the actor and the critic (all 5e-4 in "
+                   "MAG-code DreamerLearnerConfig.py); 0 = --model.lr, --policy.actor_lr, --policy.critic_lr (earlier mabl)")
+    actor_init: str = _f(
+        "orthogonal",
+        "--algo mag: the actor's weight matrices: 'orthogonal' (gain 1, MAG-code DreamerLearner.py "
+        "initialize_weights) or 'xavier' uniform as the other algorithms (earlier mabl)",
+        ("orthogonal", "xavier"),
+    )
 
 
 @dataclass(frozen=True)
@@ -383,7 +438,7 @@ class RunConfig:
                   "schedule.learning_starts", "schedule.train_every",
                   "model.grad_clip", "policy.grad_clip", "policy.entropy", "policy.clip",
                   "policy.actor_weight_decay", "policy.target_entropy", "policy.entropy_rate",
-                  "mappo.clip", "mappo.entropy", "mappo.grad_clip"]
+                  "mappo.clip", "mappo.entropy", "mappo.grad_clip", "mag.error_updates", "mag.lr"]
         for path in nonneg:
             if not get_path(self, path) >= 0:
                 raise MablError(f"--{path}={get_path(self, path)} must be >= 0")
@@ -502,6 +557,15 @@ ADDED_FIELDS: dict[str, Any] = {
     "flatland.deadlock": "rings_move",
     "mamujoco.contact_forces": "v5",
     "log": "jsonl,tensorboard",
+    "model.episode_reset": "start_state",
+    "model.loss_divisor": "unmasked_rows",
+    "model.agent_index_encoding": "none",
+    "policy.empty_avail": "most_likely",
+    "mag.error_updates": 0,
+    "mag.error_target": "full_scale",
+    "mag.plan_choice": "per_row",
+    "mag.lr": 0.0,
+    "mag.actor_init": "xavier",
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
@@ -511,7 +575,8 @@ before; no divergence stop before ``max_skipped_updates``; the env's own reward 
 ``reward_scale``; the decaying entropy bonus before ``target_entropy``; JaxMARL's reward, state and
 lethal walls on SMAX before the ``smax`` section; Flatland's standard tree, its 5 actions and
 ring-exempt deadlocks before the ``flatland`` section; v5's contact forces before the ``mamujoco``
-section; JSONL and TensorBoard before ``log``). A saved config without them gets these
+section; JSONL and TensorBoard before ``log``; the earlier readings for the nine fields of the
+faithfulness mends of SPEC §2-§3, MAMBA's agent-index encoding and MAG's released code). A saved config without them gets these
 values, so runs and checkpoints made by an earlier mabl still resume and evaluate."""
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from mabl.actions import act_gaussian
-from mabl.config import ModelConfig
+from mabl.config import ADDED_FIELDS, ModelConfig
 from mabl.envs.base import EnvSpec
 from mabl.errors import MablError
 from mabl.models.actor_critic import Actor
@@ -141,7 +141,9 @@ def load_policy(path: str, device: str = "cpu", seed: int | None = None) -> Dece
 
         return mappo_policy_from_payload(payload, device=device, seed=seed)
     env_spec = EnvSpec(**payload["spec"])
-    model_cfg = ModelConfig(**payload["model"])
+    # a file written before a model field existed acts as it did then (config.ADDED_FIELDS)
+    earlier = {path.split(".", 1)[1]: value for path, value in ADDED_FIELDS.items() if path.startswith("model.")}
+    model_cfg = ModelConfig(**{**earlier, **payload["model"]})
     if algo == "mag":  # one parameter set per agent (mabl.models.mag)
         from mabl.models.mag import LocalAgentEncoder
 

@@ -254,6 +254,13 @@ class Trainer:
             rows = self.replay.sample(cfg.model.batch_size, cfg.model.seq_len, self.rng)
             c.real_samples += math.prod(rows["last"].shape)
             model_metrics.append(self.agent.train_world_model(rows))
+
+        def sample_model_rows():
+            rows = self.replay.sample(cfg.model.batch_size, cfg.model.seq_len, self.rng)
+            c.real_samples += math.prod(rows["last"].shape)
+            return rows
+
+        after_metrics = self.agent.after_world_model(sample_model_rows)  # MAG's error predictor
         policy_metrics = []
         for _ in range(cfg.schedule.policy_iterations):  # lines 9-14
             rows = self.replay.sample(cfg.policy.batch_size, cfg.model.seq_len, self.rng)
@@ -264,7 +271,7 @@ class Trainer:
         c.learner_calls += 1
         c.model_updates += cfg.schedule.model_updates
         c.policy_iterations += cfg.schedule.policy_iterations
-        losses, _, stop = self._read({"model/": model_metrics, "policy/": policy_metrics}, [])
+        losses, _, stop = self._read({"model/": model_metrics, "mag/": after_metrics, "policy/": policy_metrics}, [])
         elapsed = self._log_learner(t0, losses, stop)
         if cfg.diagnose_every and c.learner_calls % cfg.diagnose_every == 0:
             from mabl.diagnose import training_diagnostics  # on this call's last windows; no RNG is touched

@@ -85,7 +85,8 @@ def test_stop_and_resume_matches_uninterrupted(algo, smax_runs, tmp_path):
 
 def test_world_models_consume_the_same_samples_per_env_step(smax_runs):
     """Same preset -> the same real and imagined samples per env step for every world model: the
-    counters the trainer logs agree with the schedule, learner call by learner call."""
+    counters the trainer logs agree with the schedule, learner call by learner call. MAG also reads
+    ``mag.error_updates`` fresh model batches per call for its error predictor (released MAG code)."""
     from mabl.presets import build_config
 
     cfg = build_config("debug")
@@ -97,8 +98,9 @@ def test_world_models_consume_the_same_samples_per_env_step(smax_runs):
         learner = records(smax_runs[algo], "learner")
         last_at_step = {r["env_step"]: r for r in learner}  # several calls may fall due at one episode end
         assert all(r["learner_call"] == step // cfg.schedule.train_every for step, r in last_at_step.items()), algo
+        extra = cfg.mag.error_updates * cfg.model.batch_size * cfg.model.seq_len if algo == "mag" else 0
         for r in learner:
-            assert r["real_samples"] == r["learner_call"] * real_per_call, (algo, r)
+            assert r["real_samples"] == r["learner_call"] * (real_per_call + extra), (algo, r)
             assert r["imagined_samples"] == r["learner_call"] * imagined_per_call, (algo, r)
 
 

@@ -179,11 +179,11 @@ def test_shift_window_first_covers_every_episode_start():
 
 
 # ----------------------------------------------------------------------------- filter resets
-def _model(seed: int = 0) -> BiLevelWorldModel:
+def _model(seed: int = 0, episode_reset: str = "carried_state") -> BiLevelWorldModel:
     torch.manual_seed(seed)
     spec = EnvSpec(name="fake", n_agents=3, obs_dim=7, state_dim=9, discrete=True, n_actions=5,
                    has_action_mask=True, episode_limit=50)
-    return BiLevelWorldModel(spec, build_config("debug").model)
+    return BiLevelWorldModel(spec, build_config("debug", {"model.episode_reset": episode_reset}).model)
 
 
 def _filter_inputs(seed: int, steps: int = 6, batch: int = 2):
@@ -200,9 +200,12 @@ def _observe(model, obs, state, action, first, seed=42):
         return model.observe(obs, state, action, first)
 
 
+@pytest.mark.parametrize("reset", ["carried_state", "start_state"])
 @pytest.mark.parametrize("reset_at", [1, 3, 5])
-def test_first_step_does_not_depend_on_the_past(reset_at):
-    model = _model()
+def test_first_step_does_not_depend_on_the_past(reset_at, reset):
+    """Nothing before an episode start reaches the filter after it, except, with the released
+    reading (carried_state), the stored previous action of the start row itself."""
+    model = _model(episode_reset=reset)
     obs, state, action = _filter_inputs(1)
     first = torch.zeros(6, 2, dtype=torch.bool)
     first[reset_at, 0] = True  # only batch column 0 starts an episode there
@@ -210,7 +213,9 @@ def test_first_step_does_not_depend_on_the_past(reset_at):
 
     obs2, state2, action2 = _filter_inputs(2)  # a different past everywhere
     obs2[reset_at:], state2[reset_at:] = obs[reset_at:], state[reset_at:]
-    action2[reset_at + 1 :] = action[reset_at + 1 :]  # prev_action[reset_at] belongs to the old episode too
+    # prev_action[reset_at] is the old episode's last action: read after a carried_state reset
+    kept_from = reset_at if reset == "carried_state" else reset_at + 1
+    action2[kept_from:] = action[kept_from:]
     other = _observe(model, obs2, state2, action2, first)
 
     for name in ("post_a_logits", "post_g_logits", "prior_a_logits", "prior_g_logits"):
@@ -239,8 +244,60 @@ def test_without_reset_the_past_matters():
     assert (other.post_a_logits[3] - base.post_a_logits[3]).abs().max() > 1e-3
 
 
-def test_reset_state_is_the_same_for_every_reset_position():
+def test_carried_state_reset_zeroes_the_state_and_reads_the_stored_action():
+    """Released code (rnns.py rollout_representation): the carried state is multiplied by 1 - last,
+    then the step's transition reads the stored previous action; the reward/continuation heads of
+    the step before read that same post-reset transition (loss.py: post.deter[1:])."""
     model = _model()
+    obs, state, action = _filter_inputs(3)
+    first = torch.zeros(6, 2, dtype=torch.bool)
+    first[2, 0] = True
+    out = _observe(model, obs, state, action, first)
+    agent = model.agent
+    with torch.no_grad():  # by hand: GRU(ReLU(W_action a + b), h = 0); the zero latent adds nothing
+        w = agent.agent_input.weight  # [hid, A + z]
+        x = torch.relu(action[2, 0] @ w[:, :5].t() + agent.agent_input.bias)
+        cell = agent.agent_gru
+        h = torch.zeros(3, model.deter)
+        gi, gh = x @ cell.weight_ih.t() + cell.bias_ih, h @ cell.weight_hh.t() + cell.bias_hh
+        r = torch.sigmoid(gi[:, :model.deter] + gh[:, :model.deter])
+        u = torch.sigmoid(gi[:, model.deter:2 * model.deter] + gh[:, model.deter:2 * model.deter])
+        n = torch.tanh(gi[:, 2 * model.deter:] + r * gh[:, 2 * model.deter:])
+        expected = (1 - u) * n + u * h
+        # the global chain alike, from the joint action
+        wg = model.global_input.weight
+        xg = torch.relu(action[2, 0].flatten() @ wg[:, :15].t() + model.global_input.bias)
+        expected_g = model.global_gru(xg[None], torch.zeros(1, model.deter))[0]
+    torch.testing.assert_close(out.post.h_a[2, 0], expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.h_a_trans[2, 0], out.post.h_a[2, 0])  # what the heads of step 1 read
+    for i in range(3):
+        torch.testing.assert_close(out.post.h_g[2, 0, i], expected_g, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out.h_g_trans[2, 0], out.post.h_g[2, 0])
+    # the check can fail: two resets with different stored actions give different states
+    first[4, 1] = True
+    out = _observe(model, obs, state, action, first)
+    assert not torch.equal(action[2, 0], action[4, 1])
+    assert (out.post.h_a[2, 0] - out.post.h_a[4, 1]).abs().max() > 1e-4
+
+
+def test_carried_state_ignores_the_first_rows_flag():
+    """The window's row 0 starts from the zero state anyway, so its episode-start flag changes
+    nothing (the released code drops it: DreamerMemory.py last[1:]); with start_state it zeroes
+    the previous action there."""
+    obs, state, action = _filter_inputs(5)
+    first = torch.zeros(6, 2, dtype=torch.bool)
+    flagged = first.clone()
+    flagged[0] = True
+    for reset, same in (("carried_state", True), ("start_state", False)):
+        model = _model(episode_reset=reset)
+        a, b = _observe(model, obs, state, action, first), _observe(model, obs, state, action, flagged)
+        assert torch.equal(a.post.h_a, b.post.h_a) == same, reset
+        assert torch.equal(a.post_a_logits, b.post_a_logits) == same, reset
+
+
+def test_reset_state_is_the_same_for_every_reset_position():
+    """--model.episode_reset start_state: every reset restarts from the acting path's first state."""
+    model = _model(episode_reset="start_state")
     obs, state, action = _filter_inputs(3)
     first = torch.zeros(6, 2, dtype=torch.bool)
     first[2, 0] = True
@@ -253,9 +310,10 @@ def test_reset_state_is_the_same_for_every_reset_position():
 
 
 def test_acting_path_first_step_matches_filter_reset_state():
-    """Acting starts an episode from h=0, z=0, a=0; the filter's reset state must be the same (an
-    all-zero latent contributes nothing, it is not class 0 of every categorical)."""
-    model = _model()
+    """Acting starts an episode from h=0, z=0, a=0; with --model.episode_reset start_state the
+    filter's reset state is the same (an all-zero latent contributes nothing, it is not class 0 of
+    every categorical). The released reading (carried_state) feeds the stored action instead."""
+    model = _model(episode_reset="start_state")
     obs, state, action = _filter_inputs(4)
     first = torch.zeros(6, 2, dtype=torch.bool)
     first[2] = True

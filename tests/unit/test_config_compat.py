@@ -45,7 +45,12 @@ def test_fields_added_later_take_their_earlier_behaviour():
         "flatland.obs": "standard", "flatland.actions": "all", "flatland.deadlock": "rings_move",
         "mamujoco.contact_forces": "v5",
         # runs before --log wrote JSONL and TensorBoard
-        "log": "jsonl,tensorboard"}
+        "log": "jsonl,tensorboard",
+        # the released-code readings of SPEC §2-§3, MAMBA's agent-index encoding and MAG's code
+        "model.episode_reset": "start_state", "model.loss_divisor": "unmasked_rows",
+        "model.agent_index_encoding": "none", "policy.empty_avail": "most_likely",
+        "mag.error_updates": 0, "mag.error_target": "full_scale", "mag.plan_choice": "per_row", "mag.lr": 0.0,
+        "mag.actor_init": "xavier"}
 
 
 @pytest.mark.parametrize("path", ["model.hidden", "algo", "schedule.model_updates"])

@@ -99,7 +99,7 @@ def _rows(spec: EnvSpec, rng: np.random.Generator, batch: int, length: int) -> d
 def _snapshot(agent) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     nets = [agent.world_model, agent.actor, agent.critic]
     opts = [agent.model_opt, agent.mappo.actor_opt, agent.mappo.critic_opt]
-    if hasattr(agent, "error_predictor"):  # MAG: its error predictor steps with every world-model update
+    if hasattr(agent, "error_predictor"):  # MAG (--mag.error_updates 0): its predictor steps with every model update
         nets.append(agent.error_predictor)
         opts.append(agent.error_opt)
     return ([t.detach().clone() for m in nets for t in m.state_dict().values()],
@@ -110,7 +110,7 @@ def _snapshot(agent) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
 def test_model_based_learners_skip_poisoned_updates(monkeypatch, algo):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    cfg = build_config("debug", {"algo": algo})
+    cfg = build_config("debug", {"algo": algo, **({"mag.error_updates": 0} if algo == "mag" else {})})
     agent = build_learner(SPEC, cfg, torch.device("cpu"))
     rows = _rows(SPEC, rng, cfg.model.batch_size, cfg.model.seq_len)
     agent.train_world_model(rows)  # a healthy update of each: optimizer state exists

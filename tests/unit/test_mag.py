@@ -144,33 +144,77 @@ def _bce(logit: float, y: float) -> float:
     return -(y * math.log(1.0 / (1.0 + math.exp(-logit))) + (1.0 - y) * math.log(1.0 / (1.0 + math.exp(logit))))
 
 
-def test_local_model_errors_match_a_loop_over_steps_windows_and_agents():
-    agent = _agent(4)
+def _per_agent_rows(batch, seed: int = 3):
+    """The batch with each agent's own reward, done and absorbing flag (Flatland's rows)."""
+    gen = torch.Generator().manual_seed(seed)
+    t, b = batch.obs.shape[:2]
+    fake = torch.zeros(t, b, N)
+    fake[3:, 0, 1] = 1.0  # agent 1 of window 0 absorbed from step 3 on
+    done = torch.zeros(t, b, N)
+    done[2, 0, 1] = 1.0
+    return batch._replace(reward=torch.randn(t, b, N, generator=gen), done=done, fake=fake)
+
+
+@pytest.mark.parametrize("rows", ["team", "per_agent"])
+@pytest.mark.parametrize("overrides", [{}, {"model.action_decoder_mask": "episode_start"},
+                                       {"mag.error_target": "full_scale"}])
+def test_local_model_errors_match_a_loop_over_steps_windows_and_agents(overrides, rows):
+    agent = _agent(4, **overrides)
     model = agent.world_model
     batch = _batch(agent, 2)
+    if rows == "per_agent":
+        batch = _per_agent_rows(batch)
+    target = agent.cfg.mag.error_target
     with torch.no_grad():
         filt = _filter(agent, batch)
-        got = local_model_errors(model, batch, filt)
+        got = local_model_errors(model, batch, filt, target)
         cut = batch.obs.shape[0] - 1
         heads = model.loss_heads(filt.post.map(lambda t: t[:cut]), filt.h_a_trans[1:], None)
-    assert got.shape == (cut, batch.obs.shape[1], N)
+    windows = batch.obs.shape[1]
+    assert got.shape == (cut, windows, N)
     eps = 1e-7
+
+    def own(x, j, b, i):  # each agent's own value where the rows hold one per agent
+        return float(x[j, b, i]) if x.dim() == 3 else float(x[j, b])
+
     for j in range(cut):
-        for b in range(batch.obs.shape[1]):
+        for b in range(windows):
             for i in range(N):
                 q = filt.post_a_logits[j, b, i].double().softmax(-1)
                 p = filt.prior_a_logits[j, b, i].double().softmax(-1)
                 kl = float((q * ((q + eps).log() - (p + eps).log())).sum(-1).mean())
-                real = 1.0 - float(batch.fake[j, b])
-                obs = real * sum(_smooth_l1(float(heads["obs"][j, b, i, d] - batch.obs[j, b, i, d])) for d in range(OBS))
-                reward = _smooth_l1(float(heads["reward"][j, b, i, 0] - batch.reward[j + 1, b]))
-                cont = _bce(float(heads["cont"][j, b, i, 0]), 1.0 - float(batch.done[j + 1, b]))
+                real = 1.0 - own(batch.fake, j, b, i)
+                per_dim = [_smooth_l1(float(heads["obs"][j, b, i, d] - batch.obs[j, b, i, d])) for d in range(OBS)]
+                if target == "mag_code":  # MAG-code: mean over dims / rows of the batch
+                    obs = real * sum(per_dim) / OBS / (cut * windows * N)
+                else:
+                    obs = real * sum(per_dim)
+                reward = _smooth_l1(float(heads["reward"][j, b, i, 0]) - own(batch.reward, j + 1, b, i))
+                cont = _bce(float(heads["cont"][j, b, i, 0]), 1.0 - own(batch.done, j + 1, b, i))
                 avail = sum(_bce(float(heads["avail"][j, b, i, a]), float(batch.avail[j, b, i, a])) for a in range(A))
                 logits = heads["action"][j, b, i].double()
                 taken = int(batch.prev_action[j, b, i])
-                action = 0.0 if bool(batch.first[j, b]) else float(torch.logsumexp(logits, 0) - logits[taken])
+                if target == "full_scale" or agent.cfg.model.action_decoder_mask == "episode_start":
+                    scored = not bool(batch.first[j, b])  # (full_scale: the earlier target)
+                else:  # MAG-code: dis added on rows 1.., absorbing rows masked
+                    scored = j > 0 and real > 0
+                action = float(torch.logsumexp(logits, 0) - logits[taken]) if scored else 0.0
                 expected = kl + obs + reward + cont + avail + action
                 assert float(got[j, b, i]) == pytest.approx(expected, rel=1e-4, abs=1e-4), (j, b, i)
+
+
+def test_mag_learns_on_per_agent_rows():
+    """Flatland's rows (reward, done and fake per agent) through a whole world-model update and the
+    error predictor's steps (the team-only errors raised on them)."""
+    agent = _agent(4, **{"mag.error_updates": 2})
+    batch = _per_agent_rows(_batch(agent, 2))
+    agent.to_batch = lambda rows: batch
+    before = [p.detach().clone() for p in agent.error_predictor.parameters()]
+    metrics = agent.train_world_model(None)
+    assert torch.isfinite(metrics["loss"]) and not bool(metrics["skipped"])
+    out = agent.after_world_model(lambda: None)
+    assert len(out) == 2 and all(torch.isfinite(m["error_predictor"]) for m in out)
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.error_predictor.parameters()))
 
 
 def test_local_model_errors_follow_the_reward_loss_option():
@@ -220,8 +264,11 @@ def test_error_predictor_regresses_the_errors_from_prior_states():
 
 
 # ------------------------------------------------------------------------------- planning
-def test_planner_picks_per_row_the_candidate_with_the_lowest_predicted_error():
-    agent = _agent(6, **{"mag.candidates": 3, "mag.plan_horizon": 4})
+@pytest.mark.parametrize("choice", ["batch", "per_row"])
+def test_planner_picks_the_candidate_with_the_lowest_predicted_error(choice):
+    """``batch`` (MAG-code rnns.py MPCPredict): the candidate with the lowest cost averaged over the
+    rows, for every row; ``per_row``: each row's cheapest."""
+    agent = _agent(6, **{"mag.candidates": 3, "mag.plan_horizon": 4, "mag.plan_choice": choice})
     model = agent.world_model
     batch = _batch(agent, 4)
     with torch.no_grad():
@@ -248,19 +295,19 @@ def test_planner_picks_per_row_the_candidate_with_the_lowest_predicted_error():
     for t in range(1, horizon):  # the continuations follow each candidate's own chain
         assert calls[t][0] is calls[t - 1][2]
     assert not torch.equal(first.z_a[:rows], first.z_a[rows:2 * rows])  # the candidates differ
-    picked = []
+    costs = np.zeros((k, rows))
     with torch.no_grad():
         for m in range(rows):
-            costs = []
             for c in range(k):
                 r = c * rows + m
-                costs.append(sum(float(agent.error_predictor(s.z_a[r:r + 1], s.h_a[r:r + 1]).sum())
-                                 for s in (call[2] for call in calls)))
-            best = int(np.argmin(costs))
-            picked.append(best)
-            assert torch.equal(chosen.z_a[m], first.z_a[best * rows + m]), m
-            assert torch.equal(chosen.h_a[m], first.h_a[best * rows + m]), m
-    assert len(set(picked)) > 1  # the choice is made per row, not once for the batch
+                costs[c, m] = sum(float(agent.error_predictor(s.z_a[r:r + 1], s.h_a[r:r + 1]).sum())
+                                  for s in (call[2] for call in calls))
+    per_row = costs.argmin(0)
+    assert len(set(per_row.tolist())) > 1  # the two readings choose differently here
+    picked = [int(costs.mean(1).argmin())] * rows if choice == "batch" else per_row.tolist()
+    for m, best in enumerate(picked):
+        assert torch.equal(chosen.z_a[m], first.z_a[best * rows + m]), m
+        assert torch.equal(chosen.h_a[m], first.h_a[best * rows + m]), m
 
 
 def test_one_candidate_is_the_plain_prior_step():
@@ -284,7 +331,7 @@ def test_one_candidate_is_the_plain_prior_step():
 
 # ------------------------------------------------------------------------------- gradient reach
 def test_error_objective_reaches_only_the_error_predictor():
-    agent = _agent(8)
+    agent = _agent(8, **{"mag.error_updates": 0})  # interleaved: both objectives in one backward
     model = agent.world_model
     batch = _batch(agent, 5)
     model.train()
@@ -308,9 +355,14 @@ def test_error_objective_reaches_only_the_error_predictor():
     assert all(p.grad is not None for p in agent.error_predictor.parameters())
 
 
-def test_each_learner_step_changes_only_its_own_networks():
-    agent = _agent(9)
-    rows = _replay(6).sample(agent.cfg.model.batch_size, agent.cfg.model.seq_len, np.random.default_rng(6))
+@pytest.mark.parametrize("error_updates", [60, 0])
+def test_each_learner_step_changes_only_its_own_networks(error_updates):
+    """MAG-code (DreamerLearner.py step): the world-model updates, then the error predictor's steps
+    on fresh windows, then the policy; ``--mag.error_updates 0``: the predictor steps inside each
+    world-model update."""
+    agent = _agent(9, **{"mag.error_updates": error_updates})
+    replay = _replay(6)
+    rows = replay.sample(agent.cfg.model.batch_size, agent.cfg.model.seq_len, np.random.default_rng(6))
 
     def snapshot(module):
         return [p.detach().clone() for p in module.parameters()]
@@ -323,7 +375,19 @@ def test_each_learner_step_changes_only_its_own_networks():
     before = {k: snapshot(v) for k, v in nets.items()}
     agent.train_world_model(rows)
     changed = {k for k, v in nets.items() if not same(before[k], v)}
-    assert changed == {"world_model", "error_predictor"}
+    assert changed == ({"world_model", "error_predictor"} if error_updates == 0 else {"world_model"})
+    before = {k: snapshot(v) for k, v in nets.items()}
+    gen = np.random.default_rng(7)
+    drawn = []
+
+    def sample():
+        drawn.append(replay.sample(agent.cfg.model.batch_size, agent.cfg.model.seq_len, gen))
+        return drawn[-1]
+
+    out = agent.after_world_model(sample)
+    assert len(out) == len(drawn) == error_updates  # one fresh draw per step
+    changed = {k for k, v in nets.items() if not same(before[k], v)}
+    assert changed == (set() if error_updates == 0 else {"error_predictor"})
     before = {k: snapshot(v) for k, v in nets.items()}
     out = agent.train_policy(rows)  # planning in imagination: no gradients into the models
     changed = {k for k, v in nets.items() if not same(before[k], v)}
@@ -359,3 +423,35 @@ def test_state_dict_round_trip_includes_the_error_predictor():
         assert torch.equal(p, q)
     assert other.error_opt.state_dict()["state"].keys() == agent.error_opt.state_dict()["state"].keys()
     assert other.world_model.planner.predictor is other.error_predictor
+
+
+def test_an_error_predictor_step_with_a_non_finite_loss_is_skipped():
+    agent = _agent(10, **{"mag.error_updates": 2})
+    replay = _replay(6)
+    gen = np.random.default_rng(8)
+
+    def poisoned():
+        rows = replay.sample(agent.cfg.model.batch_size, agent.cfg.model.seq_len, gen)
+        rows["obs"] = rows["obs"].copy()
+        rows["obs"][3] = np.nan
+        return rows
+
+    before = [p.detach().clone() for p in agent.error_predictor.parameters()]
+    out = agent.after_world_model(poisoned)
+    assert all(not torch.isfinite(m["error_predictor"]) for m in out)
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.error_predictor.parameters()))
+    out = agent.after_world_model(lambda: replay.sample(agent.cfg.model.batch_size, agent.cfg.model.seq_len, gen))
+    assert any(not torch.equal(a, b) for a, b in zip(before, agent.error_predictor.parameters()))
+
+
+def test_the_avail_head_option_holds_for_the_local_models():
+    """Flatland's default ``--model.avail_head false`` (released code) removes MAG's mask head too:
+    no availability term in the loss or the errors, and unmasked imagined actions."""
+    agent = _agent(11, **{"model.avail_head": False})
+    assert agent.world_model.avail_head is None
+    batch = _batch(agent, 2)
+    _, metrics, filt = world_model_loss(agent.world_model, batch, agent.cfg.model.kl_balance)
+    assert "avail" not in metrics
+    rows = _replay(6).sample(agent.cfg.policy.batch_size, agent.cfg.model.seq_len, np.random.default_rng(6))
+    assert agent.imagine(rows).avail is None
+    assert _agent(11).world_model.avail_head is not None

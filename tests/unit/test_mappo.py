@@ -179,6 +179,9 @@ def test_masked_logits():
     out = masked_logits(logits, torch.tensor([[True, False, True]]))
     assert out.tolist() == [[0.5, MASKED_LOGIT, -2.0]]
     assert masked_logits(logits, None) is logits
+    # a row with nothing available: all equal (uniform, log-prob -log A as log_softmax gives)
+    empty = masked_logits(logits, torch.tensor([[False, False, False]]))
+    assert empty.tolist() == [[0.0, 0.0, 0.0]]
 
 
 def test_imagined_rows_are_consistent_with_the_actor_and_critic():
@@ -207,8 +210,9 @@ def test_imagined_rows_are_consistent_with_the_actor_and_critic():
     total = (cfg.policy.horizon - 1) * starts
     assert out.action.shape == (total, N) and out.returns.shape == (total, N) and out.reward.shape == (total,)
     assert out.latent.z_a.shape == (total, N, C) and out.latent.z_a.dtype == torch.long
-    # Every sampled action is available under the mask it was sampled with.
-    assert out.avail.gather(-1, out.action[..., None]).all()
+    # Every sampled action is available under the mask it was sampled with (a mask sampled empty is
+    # kept, SPEC §3: any action there).
+    assert out.avail.gather(-1, out.action[..., None])[..., 0][out.avail.any(-1)].all()
     with torch.no_grad():
         logits = agent.actor(out.latent.z_a, out.latent.h_a, out.avail)
         log_prob = logits.log_softmax(-1).gather(-1, out.action[..., None])[..., 0]

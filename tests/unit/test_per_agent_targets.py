@@ -145,14 +145,14 @@ def test_each_agent_learns_its_own_reward_and_done_and_skips_its_absorbed_rows()
     expected_reward = _huber(known["reward"][..., 0].numpy() - reward).mean()
     expected_cont = _bce(known["cont"][..., 0].numpy().astype(np.float64), 1.0 - done).mean()
     obs_err = _huber(known["obs"].numpy() - np_rows["obs"][1:-1]).sum(-1)  # [T-1, B, N]
-    expected_obs = (obs_err * (1 - fake)).sum() / (1 - fake).sum()
+    expected_obs = (obs_err * (1 - fake)).sum() / fake.size  # divided by all rows (released code, utils.py)
     logits = known["action"].numpy().astype(np.float64)
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     taken = np_rows["action"][:-2]  # prev_act[j] = a_{k+j}
     action_err = -np.take_along_axis(log_p, taken[..., None], -1)[..., 0]
     scored = 1 - fake
     scored[0] = 0  # not the window's first step
-    expected_action = (action_err * scored).sum() / scored.sum()
+    expected_action = (action_err * scored).sum() / scored[1:].size  # the rows j = 1 .. T-2, all of them
     for key, expected in [("reward", expected_reward), ("cont", expected_cont), ("obs", expected_obs),
                           ("action", expected_action)]:
         assert terms[key].item() == pytest.approx(expected, rel=1e-5), key

@@ -121,8 +121,13 @@ def _hand_terms(model: BiLevelWorldModel, batch: SequenceBatch, filt) -> dict[st
                     action_sum += (torch.logsumexp(row, 0) - row[target]).item()
                     action_count += 1
     rows = cut * B * N
-    terms.update(obs=obs_sum / obs_count, reward=reward_sum / rows, cont=cont_sum / rows,
-                 action=action_sum / action_count)
+    if model.cfg.loss_divisor == "all_rows":  # released code: every row the loss covers (utils.py)
+        obs_div = rows
+        action_div = rows if model.cfg.action_decoder_mask == "episode_start" else (cut - 1) * B * N
+    else:
+        obs_div, action_div = obs_count, action_count
+    terms.update(obs=obs_sum / obs_div, reward=reward_sum / rows, cont=cont_sum / rows,
+                 action=action_sum / action_div)
     if avail_logit is not None:
         terms["avail"] = avail_sum / rows
     return terms
@@ -131,7 +136,10 @@ def _hand_terms(model: BiLevelWorldModel, batch: SequenceBatch, filt) -> dict[st
 # ------------------------------------------------------------------ tests
 @pytest.mark.parametrize("overrides", [{}, {"agent_prior_on": "global_posterior"},
                                        {"action_decoder_input": "both_levels"},
-                                       {"action_decoder_mask": "episode_start", "action_decoder_layers": 1}])
+                                       {"action_decoder_mask": "episode_start", "action_decoder_layers": 1},
+                                       {"loss_divisor": "unmasked_rows"},
+                                       {"action_decoder_mask": "episode_start", "loss_divisor": "unmasked_rows",
+                                        "episode_reset": "start_state"}])
 def test_every_term_matches_hand_computation(overrides):
     model = _model(**overrides)
     batch = _batch()
@@ -199,10 +207,9 @@ def test_losses_use_the_first_t_minus_1_posterior_states_only():
     state[T - 1] = torch.randn(B, G) * 3
     avail[T - 1] = ~avail[T - 1]
     avail[T - 1, ..., 1] = True
-    fake, first = batch.fake.clone(), batch.first.clone()
+    fake = batch.fake.clone()
     fake[T - 1] = 1.0
-    first[T - 1] = True
-    changed = batch._replace(obs=obs, state=state, avail=avail, fake=fake, first=first)
+    changed = batch._replace(obs=obs, state=state, avail=avail, fake=fake)
     _, other, other_filt = _loss(model, changed)
     # The last posterior did change ...
     assert (other_filt.post_a_logits[T - 1] - base_filt.post_a_logits[T - 1]).abs().max() > 1e-3
@@ -210,6 +217,22 @@ def test_losses_use_the_first_t_minus_1_posterior_states_only():
     # ... but no loss term looks at it.
     for key in base:
         assert other[key].item() == pytest.approx(base[key].item(), rel=1e-6, abs=1e-7), key
+
+
+@pytest.mark.parametrize("reset", ["carried_state", "start_state"])
+def test_reward_and_continuation_before_a_reset_read_the_state_after_it(reset):
+    """An episode start at the window's last step: with the released reading (carried_state) the
+    reward and continuation heads of the step before read the transition out of the zeroed state
+    (loss.py reads post.deter[1:]), so the flag moves those two terms and nothing else; with
+    start_state they read the episode's own transition and no term moves."""
+    model = _model(episode_reset=reset)
+    batch = _batch()
+    _, base, _ = _loss(model, batch)
+    first = batch.first.clone()
+    first[T - 1] = True
+    _, other, _ = _loss(model, batch._replace(first=first))
+    moved = {key for key in base if abs(other[key].item() - base[key].item()) > 1e-6}
+    assert moved == ({"reward", "cont"} if reset == "carried_state" else set())
 
 
 def test_reward_and_continuation_targets_are_the_next_row():
@@ -233,9 +256,27 @@ def test_reward_and_continuation_targets_are_the_next_row():
     assert moved["obs"].item() == pytest.approx(base["obs"].item(), rel=1e-6)
 
 
+def test_previous_action_at_episode_start_is_fed_and_scored():
+    """Released code: at an episode start the filter still reads the stored previous action
+    (rnns.py) and the action decoder is scored on it (loss.py masks only absorbing rows and the
+    window's first step): the decoder can see what it is asked for."""
+    model = _model()
+    batch = _batch()
+    _, base, base_filt = _loss(model, batch)
+    assert bool(batch.first[3, 0])
+    prev_action = batch.prev_action.clone()
+    prev_action[3, 0] = (prev_action[3, 0] + 1) % A
+    _, other, other_filt = _loss(model, batch._replace(prev_action=prev_action))
+    assert (other_filt.post.h_a[3, 0] - base_filt.post.h_a[3, 0]).abs().max() > 1e-4  # fed
+    torch.testing.assert_close(other_filt.post.h_a[:3], base_filt.post.h_a[:3])
+    assert abs(other["action"].item() - base["action"].item()) > 1e-5  # scored
+    assert abs(other["kl_agent"].item() - base["kl_agent"].item()) > 1e-7
+
+
 @pytest.mark.parametrize("mask", ["fake_and_window_start", "episode_start"])
 def test_previous_action_at_episode_start(mask):
-    model = _model(action_decoder_mask=mask)
+    """--model.episode_reset start_state (earlier mabl): the action is not fed at an episode start."""
+    model = _model(action_decoder_mask=mask, episode_reset="start_state")
     batch = _batch()
     _, base, _ = _loss(model, batch)
     assert bool(batch.first[3, 0])

@@ -119,6 +119,11 @@ class MablAgent:
         self.world_model.eval()
         return {"loss": loss.detach(), **metrics, "grad_norm": grad_norm.detach(), "skipped": skipped.float()}
 
+    def after_world_model(self, sample) -> list[dict[str, torch.Tensor]]:
+        """Extra steps after a learner call's world-model updates, on windows drawn with
+        ``sample()``; their metrics are logged under ``mag/``. None here (MAG's error predictor)."""
+        return []
+
     def params_finite(self) -> dict[str, torch.Tensor]:
         """Per network, a device bool: all its weights are finite."""
         return {"world model": params_finite([self.world_model]), "actor": params_finite([self.actor]),
@@ -154,7 +159,8 @@ class MablAgent:
             start = filt.post.map(lambda t: t[:-1].float()).flatten(0, 1)
             return imagine(self.world_model, self.actor, self.critic, start,
                            self.cfg.policy.horizon, self.cfg.policy.gamma, self.cfg.policy.lam,
-                           self.cfg.policy.continuation == "per_agent", self.mappo.target_critic)
+                           self.cfg.policy.continuation == "per_agent", self.mappo.target_critic,
+                           self.cfg.policy.empty_avail)
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:

@@ -31,13 +31,17 @@ class Imagined(NamedTuple):
     reward: torch.Tensor  # [R]    imagined team reward (for logging)
 
 
-def sample_avail(logits: torch.Tensor) -> torch.Tensor:
+def sample_avail(logits: torch.Tensor, empty_avail: str = "keep") -> torch.Tensor:
     """Sample an availability mask from the avail head's Bernoulli logits ``[..., A]``.
 
-    A row where no action comes out available would leave the policy undefined; there the most
-    likely action is made available (a guard of ours, rarely active once the head is trained).
+    A row where no action comes out available is kept as it is with ``empty_avail="keep"``
+    (released code, rnns.py rollout_policy: every logit is then -1e10 and the actor's action uniform,
+    SPEC §3); with ``"most_likely"`` the head's most likely action is made available there
+    (``--policy.empty_avail``, earlier mabl).
     """
     avail = torch.bernoulli(torch.sigmoid(logits)).bool()
+    if empty_avail == "keep":
+        return avail
     empty = ~avail.any(-1, keepdim=True)
     best = one_hot(logits.argmax(-1), logits.shape[-1], torch.bool)
     return avail | (empty & best)
@@ -54,6 +58,7 @@ def imagine(
     lam: float,
     per_agent_continuation: bool = True,
     target_critic: AttentionCritic | None = None,
+    empty_avail: str = "keep",
 ) -> Imagined:
     """Roll the priors ``horizon`` states from ``start`` (fields ``[M, N, ·]``) and compute returns.
 
@@ -64,7 +69,7 @@ def imagine(
     agents with ``per_agent_continuation=False``). Returns follow SPEC §3 with R_{H-1} = V_{H-1}; the
     rows are states 0 .. H-2. With a ``target_critic`` (``--policy.target_critic``) the returns read
     its values, while ``Imagined.value`` (the advantages' baseline) stays ``critic``'s (released code
-    on Flatland).
+    on Flatland). ``empty_avail``: :func:`sample_avail`.
     """
     spec = model.spec
     n_classes = model.cfg.n_classes
@@ -78,7 +83,7 @@ def imagine(
         if k == horizon - 1:
             break
         avail_logits = model.avail_logits(latent)
-        avail = sample_avail(avail_logits) if avail_logits is not None else None
+        avail = sample_avail(avail_logits, empty_avail) if avail_logits is not None else None
         dist = actor.dist(latent.z_a, latent.h_a, avail)
         action = dist.sample()
         compact = Latent(latent_index(latent.z_a, n_classes), latent.h_a,

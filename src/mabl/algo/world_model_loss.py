@@ -18,10 +18,29 @@ A window of L rows (k .. k+L-1) is shifted by one into T = L-1 filtering steps j
     prev_act[j]   a_k       a_{k+1}                   a_{k+T-1}     (enters h_j)
     reward[j]     r_k       r_{k+1}                   r_{k+T-1}     (received after prev_act[j])
     done[j]       done_k    ...
-    first[j]      last_k    ...   (obs[j] starts a new episode: reset state, zero prev action)
+    first[j]      last_k    ...   (obs[j] starts a new episode: reset, see below)
     fake[j]       fake_{k+1} ...
 
     posterior j:  (h_j, z_j) from h_j = GRU(prev_act[j], z_{j-1}, h_{j-1}) and obs[j]
+
+An episode start inside a window (row k+e is the last of its episode, so first[e+1] is set)::
+
+    rows          ... k+e-1      k+e (last)      k+e+1 (new episode)   ...
+    step j        ... j=e-1      j=e             j=e+1
+    obs[j]            o_{k+e}    o_{k+e+1}       o_{k+e+2}
+    prev_act[j]       a_{k+e-1}  a_{k+e}         a_{k+e+1}   <- the old episode's last action
+    first[j]                                     True
+
+    --model.episode_reset carried_state (released code, rnns.py rollout_representation: the
+    carried state times 1 - last after each step):
+        h_{e+1} = GRU(prev_act[e+1], z = 0, h = 0)        the stored action is still read
+        reward/cont heads of step e read (z_e, h_{e+1}):  the state after the reset (loss.py
+                                                          reads post.deter[1:])
+        first[0] changes nothing (the state is zero there anyway: released code drops row 0's
+        last flag, DreamerMemory.py last[1:])
+    --model.episode_reset start_state (earlier mabl):
+        h_{e+1} = the acting path's first state (zero previous action, zero state)
+        reward/cont heads of step e read the transition out of posterior e with a_{k+e+1}
 
 Losses on the first T-1 posterior states (j = 0 .. T-2; the paper preset: 18 of 19):
 
@@ -35,14 +54,19 @@ Losses on the first T-1 posterior states (j = 0 .. T-2; the paper preset: 18 of 
                                                                           (--model.action_decoder_mask;
                                                                            'episode_start': where first[j])
 
+The masked observation and action-decoder losses are divided by every row they cover, masked ones
+included (--model.loss_divisor all_rows; released code, utils.py rec_loss and info_loss: T-1 rows x
+B x N for the observation, T-2 x B x N for the decoder, which skips j = 0), or by the unmasked
+rows (unmasked_rows).
+
 Where the rows hold reward, done and fake per agent (``[N]``: ``--model.reward_target`` /
 ``--model.done_target`` per_agent, Flatland's defaults), each agent's reward and continuation heads
 learn its own reward[j+1] and 1-done[j+1], and the masks of the observation and action-decoder
 losses skip each agent's own absorbed rows (released code on Flatland). The loss of team rows is
 unchanged.
 
-``h_{j+1}`` here is the transition from posterior j (``Filtered.h_*_trans``), also across an
-episode boundary, so the final reward of an episode is predicted from its own history.
+``h_{j+1}`` here is ``Filtered.h_*_trans[j+1]``: the transition into step j+1 (across an episode
+boundary: out of the zeroed state with carried_state, out of posterior j with start_state).
 """
 
 from __future__ import annotations
@@ -99,9 +123,40 @@ REWARD_LOSSES = {"smooth_l1": F.smooth_l1_loss, "mse": F.mse_loss}
 """The reward head's regression loss per ``--model.reward_loss`` (also MAG's per-step model errors)."""
 
 
-def _masked_mean(value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _masked_mean(value: torch.Tensor, mask: torch.Tensor, divisor: str, rows: int | None = None) -> torch.Tensor:
+    """``sum(value * mask)`` divided by the rows the loss covers, masked ones included (``all_rows``,
+    released code; ``rows``, by default every row of ``value``) or by the unmasked ones
+    (``unmasked_rows``)."""
     mask = mask.expand_as(value)
+    if divisor == "all_rows":
+        return (value * mask).sum() / (value.numel() if rows is None else rows)
     return (value * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def action_decoder_error(model: BiLevelWorldModel, batch: SequenceBatch, action_out: torch.Tensor,
+                         fake: torch.Tensor, mask: str | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The action decoder's per-row error ``[T-1, B, N]``, which rows are scored ``[T-1, B, N or 1]``
+    and how many rows the loss covers (the ``all_rows`` divisor), per ``mask`` (by default
+    ``--model.action_decoder_mask``): with ``fake_and_window_start`` (released code, loss.py
+    ``action[1:-1]``) the rows j = 1 .. T-2, (T-2) B N of them, the absorbing ones not scored; with
+    ``episode_start`` the rows j = 0 .. T-2, (T-1) B N, not scored where obs[j] starts an episode.
+    ``fake``: ``[T, B, N or 1]``."""
+    spec = model.spec
+    cut = batch.obs.shape[0] - 1
+    action_out = action_out.float()
+    if spec.discrete:
+        err = F.cross_entropy(action_out.flatten(0, -2), batch.prev_action[:cut].flatten(),
+                              reduction="none").view(action_out.shape[:-1])
+    else:
+        # regression on the executed action in normalised units (the unit-variance Gaussian NLL up to 1/2)
+        err = F.mse_loss(action_out, action_input(batch.prev_action[:cut], spec), reduction="none").sum(-1)
+    per_step = batch.obs.shape[1] * spec.n_agents
+    if (mask or model.cfg.action_decoder_mask) == "fake_and_window_start":  # released code
+        scored = 1.0 - fake[:cut]  # [T-1, B, N or 1]
+        scored = torch.cat([torch.zeros_like(scored[:1]), scored[1:]])  # not the window's first step
+        return err, scored, (cut - 1) * per_step
+    # 'episode_start': not where obs[j] starts an episode (its previous action is another episode's)
+    return err, (~batch.first[:cut]).float()[..., None], cut * per_step
 
 
 def world_model_loss(
@@ -127,12 +182,13 @@ def world_model_loss(
     if model.has_global:  # one term per level; MABL-SG's has no agent axis
         terms["kl_global"] = balanced_kl(filt.post_g_logits[:cut], filt.prior_g_logits[:cut], kl_balance).mean()
 
-    h_a_next = filt.h_a_trans[1:]  # the transition out of posterior j, j = 0 .. T-2
+    h_a_next = filt.h_a_trans[1:]  # the transition into step j+1, j = 0 .. T-2 (timeline above)
     h_g_next = None if filt.h_g_trans is None else filt.h_g_trans[1:]
     heads = model.loss_heads(post.map(lambda t: t[:cut]), h_a_next, h_g_next)  # posterior states j = 0 .. T-2
     obs_target = model.agent.transform(batch.obs[:cut])  # model.input_transform: identity unless 'symlog'
     obs_err = F.smooth_l1_loss(heads["obs"].float(), obs_target, reduction="none").sum(-1, keepdim=True)
-    obs_loss = _masked_mean(obs_err, real)
+    divisor = model.cfg.loss_divisor
+    obs_loss = _masked_mean(obs_err, real, divisor)
 
     # Reward and continuation targets: each agent's own where the rows hold them per agent ([T, B, N]:
     # --model.reward_target / done_target per_agent), else the team's broadcast to every agent.
@@ -152,19 +208,8 @@ def world_model_loss(
             heads["avail"].float(), batch.avail[:cut].float(), reduction="none").sum(-1)
         terms["avail"] = avail_nll.mean()
 
-    action_out = heads["action"].float()
-    if model.cfg.action_decoder_mask == "fake_and_window_start":  # released code
-        scored = 1.0 - fake[:cut]  # [T-1, B, N or 1]
-        scored = torch.cat([torch.zeros_like(scored[:1]), scored[1:]])  # not the window's first step
-    else:  # 'episode_start': not where obs[j] starts an episode (its previous action is another episode's)
-        scored = (~batch.first[:cut]).float()[..., None]  # [T-1, B, 1]
-    if spec.discrete:
-        action_err = F.cross_entropy(action_out.flatten(0, -2), batch.prev_action[:cut].flatten(),
-                                     reduction="none").view(action_out.shape[:-1])
-    else:
-        # regression on the executed action in normalised units (the unit-variance Gaussian NLL up to 1/2)
-        action_err = F.mse_loss(action_out, prev_action[:cut], reduction="none").sum(-1)
-    terms["action"] = _masked_mean(action_err, scored)
+    action_err, scored, rows = action_decoder_error(model, batch, heads["action"], fake)
+    terms["action"] = _masked_mean(action_err, scored, divisor, rows)
 
     loss = sum(terms.values())
     metrics = {k: v.detach() for k, v in terms.items()}

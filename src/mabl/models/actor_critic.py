@@ -17,10 +17,17 @@ MASKED_LOGIT = -1e10
 
 
 def masked_logits(logits: torch.Tensor, avail: torch.Tensor | None) -> torch.Tensor:
-    """Replace the logits of unavailable actions (``avail`` False/0) by :data:`MASKED_LOGIT`."""
+    """Replace the logits of unavailable actions (``avail`` False/0) by :data:`MASKED_LOGIT`.
+
+    A row with no available action (an imagined mask kept empty, SPEC §3) becomes all zeros: the
+    uniform distribution the released code's all -1e10 row gives under its ``log_softmax``
+    (log-probability -log A). Left at -1e10, ``Categorical``'s normalisation ``x - logsumexp(x)``
+    would lose log A against 1e10 in float32 and give log-probabilities 0."""
     if avail is None:
         return logits
-    return logits.masked_fill(~avail.bool(), MASKED_LOGIT)
+    avail = avail.bool()
+    out = logits.masked_fill(~avail, MASKED_LOGIT)
+    return out.masked_fill(~avail.any(-1, keepdim=True), 0.0)
 
 
 class Actor(nn.Module):

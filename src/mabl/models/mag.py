@@ -29,10 +29,10 @@ from mabl.models.nets import INPUT_TRANSFORMS, xavier_init
 from mabl.models.world_model import (
     VARIANTS,
     AgentEncoder,
-    AgentMixer,
     BiLevelWorldModel,
     Filtered,
     Latent,
+    agent_mixer,
 )
 
 
@@ -182,7 +182,7 @@ class LocalAgentEncoder(AgentEncoder):
         self.transform = INPUT_TRANSFORMS[cfg.input_transform]
         self.obs_encoder = agent_mlp(n, spec.obs_dim, hid, hid, cfg.encoder_layers - 1)
         self.agent_input = AgentSplitLinear(n, [spec.action_size, z], hid)  # [own previous action, z^a]
-        self.mixer = AgentMixer(hid, cfg.mixer_layers, cfg.mixer_heads, cfg.mixer_dropout) if mixer else None
+        self.mixer = agent_mixer(spec, cfg) if mixer else None
         self.agent_gru = AgentGRUCell(n, hid, cfg.deter)
         self.agent_posterior = AgentLatentHead(n, [cfg.deter, hid], hid, cfg.n_categoricals, cfg.n_classes)
         if self.mixer is not None:  # the shared transformer keeps the shared model's init
@@ -219,7 +219,8 @@ class LocalWorldModels(BiLevelWorldModel):
         feat = [z, deter]
         self.reward_head = AgentSplitMLP(n, feat, hid, 1, 2, nn.ELU)
         self.cont_head = AgentSplitMLP(n, feat, hid, 1, 2, nn.ELU)
-        self.avail_head = AgentSplitMLP(n, feat, hid, a, 2, nn.ELU) if spec.has_action_mask else None
+        # (--model.avail_head off: no mask head, as the shared model; released code on Flatland)
+        self.avail_head = AgentSplitMLP(n, feat, hid, a, 2, nn.ELU) if spec.has_action_mask and cfg.avail_head else None
         self.obs_decoder_body = AgentSplitMLP(n, feat, hid, hid, 2, nn.ReLU)
         self.obs_decoder_out = AgentLinear(n, hid, spec.obs_dim)
         layers = cfg.action_decoder_layers  # Linear ELU [Linear ReLU] Linear, as the shared model's
@@ -271,12 +272,16 @@ class LocalWorldModels(BiLevelWorldModel):
         pre_act = agent.agent_input.part(0, prev_action, bias=True).unbind(0)
         pre_post = agent.agent_posterior.first.part(1, embed_o, bias=True).unbind(0)
         h_start = agent.start_state(n)  # [N, D]
+        carried = self.cfg.episode_reset == "carried_state"
         prev = self.initial((batch,), obs.device)
         trans, posts, states = [], [], []
         for j in range(steps):
+            reset = first[j].view(batch, 1, 1)
+            if carried:  # zero the carried state, keep the stored action (MAG-code rnns.py rollout_representation)
+                prev = prev.map(lambda t, keep=~reset: t * keep.to(t.dtype))
             x = agent.gru_input(pre_act[j] + agent.agent_input.part(1, prev.z_a))
             h_trans = agent.agent_gru(x, prev.h_a)
-            h_a = torch.where(first[j].view(batch, 1, 1), h_start, h_trans)
+            h_a = h_trans if carried else torch.where(reset, h_start, h_trans)
             post = agent.agent_posterior.from_pre(pre_post[j] + agent.agent_posterior.first.part(0, h_a))
             prev = Latent(sample_onehot(post), h_a, None, None)
             states.append(prev)

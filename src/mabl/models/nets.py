@@ -42,6 +42,22 @@ def xavier_init(module: nn.Module, zero_bias: bool = False) -> None:
             nn.init.zeros_(param)
 
 
+def orthogonal_init(module: nn.Module, gain: float = 1.0) -> None:
+    """A (semi-)orthogonal matrix, times ``gain``, in every weight matrix of ``module``; biases and
+    1-d parameters are left alone (MAG-code DreamerLearner.py ``initialize_weights(mode='ortho')``
+    on the actor). A :class:`SplitLinear`'s parts are drawn as one ``[out, sum(in_dims)]`` matrix."""
+    split = [m for m in module.modules() if isinstance(m, SplitLinear)]
+    split_params = {id(p) for m in split for p in m.parameters()}
+    for param in module.parameters():
+        if param.dim() >= 2 and id(param) not in split_params:
+            nn.init.orthogonal_(param, gain=gain)
+    for layer in split:
+        full = nn.init.orthogonal_(torch.empty(layer.bias.shape[0], sum(layer.in_dims)), gain=gain)
+        with torch.no_grad():
+            for i, (weight, chunk) in enumerate(zip(layer.weights, full.split(layer.in_dims, dim=1))):
+                weight.copy_(chunk.t() if i in layer.onehot else chunk)
+
+
 class _OneHotMatmul(torch.autograd.Function):
     """``z @ table`` for a latent ``z [R, C*K]`` with at most one non-zero per categorical, given by
     its flat class indices ``[R, C]`` and their values ``[R, C]`` (1 for a one-hot sample, 0 for

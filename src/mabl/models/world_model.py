@@ -48,6 +48,7 @@ from mabl.models.nets import (
     StepTable,
     fused_split_linears,
     mlp,
+    sinusoidal_encoding,
     xavier_init,
 )
 
@@ -116,16 +117,32 @@ def level_features(z_a: torch.Tensor, h_a: torch.Tensor, z_g: torch.Tensor | Non
 class AgentMixer(nn.Module):
     """MAMBA's communication: self-attention layers over the agent axis of ``[..., N, hidden]``.
 
-    No agent-index encoding (agents are interchangeable); feed-forward width = hidden [ours].
+    With ``n_agents`` the sinusoidal agent-index table ``[N, hidden]`` is added to the input first
+    (MAMBA's ``AttentionEncoder``: ``PositionalEncoding`` before the ``TransformerEncoder``,
+    networks/transformer/layers.py; ``--model.agent_index_encoding``). The table is a fixed,
+    non-persistent buffer: checkpoints hold no entry for it. Feed-forward width = hidden (MAMBA).
     """
 
-    def __init__(self, hidden: int, layers: int, heads: int, dropout: float):
+    def __init__(self, hidden: int, layers: int, heads: int, dropout: float, n_agents: int | None = None):
         super().__init__()
         layer = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=hidden, dropout=dropout, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.agent_code: torch.Tensor | None
+        if n_agents is None:
+            self.agent_code = None
+        else:
+            self.register_buffer("agent_code", sinusoidal_encoding(n_agents, hidden), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.agent_code is not None:
+            x = x + self.agent_code.to(x.dtype)
         return self.encoder(x.reshape(-1, *x.shape[-2:])).view_as(x)
+
+
+def agent_mixer(spec: EnvSpec, cfg: ModelConfig) -> AgentMixer:
+    """The transformer over agents of ``--algo mamba`` / ``mag`` as the config asks."""
+    n_agents = spec.n_agents if cfg.agent_index_encoding == "sinusoidal" else None
+    return AgentMixer(cfg.hidden, cfg.mixer_layers, cfg.mixer_heads, cfg.mixer_dropout, n_agents)
 
 
 class Filtered(NamedTuple):
@@ -161,7 +178,7 @@ class AgentEncoder(nn.Module):
         # Encoder: `encoder_layers` Linear layers, ReLU between, linear output [code].
         self.obs_encoder = mlp(spec.obs_dim, hid, hid, cfg.encoder_layers - 1)
         self.agent_input = SplitLinear([spec.action_size, z], hid, {1: k})  # [own previous action, z^a]
-        self.mixer = AgentMixer(hid, cfg.mixer_layers, cfg.mixer_heads, cfg.mixer_dropout) if mixer else None
+        self.mixer = agent_mixer(spec, cfg) if mixer else None
         self.agent_gru = nn.GRUCell(hid, cfg.deter)
         self.agent_posterior = LatentHead([cfg.deter, hid], hid, cfg.n_categoricals, cfg.n_classes)
 
@@ -313,7 +330,11 @@ class BiLevelWorldModel(nn.Module):
 
         obs ``[T, B, N, O]``, state ``[T, B, G]``, prev_action ``[T, B, N, A]`` (the action taken
         before obs[j] was seen, one-hot or continuous), first ``[T, B]`` bool (obs[j] starts an
-        episode: the state and the previous action are reset to zero before step j).
+        episode). At such a step ``--model.episode_reset carried_state`` (released code) zeroes the
+        carried GRU states and latents and still feeds ``prev_action[j]``; the transition out of the
+        zeroed state is both ``h_j`` and ``h_*_trans[j]``. ``start_state`` puts the acting path's
+        first state (zero previous action) in ``h_j`` and keeps ``h_*_trans[j]`` the transition from
+        the previous posterior.
         """
         steps, batch, n = obs.shape[:3]
         assert prev_action.shape[:3] == (steps, batch, n), prev_action.shape
@@ -352,17 +373,24 @@ class BiLevelWorldModel(nn.Module):
         if has_global:
             pre_global_act, pre_global_post = pre_global_act.unbind(0), pre_global_post.unbind(0)
 
+        carried = self.cfg.episode_reset == "carried_state"
         prev = self.initial((batch,), device)
         next_a = 0.0  # z @ W of the zero initial latents
         next_g = None if prev.h_g is None else prev.h_g.new_zeros(*prev.h_g.shape[:-1], hid)
         trans_a, trans_g, posts_a, posts_g, states = [], [], [], [], []
         for j in range(steps):  # the recurrence: h_j needs the posterior sample of step j-1
             reset = first[j].view(batch, 1, 1)
+            if carried:  # released code: the carried state times (1 - last), the stored action still read
+                keep = (~reset).to(prev.h_a.dtype)
+                prev = prev.map(lambda t, keep=keep: t * (keep if t.dim() == 3 else keep[..., 0]))
+                next_a = next_a * keep
+                if has_global:
+                    next_g = next_g * (keep if next_g.dim() == 3 else keep[..., 0])
             # Transition from the previous posterior with this row's previous action.
             x_a = agent.gru_input(pre_agent_act[j] + next_a)
             h_a_trans = agent.agent_gru(x_a.flatten(0, 1), prev.h_a.flatten(0, 1)).view(batch, n, -1)
-            # The filter continues from the transition unless obs[j] starts a new episode.
-            h_a = torch.where(reset, h_a_start, h_a_trans)
+            # 'start_state': the filter continues from the transition unless obs[j] starts a new episode.
+            h_a = h_a_trans if carried else torch.where(reset, h_a_start, h_a_trans)
             post_a = agent.agent_posterior.from_pre(pre_agent_post[j] + agent.agent_posterior.first.part(0, h_a))
             z_a, z_a_class = sample_onehot(post_a, return_index=True)
             z_a_proj = z_a_step(z_a, z_a_class)  # ([B, N, hid], [B, N, hid] when the global posterior reads z^a)
@@ -372,7 +400,7 @@ class BiLevelWorldModel(nn.Module):
                 g_reset = first[j].view(g_reset_shape)
                 x_g = torch.relu(pre_global_act[j] + next_g)
                 h_g_trans = self.global_gru(x_g.flatten(0, -2), prev.h_g.flatten(0, -2)).view_as(prev.h_g)
-                h_g = torch.where(g_reset, h_g_start, h_g_trans)
+                h_g = h_g_trans if carried else torch.where(g_reset, h_g_start, h_g_trans)
                 g_pre = pre_global_post[j] + self.global_posterior.first.part(0, h_g)
                 if post_reads_z_a:
                     g_in = z_a_proj[1]  # [B, N, hid]
