@@ -576,8 +576,9 @@ before; no divergence stop before ``max_skipped_updates``; the env's own reward 
 lethal walls on SMAX before the ``smax`` section; Flatland's standard tree, its 5 actions and
 ring-exempt deadlocks before the ``flatland`` section; v5's contact forces before the ``mamujoco``
 section; JSONL and TensorBoard before ``log``; the earlier readings for the nine fields of the
-faithfulness mends of SPEC §2-§3, MAMBA's agent-index encoding and MAG's released code). A saved config without them gets these
-values, so runs and checkpoints made by an earlier mabl still resume and evaluate."""
+faithfulness mends of SPEC §2-§3, MAMBA's agent-index encoding and MAG's released code). A saved
+config without them gets these values, so runs and checkpoints made by an earlier mabl still resume
+and evaluate."""
 
 
 def from_dict(data: dict[str, Any]) -> RunConfig:
