@@ -4,7 +4,8 @@ A 100k-step run directory holds tens of MB of checkpoints (weights, optimiser st
 and a few MB of logs. The results published in docs/ rest on the logs alone, so this copies, for
 every run directory found under each DIR (the way ``mabl report`` finds them):
 
-- ``config.json`` as it is (the run's whole configuration, seed included);
+- ``config.json`` as it is (the run's whole configuration, seed included), and ``run_info.json``
+  (the mabl version, git commit, command line and package versions of each start) where the run has one;
 - ``metrics.jsonl`` and ``eval.jsonl`` gzip-compressed (``*.jsonl.gz``, ~6x smaller, byte-for-byte
   the same for the same log: no timestamp in the gzip header).
 
@@ -56,13 +57,15 @@ def archive_runs(dirs: list[str | os.PathLike], out: str | os.PathLike) -> list[
     for dest, run_dir in targets.items():
         bytes_in = bytes_out = 0
         files = {"config.json": run_dir / "config.json"}
+        if (run_dir / "run_info.json").exists():
+            files["run_info.json"] = run_dir / "run_info.json"
         for name in ("metrics.jsonl", "eval.jsonl"):
             path = log_path(run_dir, name)
             if path is not None:
                 files[f"{name}.gz"] = path
         dest.mkdir(parents=True, exist_ok=True)
         for name, path in files.items():
-            data = path.read_bytes() if name == "config.json" else _compressed(path)
+            data = _compressed(path) if name.endswith(".gz") else path.read_bytes()
             bytes_in += path.stat().st_size
             bytes_out += len(data)
             atomic_write_bytes(dest / name, data)

@@ -82,3 +82,12 @@ def test_archive_errors_are_one_line(tmp_path, capsys):
     assert main(["archive", str(sweep), "--out", str(tmp_path / "arch")]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 2 and out[0].startswith("archived smax_3m/mabl/seed0: ")
+
+
+def test_archive_keeps_run_info_where_the_run_has_one(tmp_path):
+    sweep = _sweep(tmp_path / "runs")
+    info = b'[{"mabl": "0.3.0", "argv": ["mabl", "train"]}]\n'
+    (sweep / "smax_3m" / "mabl" / "seed1" / "run_info.json").write_bytes(info)
+    archive_runs([sweep], tmp_path / "arch")
+    assert (tmp_path / "arch" / "smax_3m" / "mabl" / "seed1" / "run_info.json").read_bytes() == info
+    assert not (tmp_path / "arch" / "smax_3m" / "mabl" / "seed0" / "run_info.json").exists()
