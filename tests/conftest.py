@@ -1,5 +1,7 @@
-"""Shared pytest hooks: tests marked ``gpu`` are skipped where torch sees no CUDA device; the
-``benchmark_script`` fixture loads a script of ``benchmarks/`` as a module."""
+"""Shared pytest hooks: every test under ``tests/integration/`` is marked ``integration`` (so
+``pytest -m "not slow and not integration"`` is the fast unit tier); tests marked ``gpu`` are skipped
+where torch sees no CUDA device; the ``benchmark_script`` fixture loads a script of ``benchmarks/`` as a
+module."""
 
 from __future__ import annotations
 
@@ -24,7 +26,13 @@ def benchmark_script():
     return load
 
 
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if INTEGRATION in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
     if not gpu_items:
         return
