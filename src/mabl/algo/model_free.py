@@ -448,6 +448,10 @@ class ModelFreeMappo:
         """An acting object over the live actor (sees later updates)."""
         return MappoPolicy(self.actor, self.spec, self.device)
 
+    def policy_payload(self, cfg: RunConfig) -> dict[str, Any]:
+        """Export hook (:mod:`mabl.algo.contract`): the policy file (:meth:`MappoPolicy.to_payload`)."""
+        return self.policy().to_payload()
+
     def state_dict(self) -> dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
                 "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
