@@ -153,20 +153,20 @@ class BenchLearner:
 def bench_learner(preset: str = "paper", map_name: str = "3s_vs_4z", device: str = "cpu", amp: bool = False,
                   compile: bool = False, algo: str = "mabl", seed: int = 0,
                   overrides: dict | None = None) -> BenchLearner:
-    """The learner of ``algo`` (any world-model algorithm, :data:`mabl.algo.MODEL_BASED`) at
+    """The learner of ``algo`` (any world-model algorithm, :mod:`mabl.algo.registry` entries with ``world_model``) at
     ``map_name``'s sizes with ``preset``'s settings (and config ``overrides``, dotted paths), and
     closures running one world-model update, one imagination and one PPO phase on windows sampled
     from random episodes."""
-    from mabl.algo import MODEL_BASED, build_learner
+    from mabl.algo import ALGORITHMS, algorithm
     from mabl.presets import build_config
     from mabl.replay import SequenceReplay
     from mabl.train import resolve_device
 
     if map_name not in MAP_SIZES:
         raise MablError(f"unknown map '{map_name}' for bench; choose one of {', '.join(MAP_SIZES)}")
-    if algo not in MODEL_BASED:
+    if algo not in ALGORITHMS or not ALGORITHMS[algo].world_model:
         raise MablError(f"--algo={algo!r}: bench speed times world-model learners; choose one of "
-                        f"{', '.join(MODEL_BASED)}")
+                        f"{', '.join(name for name, entry in ALGORITHMS.items() if entry.world_model)}")
     n, a, o, g = MAP_SIZES[map_name]
     spec = EnvSpec(name=f"bench:{map_name}", n_agents=n, obs_dim=o, state_dim=g, discrete=True, n_actions=a,
                    has_action_mask=True, episode_limit=200)
@@ -174,7 +174,7 @@ def bench_learner(preset: str = "paper", map_name: str = "3s_vs_4z", device: str
     dev = resolve_device(device)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    agent = build_learner(spec, cfg, dev)
+    agent = algorithm(algo).build(spec, cfg, dev)
     replay = fill_random_episodes(SequenceReplay(spec, 20_000), MAP_SIZES[map_name], rng)
 
     def model_update() -> None:

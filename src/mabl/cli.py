@@ -17,11 +17,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
-from pathlib import Path
 
-from mabl.algo import MODEL_BASED
+from mabl.algo import ALGORITHMS
+from mabl.algo.loading import checkpoint_step
 from mabl.config import RunConfig, iter_fields
 from mabl.errors import MablError
 
@@ -53,7 +52,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if section not in groups:
             groups[section] = parser.add_argument_group(f"{section} options")
         help_text = field.metadata.get("help", "")
-        choices = field.metadata.get("choices")
+        choices = tuple(ALGORITHMS) if path == "algo" else field.metadata.get("choices")  # (the registry's)
         metavar = "{" + ",".join(map(str, choices)) + "}" if choices else type(default).__name__.upper()
         flags = [_flag(path)] + ([f"--{path}"] if "_" in path and "." not in path else [])
         shown = (f"default: {preset[path]} from the {DEFAULT_PRESET} preset; paper: {default}"
@@ -106,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     speed = bench_sub.add_parser("speed", help="learner speed on synthetic batches of a map's sizes")
     speed.add_argument("--preset", default="paper", help="preset whose sizes and schedule are timed (default paper)")
-    speed.add_argument("--algo", default="mabl", choices=MODEL_BASED,
+    speed.add_argument("--algo", default="mabl", choices=[n for n, a in ALGORITHMS.items() if a.world_model],
                        help="world-model algorithm whose learner is timed (default mabl)")
     speed.add_argument("--env", "--map", dest="env", default="smax:3s_vs_4z",
                        help="the task whose sizes are timed: smax:3s_vs_4z (N=3,A=10,O=42,G=61) or smac:corridor "
@@ -211,40 +210,13 @@ def _agent_from_run(run_dir: str):
 
 
 def _agent_from_checkpoint(run_dir: str, step: int | None = None):
-    """Rebuild the agent of a run from its newest checkpoint, or the one of env step ``step`` (no env
-    needed). Returns ``(agent, cfg, spec, path)``, ``path`` the checkpoint read."""
-    import torch
+    """Rebuild the agent of a run from its newest checkpoint, or the one of env step ``step``, on the
+    CPU (no env needed; :func:`mabl.algo.load_learner`). Returns ``(agent, cfg, spec, path)``,
+    ``path`` the checkpoint read."""
+    from mabl.algo import load_learner
 
-    from mabl.algo import build_learner
-    from mabl.checkpoint import checkpoint_files, latest_checkpoint, load_finite_checkpoint
-    from mabl.config import from_dict
-    from mabl.envs.base import EnvSpec
-
-    if not Path(run_dir).is_dir():
-        raise MablError(f"run directory {run_dir} does not exist")
-    path = latest_checkpoint(run_dir)
-    if path is None:
-        raise MablError(f"run directory {run_dir} has no checkpoint yet (checkpoints/step_*.pt)")
-    if step is not None:
-        steps = {checkpoint_step(p): p for p in checkpoint_files(run_dir)}
-        if step not in steps:
-            raise MablError(f"run directory {run_dir} has no checkpoint of step {step}; it keeps the newest ones: "
-                            f"{', '.join(map(str, sorted(steps)))}")
-        path = steps[step]
-    state = load_finite_checkpoint(path)  # a checkpoint with NaN or infinite weights is refused
-    cfg = from_dict(state["config"])
-    spec = EnvSpec(**state["spec"])
-    agent = build_learner(spec, dataclasses.replace(cfg, device="cpu"), torch.device("cpu"))
-    try:
-        agent.load_state_dict(state["agent"])
-    except (RuntimeError, KeyError) as exc:
-        raise MablError(f"checkpoint {path} does not match its own config: {str(exc).splitlines()[0][:160]}") from None
-    return agent, cfg, spec, path
-
-
-def checkpoint_step(path: Path) -> int:
-    """The env step of ``checkpoints/step_<env_step>.pt``."""
-    return int(Path(path).stem.split("_")[1])
+    loaded = load_learner(run_dir, step)
+    return loaded.learner, loaded.cfg, loaded.spec, loaded.checkpoint
 
 
 def _onnx_policy(path: str, seed: int):
@@ -332,9 +304,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from mabl.algo import MODEL_FREE
     from mabl.checkpoint import atomic_torch_save, latest_checkpoint
-    from mabl.policy import save_policy
 
     agent, cfg, spec = _agent_from_run(args.run_dir)
     latest = latest_checkpoint(args.run_dir)
@@ -348,10 +318,7 @@ def cmd_export(args: argparse.Namespace) -> None:
               f"for {spec.name} to {args.out}; run it with mabl.onnx_policy.OnnxPolicy or mabl eval --policy")
         return
     policy = agent.policy()
-    if cfg.algo in MODEL_FREE:
-        atomic_torch_save(policy.to_payload(), args.out)
-    else:
-        save_policy(args.out, agent.world_model.agent, agent.actor, spec, cfg.model, cfg.policy.hidden, cfg.algo)
+    atomic_torch_save(agent.policy_payload(cfg), args.out)
     if policy.spec.centralized:
         print(f"wrote JOINT policy{of_step} ({cfg.algo}: centralized execution, every act() needs all {spec.n_agents} "
               f"agents' observations of the same step) for {spec.name} to {args.out}")

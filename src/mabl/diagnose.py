@@ -135,27 +135,14 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Loaded:
 
     Run directories of ``benchmarks/representation.py`` hold no replay (``data`` is None then).
     """
-    from mabl.algo import MODEL_FREE, build_learner
-    from mabl.config import from_dict
-    from mabl.envs.base import EnvSpec
+    from mabl.algo import algorithm, load_learner
     from mabl.train import resolve_device
 
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise MablError(f"run directory {run_dir} does not exist")
-    path, state = open_checkpoint(run_dir, f"run directory {run_dir}", "; train it first")
-    cfg = from_dict(state["config"])
-    if cfg.algo in MODEL_FREE:
+    agent, cfg, spec, path, state = load_learner(run_dir, device=resolve_device(device), skip_unusable=True,
+                                                 compile=False, amp=False)
+    if not algorithm(cfg.algo).world_model:
         raise MablError(f"run {run_dir} is a {cfg.algo} run (model-free: no world model to diagnose); "
-                        "diagnose runs of mabl, mabl-sg, dreamer or mamba")
-    spec = EnvSpec(**state["spec"])
-    torch_device = resolve_device(device)
-    cfg = dataclasses.replace(cfg, device=str(torch_device), compile=False, amp=False)
-    agent = build_learner(spec, cfg, torch_device)
-    try:
-        agent.load_state_dict(state["agent"])
-    except (RuntimeError, KeyError, ValueError) as exc:
-        raise MablError(f"checkpoint {path} does not match its own config: {str(exc).splitlines()[0][:160]}") from None
+                        "diagnose runs of a world-model algorithm")
     data = None if state.get("replay") is None else Data(checkpoint_rows(state["replay"]), spec, f"replay of {run_dir}")
     return Loaded(agent, cfg, spec, data, path)
 

@@ -58,6 +58,10 @@ from mabl.errors import MablError
 from mabl.models.actor_critic import MASKED_LOGIT
 from mabl.models.nets import INPUT_TRANSFORMS, SplitLinear, SplitMLP
 
+GRAPHS = ("latent", "mlp")
+"""The export kinds (:data:`mabl.algo.registry.EXPORT_KINDS`) with an ONNX graph: ``latent`` =
+:class:`AgentStep` (one agent's recurrent step), ``mlp`` = :class:`MlpStep`."""
+
 ONNX_FORMAT = "mabl-onnx-policy"
 ONNX_VERSION = 1
 OPSET = 18
@@ -186,15 +190,16 @@ def export_onnx(agent, cfg, spec: EnvSpec, out: str | os.PathLike) -> dict:
     except ImportError:
         raise MablError("--format onnx needs the onnx extra: pip install 'mabl[onnx]' (onnx, onnxruntime, "
                         "onnxscript)") from None
-    algo = cfg.algo
-    from mabl.models.world_model import VARIANTS
+    from mabl.algo.registry import algorithm
 
-    if algo in VARIANTS and VARIANTS[algo].centralized_execution:  # mamba, mag
+    algo = cfg.algo
+    entry = algorithm(algo)
+    if entry.centralized_policy or entry.export not in GRAPHS:  # mamba, mag (registry entries)
         raise MablError(f"{algo}'s policy is joint (its recurrent model mixes every agent's input over a transformer), "
                         "so it has no per-agent ONNX graph; export it with --format torch")
     b = 2  # example batch; the batch axis is exported as dynamic
     masked = spec.discrete and spec.has_action_mask
-    if algo == "mappo":
+    if entry.export == "mlp":
         module = MlpStep(agent.actor, spec).eval()
         names = ["obs", "agent"] + (["avail"] if masked else [])
         args = [torch.zeros(b, spec.obs_dim), torch.eye(spec.n_agents)[:1].expand(b, -1).contiguous()]
@@ -210,7 +215,7 @@ def export_onnx(agent, cfg, spec: EnvSpec, out: str | os.PathLike) -> dict:
                  "latent_dim": encoder.latent_dim}
     if masked:
         args.append(torch.ones(b, spec.n_actions))
-    outputs = (["mean", "std"] if not spec.discrete else ["probs"]) + ([] if algo == "mappo" else ["h_next", "z_next"])
+    outputs = (["mean", "std"] if not spec.discrete else ["probs"]) + ([] if entry.export == "mlp" else ["h_next", "z_next"])
     meta = _metadata(algo, spec, names, outputs, extra)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

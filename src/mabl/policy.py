@@ -106,10 +106,10 @@ def latent_policy(encoder: AgentEncoder, actor: Actor, env_spec: EnvSpec, device
     return kind(encoder, actor, env_spec, device, seed)
 
 
-def save_policy(path: str, encoder: AgentEncoder, actor: Actor, env_spec: EnvSpec, model_cfg: ModelConfig,
-                policy_hidden: int, algo: str = "mabl") -> None:
-    """Write the exported policy atomically (temp file + rename)."""
-    payload = {
+def latent_policy_payload(encoder: AgentEncoder, actor: Actor, env_spec: EnvSpec, model_cfg: ModelConfig,
+                          policy_hidden: int, algo: str = "mabl") -> dict[str, Any]:
+    """The exported-policy dict of a world-model learner (module docstring)."""
+    return {
         "format": POLICY_FORMAT, "version": POLICY_VERSION, "algo": algo,
         "execution": "decentralized" if encoder.mixer is None else "centralized",
         "spec": dataclasses.asdict(env_spec), "model": dataclasses.asdict(model_cfg),
@@ -117,9 +117,14 @@ def save_policy(path: str, encoder: AgentEncoder, actor: Actor, env_spec: EnvSpe
         "encoder": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
         "actor": {k: v.detach().cpu() for k, v in actor.state_dict().items()},
     }
+
+
+def save_policy(path: str, encoder: AgentEncoder, actor: Actor, env_spec: EnvSpec, model_cfg: ModelConfig,
+                policy_hidden: int, algo: str = "mabl") -> None:
+    """Write the exported policy atomically (temp file + rename)."""
     from mabl.checkpoint import atomic_torch_save
 
-    atomic_torch_save(payload, path)
+    atomic_torch_save(latent_policy_payload(encoder, actor, env_spec, model_cfg, policy_hidden, algo), path)
 
 
 def load_policy(path: str, device: str = "cpu", seed: int | None = None) -> DecentralizedPolicy:
@@ -135,8 +140,10 @@ def load_policy(path: str, device: str = "cpu", seed: int | None = None) -> Dece
                         "export it again from a healthy checkpoint")
     if payload.get("version") != POLICY_VERSION:
         raise MablError(f"{path} has policy format version {payload.get('version')}; this mabl reads {POLICY_VERSION}")
-    algo = payload.get("algo", "mabl")
-    if algo == "mappo":
+    from mabl.algo.registry import algorithm  # (the registry is plain data: no learner is imported)
+
+    kind = algorithm(payload.get("algo", "mabl")).export
+    if kind == "mlp":
         from mabl.algo.model_free import mappo_policy_from_payload
 
         return mappo_policy_from_payload(payload, device=device, seed=seed)
@@ -144,7 +151,7 @@ def load_policy(path: str, device: str = "cpu", seed: int | None = None) -> Dece
     # a file written before a model field existed acts as it did then (config.ADDED_FIELDS)
     earlier = {path.split(".", 1)[1]: value for path, value in ADDED_FIELDS.items() if path.startswith("model.")}
     model_cfg = ModelConfig(**{**earlier, **payload["model"]})
-    if algo == "mag":  # one parameter set per agent (mabl.models.mag)
+    if kind == "local_latent":  # one parameter set per agent (mabl.models.mag)
         from mabl.models.mag import LocalAgentEncoder
 
         encoder = LocalAgentEncoder(env_spec, model_cfg)

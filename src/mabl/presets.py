@@ -101,7 +101,8 @@ DEFAULT_PRESET = "quick"
 
 def build_config(preset: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Defaults -> preset -> the task's defaults (:mod:`mabl.envs.task_defaults`, e.g. Flatland's
-    per-agent rewards) -> ``overrides`` (dotted paths to strings or values), validated."""
+    per-agent rewards) -> ``overrides`` (dotted paths to strings or values), validated (the
+    algorithm's own checks too: :func:`mabl.algo.registry.check_config`)."""
     if preset not in PRESETS:
         raise MablError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
     cfg = replace_path(RunConfig(), "preset", preset)
@@ -109,4 +110,8 @@ def build_config(preset: str = DEFAULT_PRESET, overrides: dict[str, Any] | None 
     env = str(overrides.get("env", PRESETS[preset].get("env", cfg.env)))
     for path, value in {**PRESETS[preset], **task_defaults(env), **overrides}.items():
         cfg = replace_path(cfg, path, coerce(cfg, path, value))
-    return cfg.validate()
+    from mabl.algo.registry import check_config
+
+    cfg = cfg.validate()
+    check_config(cfg)
+    return cfg

@@ -91,7 +91,7 @@ def load_spec_file(path: str) -> dict:
 
 def make_spec(algos, envs, seeds, preset: str, steps: int, overrides: dict) -> SweepSpec:
     """Validate a sweep description (every run's config is built once, so a bad value fails here)."""
-    from mabl.algo import ALGOS
+    from mabl.algo import ALGORITHMS
     from mabl.presets import build_config
 
     def as_list(value, name: str) -> list:
@@ -108,8 +108,8 @@ def make_spec(algos, envs, seeds, preset: str, steps: int, overrides: dict) -> S
     except ValueError:
         raise MablError(f"--seeds={seeds!r} must be integers, e.g. --seeds 0,1,2") from None
     for algo in algos:
-        if algo not in ALGOS:
-            raise MablError(f"unknown algorithm '{algo}' in --algos; available: {', '.join(ALGOS)}")
+        if algo not in ALGORITHMS:
+            raise MablError(f"unknown algorithm '{algo}' in --algos; available: {', '.join(ALGORITHMS)}")
     for name, items in (("algos", algos), ("envs", envs), ("seeds", seeds)):
         if len(set(items)) != len(items):
             raise MablError(f"--{name} lists an entry twice: {items}")

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mabl.algo import ALGOS, MODEL_FREE, build_learner
+from mabl.algo import algorithm
 from mabl.algo.guard import divergence_message, read_guard
 from mabl.checkpoint import atomic_write_bytes, resume_checkpoint, save_checkpoint
 from mabl.config import RunConfig, env_options, from_dict, iter_fields, to_dict
@@ -126,8 +126,7 @@ class Trainer:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
-        if cfg.algo not in ALGOS:
-            raise MablError(f"unknown algorithm '{cfg.algo}'; available: {', '.join(ALGOS)}")
+        entry = algorithm(cfg.algo)  # (a one-line MablError for an unknown name)
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -137,8 +136,8 @@ class Trainer:
         check_run_dir_config(self.run_dir, cfg)
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
-        self.agent = build_learner(spec, cfg, self.device)
-        self.model_free = cfg.algo in MODEL_FREE
+        self.agent = entry.build(spec, cfg, self.device)
+        self.model_free = not entry.world_model  # an on-policy learner collects its own episodes (mabl.algo.contract)
         self.agent_reward, self.agent_done = per_agent_targets(cfg, spec)
         self.replay = None if self.model_free else SequenceReplay(
             spec, cfg.schedule.replay_capacity, device=replay_device(cfg, spec, self.device),
@@ -416,7 +415,7 @@ class Trainer:
 def per_agent_targets(cfg: RunConfig, spec) -> tuple[bool, bool]:
     """Whether the replay keeps rewards, and done/fake, per agent (``--model.reward_target``,
     ``--model.done_target``); a per-agent choice on an env that does not report it is an error."""
-    if cfg.algo in MODEL_FREE:
+    if not algorithm(cfg.algo).world_model:  # (no replay)
         return False, False
     agent_reward = cfg.model.reward_target == "per_agent"
     agent_done = cfg.model.done_target == "per_agent"

@@ -1,6 +1,8 @@
 """The acting modules import in one direction: the policy contract and the episode record sit below
 ``mabl.policy``, ``mabl.rollout`` and ``mabl.algo.model_free``, so none of those three needs another
-one imported at module level (the import cycle they had is gone)."""
+one imported at module level (the import cycle they had is gone). The learners (``mabl.algo``) sit
+below the commands that run them (``mabl.train``, ``mabl.cli``, ``mabl.diagnose``), and the
+algorithm registry imports no learner until one is built."""
 
 from __future__ import annotations
 
@@ -9,9 +11,13 @@ import sys
 
 import pytest
 
+COMMANDS = ("mabl.train", "mabl.cli", "mabl.diagnose", "mabl.bench", "mabl.onnx_export", "mabl.presets")
 LOWER = {"mabl.algo.model_free": ("mabl.policy", "mabl.rollout"), "mabl.policy": ("mabl.algo.model_free", "mabl.rollout"),
          "mabl.policy_contract": ("mabl.policy", "mabl.rollout", "mabl.algo.model_free"),
-         "mabl.episode": ("mabl.policy", "mabl.rollout", "mabl.algo.model_free")}
+         "mabl.episode": ("mabl.policy", "mabl.rollout", "mabl.algo.model_free"),
+         "mabl.algo": ("mabl.algo.agent", "mabl.algo.mag", "mabl.algo.model_free", *COMMANDS),
+         **{f"mabl.algo.{m}": COMMANDS for m in ("agent", "mag", "model_free", "mappo", "ppo_loss", "imagination",
+                                                 "world_model_loss", "registry", "contract", "loading")}}
 
 
 @pytest.mark.parametrize("module", list(LOWER))

@@ -19,9 +19,10 @@ from mabl.algo.mappo import MappoLearner, adam
 from mabl.algo.world_model_loss import SequenceBatch, action_input, shift_window, world_model_loss
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec
+from mabl.errors import MablError
 from mabl.models.actor_critic import Actor, AttentionCritic
 from mabl.models.world_model import VARIANTS, BiLevelWorldModel
-from mabl.policy import DecentralizedPolicy, latent_policy
+from mabl.policy import DecentralizedPolicy, latent_policy, latent_policy_payload
 
 
 def without_mha_fastpath(fn):
@@ -76,6 +77,14 @@ class MablAgent:
             self.model_loss = without_mha_fastpath(torch.compile(self.eager_model_loss, **options))
             self.imagine_fn = without_mha_fastpath(torch.compile(self.imagine_batch, **options))
 
+    @staticmethod
+    def check_config(cfg: RunConfig) -> None:
+        """What a run's config must satisfy for this learner (:func:`mabl.algo.registry.check_config`):
+        the agent mixer's attention heads divide its width."""
+        if VARIANTS[cfg.algo].agent_mixer and cfg.model.hidden % cfg.model.mixer_heads:
+            raise MablError(f"--model.hidden={cfg.model.hidden} must be divisible by --model.mixer_heads="
+                            f"{cfg.model.mixer_heads} for --algo {cfg.algo}")
+
     def build_world_model(self) -> BiLevelWorldModel:
         """The world model of the variant (``mag`` builds its per-agent local models here)."""
         return BiLevelWorldModel(self.spec, self.cfg.model, self.variant)
@@ -95,6 +104,11 @@ class MablAgent:
         """The acting path over the live networks (no copies): e_o, agent GRU, agent posterior, actor
         (a :class:`~mabl.policy.JointPolicy` for MAMBA)."""
         return latent_policy(self.world_model.agent, self.actor, self.spec, self.device)
+
+    def policy_payload(self, cfg: RunConfig) -> dict:
+        """Export hook (:mod:`mabl.algo.contract`): the policy file of the run of ``cfg``."""
+        return latent_policy_payload(self.world_model.agent, self.actor, self.spec, cfg.model, cfg.policy.hidden,
+                                     cfg.algo)
 
     def to_batch(self, rows: dict[str, np.ndarray | torch.Tensor]) -> SequenceBatch:
         """Replay rows ``[L, B, ...]`` (numpy, or tensors already on the device) -> shifted torch batch

@@ -8,28 +8,12 @@ import math
 import torch
 from torch import nn
 
-from mabl.actions import action_distribution
 from mabl.algo.guard import UpdateGuard
 from mabl.algo.imagination import Imagined
+from mabl.algo.ppo_loss import ppo_actor_loss
 from mabl.config import PolicyConfig
 from mabl.models.actor_critic import Actor, AttentionCritic
 from mabl.models.world_model import level_features
-
-
-def ppo_actor_loss(
-    policy: torch.Tensor | torch.distributions.Distribution, action: torch.Tensor, old_log_prob: torch.Tensor,
-    advantage: torch.Tensor, clip: float, entropy_coef: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``-(mean min(rho A, clip(rho, 1-e, 1+e) A)) - beta * mean entropy``; returns (loss, entropy).
-
-    ``policy``: the action distribution (``log_prob``/``entropy`` per agent), or categorical logits.
-    """
-    dist = action_distribution(policy, None) if isinstance(policy, torch.Tensor) else policy
-    ratio = torch.exp(dist.log_prob(action) - old_log_prob)
-    surrogate = torch.min(ratio * advantage, ratio.clamp(1.0 - clip, 1.0 + clip) * advantage)
-    entropy = dist.entropy().mean()
-    return -surrogate.mean() - entropy_coef * entropy, entropy
-
 
 ENTROPY_COEF_MAX = 1.0
 

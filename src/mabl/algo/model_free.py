@@ -29,12 +29,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mabl.actions import act_gaussian, action_distribution, to_env_action
 from mabl.algo.guard import UpdateGuard, params_finite
 from mabl.algo.mappo import adam
+from mabl.algo.ppo_loss import clipped_surrogate_loss, clipped_value_loss
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec, MultiAgentEnv, TimeStep
 from mabl.episode import Episode, collection_fault, episode_metrics
@@ -173,38 +173,6 @@ class MlpCritic(AgentMlp):
         """``state [..., G]`` -> values ``[..., N]``."""
         per_agent = state.unsqueeze(-2).expand(*state.shape[:-1], self.n_agents, state.shape[-1])
         return super().forward(per_agent).squeeze(-1)
-
-
-def clipped_surrogate_loss(policy: torch.Tensor | torch.distributions.Distribution, action: torch.Tensor,
-                           old_log_prob: torch.Tensor, advantage: torch.Tensor, clip: float, entropy_coef: float
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``-mean min(rho A, clip(rho) A) - entropy_coef * mean entropy`` over every (row, agent).
-
-    ``policy``: categorical logits ``[..., N, A]``, or any action distribution (the Gaussian of
-    continuous actions). Returns (loss, entropy, approx_kl, clip_fraction); the last two are
-    detached diagnostics, approx_kl the non-negative estimator ``mean((rho - 1) - log rho)``.
-    """
-    if isinstance(policy, torch.Tensor):
-        log_probs = policy.log_softmax(-1)
-        log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-        entropy = -(log_probs.exp() * log_probs).sum(-1).mean()  # masked actions: exp() is exactly 0
-    else:
-        log_prob, entropy = policy.log_prob(action), policy.entropy().mean()
-    log_ratio = log_prob - old_log_prob
-    ratio = log_ratio.exp()
-    surrogate = torch.min(ratio * advantage, ratio.clamp(1.0 - clip, 1.0 + clip) * advantage).mean()
-    with torch.no_grad():
-        approx_kl = ((ratio - 1.0) - log_ratio).mean()
-        clip_fraction = ((ratio - 1.0).abs() > clip).float().mean()
-    return -surrogate - entropy_coef * entropy, entropy, approx_kl, clip_fraction
-
-
-def clipped_value_loss(value: torch.Tensor, old_value: torch.Tensor, target: torch.Tensor, clip: float,
-                       delta: float) -> torch.Tensor:
-    """Mean of ``max(huber(target - v), huber(target - (v_old + clip(v - v_old, +-clip))))`` (Yu et al.)."""
-    clipped = old_value + (value - old_value).clamp(-clip, clip)
-    return torch.max(F.huber_loss(value, target, reduction="none", delta=delta),
-                     F.huber_loss(clipped, target, reduction="none", delta=delta)).mean()
 
 
 class MappoPolicy:
@@ -479,6 +447,10 @@ class ModelFreeMappo:
     def policy(self) -> MappoPolicy:
         """An acting object over the live actor (sees later updates)."""
         return MappoPolicy(self.actor, self.spec, self.device)
+
+    def policy_payload(self, cfg: RunConfig) -> dict[str, Any]:
+        """Export hook (:mod:`mabl.algo.contract`): the policy file (:meth:`MappoPolicy.to_payload`)."""
+        return self.policy().to_payload()
 
     def state_dict(self) -> dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
