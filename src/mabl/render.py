@@ -6,8 +6,10 @@
   adapter used (:class:`mabl.envs.smax.SmaxEnv` splits its key once per step and steps with the
   second half), and the frames are the units exactly as the episode went.
 - ``mpe:``/``pettingzoo:`` tasks: the env's ``render_mode="rgb_array"`` frames, one per env step.
+- ``mamujoco:`` tasks: the Gymnasium MuJoCo env's ``render_mode="rgb_array"`` frames, one per env
+  step, drawn off-screen through EGL (``MUJOCO_GL=egl`` unless the user set ``MUJOCO_GL``).
 
-Other families (MAMuJoCo, Flatland, SMAC) are refused with one line. The episode is played on its
+Other families (Flatland, SMAC) are refused with one line. The episode is played on its
 own env, built like the evaluation's (same task options), from the evaluation's first episode seed,
 so it is the first of the evaluated episodes up to ``max_steps`` env steps.
 """
@@ -21,7 +23,7 @@ import numpy as np
 
 from mabl.errors import MablError
 
-RENDERED = ("smax", "pettingzoo", "mpe")
+RENDERED = ("smax", "pettingzoo", "mpe", "mamujoco")
 
 
 def render_episode(env_name: str, options: dict[str, Any], policy, seed: int, out: str,
@@ -32,14 +34,14 @@ def render_episode(env_name: str, options: dict[str, Any], policy, seed: int, ou
 
     family = ALIASES.get(env_name, env_name).partition(":")[0]
     if family not in RENDERED:
-        raise MablError(f"--render draws smax:, mpe: and pettingzoo: tasks; {env_name} ({family}) has no renderer "
-                        "in mabl yet")
+        raise MablError(f"--render draws smax:, mpe:, pettingzoo: and mamujoco: tasks; {env_name} ({family}) has no "
+                        "renderer in mabl yet")
     if not str(out).lower().endswith(".gif"):
         raise MablError(f"--render {out}: the file must end in .gif")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     if family == "smax":
         return _render_smax(env_name, options, policy, seed, out, max_steps, deterministic)
-    return _render_rgb(env_name, policy, seed, out, max_steps, deterministic)
+    return _render_rgb(env_name, options, policy, seed, out, max_steps, deterministic)
 
 
 def _play(env, policy, seed: int, max_steps: int | None, deterministic: bool, before_step=None, after_step=None
@@ -131,20 +133,34 @@ def smax_frames(env_name: str, options: dict[str, Any], policy, seed: int, max_s
     return world, frames, env_steps, total, final
 
 
-def _render_rgb(env_name: str, policy, seed: int, out: str, max_steps: int | None, deterministic: bool
-                ) -> dict[str, Any]:
+def _render_rgb(env_name: str, options: dict[str, Any], policy, seed: int, out: str, max_steps: int | None,
+                deterministic: bool) -> dict[str, Any]:
+    import os
+
     from PIL import Image
 
     from mabl.envs.checks import CheckedEnv
-    from mabl.envs.pettingzoo import PettingZooEnv
     from mabl.envs.registry import ALIASES
 
-    module = ALIASES.get(env_name, env_name).partition(":")[2]
-    env = CheckedEnv(PettingZooEnv(module, seed=seed, render_mode="rgb_array"))
+    family, _, task = ALIASES.get(env_name, env_name).partition(":")
+    if family == "mamujoco":
+        os.environ.setdefault("MUJOCO_GL", "egl")  # off-screen: no display needed
+        from mabl.envs.mamujoco import make_mamujoco
+
+        adapter = make_mamujoco(task.replace("+", "|"), seed=seed, render_mode="rgb_array", **options)
+    else:
+        from mabl.envs.pettingzoo import PettingZooEnv
+
+        adapter = PettingZooEnv(task, seed=seed, render_mode="rgb_array")
+    env = CheckedEnv(adapter)
     frames: list[np.ndarray] = []
 
     def grab() -> None:
-        frame = env.env._env.render()  # the ParallelEnv inside the adapter
+        try:
+            frame = adapter._env.render()  # the ParallelEnv inside the adapter
+        except Exception as exc:  # a renderer without a display or GL backend
+            raise MablError(f"--render: {env_name} could not draw a frame ({type(exc).__name__}: {exc}); "
+                            "MuJoCo needs an off-screen GL backend (MUJOCO_GL=egl or osmesa)") from None
         if frame is not None:
             frames.append(np.asarray(frame, np.uint8))
 

@@ -1,5 +1,5 @@
 """``mabl eval --render out.gif``: SMAX through JaxMARL's visualiser (frames replayed with the keys
-the episode used, so they end where the episode ended), MPE through its rgb_array frames."""
+the episode used, so they end where the episode ended), MPE and MAMuJoCo through their rgb_array frames."""
 
 from __future__ import annotations
 
@@ -65,3 +65,34 @@ def test_render_refuses_what_it_cannot_draw(tmp_path, capsys):
         render_episode("flatland:5_agents", {}, None, 0, str(tmp_path / "x.gif"))
     with pytest.raises(MablError, match="must end in .gif"):
         render_episode("smax:3m", {}, None, 0, str(tmp_path / "x.mp4"))
+
+
+class Zeros:
+    """A stand-in continuous policy: zero torque for every agent."""
+
+    def __init__(self, n_agents: int, action_dim: int):
+        self.shape = (n_agents, action_dim)
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs, avail=None, deterministic=False):
+        return np.zeros(self.shape, np.float32), {}
+
+
+def test_mamujoco_gif_shows_the_humanoid_move(tmp_path):
+    pytest.importorskip("gymnasium_robotics")
+    from PIL import Image
+
+    from mabl.render import render_episode
+
+    out = tmp_path / "humanoid.gif"
+    done = render_episode("mamujoco:Humanoid-9+8", {"contact_forces": "zero"}, Zeros(2, 9), 0, str(out), max_steps=6)
+    assert done["env_steps"] == 6 and done["frames"] == 7
+    with Image.open(out) as gif:
+        frames = []
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            frames.append(np.asarray(gif.convert("RGB"), np.int16))
+    assert len(frames) == 7 and frames[0].std() > 0  # a drawn scene, not a blank image
+    assert np.abs(frames[-1] - frames[0]).max() > 0  # the unactuated humanoid falls: the picture changes

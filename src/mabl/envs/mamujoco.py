@@ -118,7 +118,7 @@ def _unknown_task(task: str, why: str) -> MablError:
 
 
 def make_mamujoco(task: str, seed: int = 0, *, agent_obsk: int = AGENT_OBSK,
-                  contact_forces: str = "zero") -> PettingZooEnv:
+                  contact_forces: str = "zero", render_mode: str | None = None) -> PettingZooEnv:
     """Build ``mamujoco:<task>``, e.g. ``make_mamujoco("Humanoid-9|8", seed=0)``.
 
     Args:
@@ -127,6 +127,7 @@ def make_mamujoco(task: str, seed: int = 0, *, agent_obsk: int = AGENT_OBSK,
         agent_obsk: joint hops each agent observes (:data:`AGENT_OBSK` by default).
         contact_forces: ``zero`` (every ``cfrc_ext`` entry of the observations and the state reads 0,
             as under the paper era's models) or ``v5`` (Gymnasium v5's forces); :func:`contact_force_entries`.
+        render_mode: passed to the Gymnasium env (``"rgb_array"`` for ``mabl eval --render``).
 
     Raises:
         MablError: a malformed or unknown task, or gymnasium-robotics / mujoco not installed.
@@ -141,7 +142,8 @@ def make_mamujoco(task: str, seed: int = 0, *, agent_obsk: int = AGENT_OBSK,
     from gymnasium.error import DependencyNotInstalled
 
     try:
-        parallel_env = mamujoco_v1.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk)
+        extra = {} if render_mode is None else {"render_mode": render_mode}
+        parallel_env = mamujoco_v1.parallel_env(scenario, agent_conf, agent_obsk=agent_obsk, **extra)
     except DependencyNotInstalled as exc:
         raise MablError(f"mamujoco:{task} needs mujoco: {_INSTALL} ({_one_line(exc)})") from None
     except NotImplementedError:
