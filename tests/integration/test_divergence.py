@@ -199,7 +199,7 @@ def test_a_checkpoint_with_a_nonfinite_tensor_is_refused_and_nothing_is_written(
     from mabl.cli import _parser
     from mabl.presets import build_config
 
-    args = {k: v for k, v in vars(_parser().parse_args(_args(run_dir, 300))).items() if k != "command"}
+    args = {k: v for k, v in vars(_parser().parse_args(_args(run_dir, 300))).items() if k not in ("command", "config")}
     trainer = Trainer(build_config(args.pop("preset"), args))  # resumes the run's newest checkpoint
     with torch.no_grad():
         next(trainer.agent.critic.parameters()).view(-1)[0] = float("inf")

@@ -53,7 +53,7 @@ def _args(run_dir, steps: int) -> list[str]:
 
 @pytest.fixture
 def varying(monkeypatch):
-    monkeypatch.setattr(mabl.train, "make_env", lambda name, seed=0: CheckedEnv(VaryingEnv(seed)))
+    monkeypatch.setattr(mabl.train, "make_env", lambda name, seed=0, options=None: CheckedEnv(VaryingEnv(seed)))
 
 
 def _lines(run_dir) -> list[dict]:
