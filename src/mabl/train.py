@@ -35,7 +35,8 @@ import torch
 from mabl.algo import algorithm
 from mabl.algo.guard import divergence_message, read_guard
 from mabl.checkpoint import atomic_write_bytes, resume_checkpoint, save_checkpoint
-from mabl.config import RunConfig, env_options, from_dict, iter_fields, to_dict
+from mabl.config import RunConfig, env_options, iter_fields, to_dict
+from mabl.config_migration import from_dict
 from mabl.envs import make_env
 from mabl.errors import MablError
 from mabl.replay import SequenceReplay, replay_bytes

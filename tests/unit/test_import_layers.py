@@ -3,7 +3,9 @@
 one imported at module level (the import cycle they had is gone). The learners (``mabl.algo``) sit
 below the commands that run them (``mabl.train``, ``mabl.cli``, ``mabl.diagnose``), and the
 algorithm registry imports no learner until one is built. The diagnostics package (data, probes, measures,
-output) sits below the commands that call it (``mabl.train``, ``mabl.cli``)."""
+output) sits below the commands that call it (``mabl.train``, ``mabl.cli``). The reading of older saved
+configs (``mabl.config_migration``) sits above the config schema (``mabl.config``), which reaches it only
+on demand for the names it still exports."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ LOWER = {"mabl.algo.model_free": ("mabl.policy", "mabl.rollout"), "mabl.policy":
          "mabl.algo": ("mabl.algo.agent", "mabl.algo.mag", "mabl.algo.model_free", *COMMANDS),
          **{f"mabl.algo.{m}": COMMANDS for m in ("agent", "mag", "model_free", "mappo", "ppo_loss", "imagination",
                                                  "world_model_loss", "registry", "contract", "loading")},
-         **{f"mabl.diagnose.{m}": ("mabl.train", "mabl.cli") for m in ("data", "probes", "measures", "output")}}
+         **{f"mabl.diagnose.{m}": ("mabl.train", "mabl.cli") for m in ("data", "probes", "measures", "output")},
+         "mabl.config": ("mabl.config_migration",)}
 
 
 @pytest.mark.parametrize("module", list(LOWER))
