@@ -128,7 +128,7 @@ def worker_facts(device: str, matmul_size: int) -> dict:
     import torch
 
     from mabl.bench import matmul_rate
-    from mabl.train import resolve_device
+    from mabl.device import resolve_device
 
     def version(name: str) -> str | None:
         try:

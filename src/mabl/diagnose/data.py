@@ -80,7 +80,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> Loaded:
     Run directories of ``benchmarks/representation.py`` hold no replay (``data`` is None then).
     """
     from mabl.algo import algorithm, load_learner
-    from mabl.train import resolve_device
+    from mabl.device import resolve_device
 
     agent, cfg, spec, path, state = load_learner(run_dir, device=resolve_device(device), skip_unusable=True,
                                                  compile=False, amp=False)
