@@ -158,9 +158,9 @@ def bench_learner(preset: str = "paper", map_name: str = "3s_vs_4z", device: str
     closures running one world-model update, one imagination and one PPO phase on windows sampled
     from random episodes."""
     from mabl.algo import ALGORITHMS, algorithm
+    from mabl.device import resolve_device
     from mabl.presets import build_config
     from mabl.replay import SequenceReplay
-    from mabl.train import resolve_device
 
     if map_name not in MAP_SIZES:
         raise MablError(f"unknown map '{map_name}' for bench; choose one of {', '.join(MAP_SIZES)}")

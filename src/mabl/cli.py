@@ -236,8 +236,8 @@ def _onnx_policy(path: str, seed: int):
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from mabl.envs import make_env
+    from mabl.evaluate import episode_seed, evaluate_policy
     from mabl.policy import load_policy
-    from mabl.train import episode_seed, evaluate_policy
 
     if args.episodes <= 0:
         raise MablError(f"--episodes={args.episodes} must be > 0")

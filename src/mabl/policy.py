@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from mabl.actions import act_gaussian
-from mabl.config import ADDED_FIELDS, ModelConfig
+from mabl.config import ModelConfig
+from mabl.config_migration import ADDED_FIELDS
 from mabl.envs.base import EnvSpec
 from mabl.errors import MablError
 from mabl.models.actor_critic import Actor
@@ -148,7 +149,7 @@ def load_policy(path: str, device: str = "cpu", seed: int | None = None) -> Dece
 
         return mappo_policy_from_payload(payload, device=device, seed=seed)
     env_spec = EnvSpec(**payload["spec"])
-    # a file written before a model field existed acts as it did then (config.ADDED_FIELDS)
+    # a file written before a model field existed acts as it did then (config_migration.ADDED_FIELDS)
     earlier = {path.split(".", 1)[1]: value for path, value in ADDED_FIELDS.items() if path.startswith("model.")}
     model_cfg = ModelConfig(**{**earlier, **payload["model"]})
     if kind == "local_latent":  # one parameter set per agent (mabl.models.mag)

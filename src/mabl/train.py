@@ -35,10 +35,13 @@ import torch
 from mabl.algo import algorithm
 from mabl.algo.guard import divergence_message, read_guard
 from mabl.checkpoint import atomic_write_bytes, resume_checkpoint, save_checkpoint
-from mabl.config import RunConfig, env_options, from_dict, iter_fields, to_dict
+from mabl.config import RunConfig, env_options, iter_fields, to_dict
+from mabl.config_migration import from_dict
+from mabl.device import per_agent_targets, replay_device, resolve_device
 from mabl.envs import make_env
 from mabl.errors import MablError
-from mabl.replay import SequenceReplay, replay_bytes
+from mabl.evaluate import episode_seed, evaluate_policy
+from mabl.replay import SequenceReplay
 from mabl.rollout import Episode, run_episode
 from mabl.run_log import RunLogger, parse_loggers, record_run_info, truncate_logs
 
@@ -50,26 +53,8 @@ TIMING_KEYS = ("sps", "learner_s", "wall_s", "cpu_s")
 """Metric keys that measure time: the only ones that differ between two runs with the same seed."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """The one place a device is chosen. 'auto' = CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise MablError(f"--device={name!r} is not a device; use auto, cpu, cuda or cuda:K") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MablError(f"--device={name} but CUDA is not available on this machine; use --device cpu")
-    return device
-
-
 def default_run_dir(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.env.replace(':', '_').replace('/', '_')}_{cfg.algo}_s{cfg.seed}"
-
-
-def episode_seed(seed: int, *index: int) -> int:
-    """Independent, reproducible env seed for (run seed, episode index, ...)."""
-    return int(np.random.SeedSequence([seed, *index]).generate_state(1)[0])
 
 
 @dataclasses.dataclass
@@ -106,18 +91,6 @@ def check_run_dir_config(run_dir: Path, cfg: RunConfig) -> None:
             raise MablError(
                 f"run dir {run_dir} was created with {field_path}={old!r}, not {new!r}; "
                 "re-run with the same settings to resume, or use another --run-dir")
-
-
-def replay_device(cfg: RunConfig, spec, device: torch.device) -> torch.device | None:
-    """Where the replay keeps a copy of its rows (``--schedule.replay_on``); None: host only."""
-    where = cfg.schedule.replay_on
-    if where == "host" or (where == "auto" and device.type != "cuda"):
-        return None
-    if where == "auto":
-        free, _total = torch.cuda.mem_get_info(device)
-        if replay_bytes(spec, cfg.schedule.replay_capacity, *per_agent_targets(cfg, spec)) > free // 4:
-            return None
-    return device
 
 
 class Trainer:
@@ -412,22 +385,6 @@ class Trainer:
         return text + (f" | {sps:.0f} env-steps/s" if rate else "") + f" | learner {learner_total:.0f}s"
 
 
-def per_agent_targets(cfg: RunConfig, spec) -> tuple[bool, bool]:
-    """Whether the replay keeps rewards, and done/fake, per agent (``--model.reward_target``,
-    ``--model.done_target``); a per-agent choice on an env that does not report it is an error."""
-    if not algorithm(cfg.algo).world_model:  # (no replay)
-        return False, False
-    agent_reward = cfg.model.reward_target == "per_agent"
-    agent_done = cfg.model.done_target == "per_agent"
-    if agent_reward and not spec.per_agent_reward:
-        raise MablError(f"--model.reward_target=per_agent needs an env with per-agent rewards; {spec.name} "
-                        "reports a team reward only: use --model.reward_target team")
-    if agent_done and not spec.per_agent_done:
-        raise MablError(f"--model.done_target=per_agent needs an env with per-agent done; {spec.name} "
-                        "has none: use --model.done_target team")
-    return agent_reward, agent_done
-
-
 def stored_episode(episode: Episode, time_limit_done: str, agent_reward: bool = False,
                    agent_done: bool = False) -> tuple[dict[str, np.ndarray], bool]:
     """The rows and the 'append absorbing rows' flag an episode goes into the replay with.
@@ -450,25 +407,6 @@ def stored_episode(episode: Episode, time_limit_done: str, agent_reward: bool = 
         rows["done"] = rows["done"].copy()
         rows["done"][-1] = True
     return rows, episode.terminated
-
-
-def evaluate_policy(env, policy, episodes: int, seeds: list[int], deterministic: bool = True) -> dict:
-    """Play ``episodes`` episodes; mean return, mean length and win rate (where the env has wins), and
-    the per-episode ``returns``, ``lengths`` and ``wins``."""
-    results = [run_episode(env, policy, seed, deterministic=deterministic) for seed in seeds[:episodes]]
-    out = {"episodes": len(results), "mean_return": float(np.mean([r.ret for r in results])),
-           "mean_length": float(np.mean([r.length for r in results]))}
-    wins = [r.win for r in results if r.win is not None]
-    if wins:
-        out["win_rate"] = float(np.mean(wins))
-    for key in sorted({k for r in results for k in (r.metrics or {})}):
-        out[f"mean_{key}"] = float(np.mean([r.metrics[key] for r in results if r.metrics and key in r.metrics]))
-    # the per-episode values too, so statistics over episodes need no re-run (mabl.report)
-    out["returns"] = [float(r.ret) for r in results]
-    out["lengths"] = [int(r.length) for r in results]
-    if wins:
-        out["wins"] = [None if r.win is None else bool(r.win) for r in results]
-    return out
 
 
 def _mean(groups: dict[str, list[dict[str, torch.Tensor]]], tail: list[torch.Tensor] = ()

@@ -2,7 +2,11 @@
 ``mabl.policy``, ``mabl.rollout`` and ``mabl.algo.model_free``, so none of those three needs another
 one imported at module level (the import cycle they had is gone). The learners (``mabl.algo``) sit
 below the commands that run them (``mabl.train``, ``mabl.cli``, ``mabl.diagnose``), and the
-algorithm registry imports no learner until one is built."""
+algorithm registry imports no learner until one is built. The diagnostics package (data, probes, measures,
+output) sits below the commands that call it (``mabl.train``, ``mabl.cli``). The reading of older saved
+configs (``mabl.config_migration``) sits above the config schema (``mabl.config``), which reaches it only
+on demand for the names it still exports. The device and evaluation helpers (``mabl.device``,
+``mabl.evaluate``) sit below the trainer and the CLI that use them."""
 
 from __future__ import annotations
 
@@ -17,7 +21,10 @@ LOWER = {"mabl.algo.model_free": ("mabl.policy", "mabl.rollout"), "mabl.policy":
          "mabl.episode": ("mabl.policy", "mabl.rollout", "mabl.algo.model_free"),
          "mabl.algo": ("mabl.algo.agent", "mabl.algo.mag", "mabl.algo.model_free", *COMMANDS),
          **{f"mabl.algo.{m}": COMMANDS for m in ("agent", "mag", "model_free", "mappo", "ppo_loss", "imagination",
-                                                 "world_model_loss", "registry", "contract", "loading")}}
+                                                 "world_model_loss", "registry", "contract", "loading")},
+         **{f"mabl.diagnose.{m}": ("mabl.train", "mabl.cli") for m in ("data", "probes", "measures", "output")},
+         "mabl.config": ("mabl.config_migration",),
+         "mabl.device": ("mabl.train", "mabl.cli"), "mabl.evaluate": ("mabl.train", "mabl.cli")}
 
 
 @pytest.mark.parametrize("module", list(LOWER))

@@ -44,7 +44,7 @@ def load_learner(run_dir: str | os.PathLike, step: int | None = None, device: to
     import torch
 
     from mabl.checkpoint import checkpoint_files, latest_checkpoint, load_finite_checkpoint, read_checkpoint
-    from mabl.config import from_dict
+    from mabl.config_migration import from_dict
     from mabl.envs.base import EnvSpec
 
     if not Path(run_dir).is_dir():

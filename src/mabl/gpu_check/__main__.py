@@ -1,0 +1,7 @@
+"""``python -m mabl.gpu_check``."""
+
+import sys
+
+from mabl.gpu_check import main
+
+sys.exit(main())
