@@ -11,6 +11,7 @@ the same outputs and the same gradient for every parameter.
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -40,7 +41,10 @@ def _head(head, *xs):
     return head.out(torch.relu(_linear(head.first, *xs))).unflatten(-1, head.shape)
 
 
-def _reference(model: BiLevelWorldModel, obs, state, prev_action, first):
+def _reference(model: BiLevelWorldModel, obs, state, prev_action, first, carried: bool):
+    """``carried``: at an episode start the carried state and latents are zeroed and the stored
+    previous action is still read (released code, SPEC §2); otherwise the step takes the acting path's
+    first state (zero previous action, zero latent, zero GRU state)."""
     cfg, agent = model.cfg, model.agent
     shape = (cfg.n_categoricals, cfg.n_classes)
     z_dim = cfg.n_categoricals * cfg.n_classes
@@ -56,13 +60,15 @@ def _reference(model: BiLevelWorldModel, obs, state, prev_action, first):
     out = {k: [] for k in ("z_a", "h_a", "z_g", "h_g", "h_a_trans", "h_g_trans", "post_a", "post_g")}
     for j in range(T):
         reset = first[j].view(B, 1, 1)
+        if carried:
+            z_a, h_a, z_g, h_g = (torch.where(reset, torch.zeros_like(t), t) for t in (z_a, h_a, z_g, h_g))
         joint = prev_action[j].flatten(-2)[:, None, :].expand(B, N, N * A)
         h_g_trans = model.global_gru(torch.relu(_linear(model.global_input, joint, z_g)).flatten(0, 1),
                                      h_g.flatten(0, 1)).view(B, N, -1)
-        h_g_new = torch.where(reset, h_g_start, h_g_trans)
+        h_g_new = h_g_trans if carried else torch.where(reset, h_g_start, h_g_trans)
         h_a_trans = agent.agent_gru(torch.relu(_linear(agent.agent_input, prev_action[j], z_a)).flatten(0, 1),
                                     h_a.flatten(0, 1)).view(B, N, -1)
-        h_a_new = torch.where(reset, h_a_start, h_a_trans)
+        h_a_new = h_a_trans if carried else torch.where(reset, h_a_start, h_a_trans)
         post_a = _head(agent.agent_posterior, h_a_new, e_o[j])
         z_a = _sample(post_a)
         post_g = _head(model.global_posterior, h_g_new, e_s[j][:, None].expand(B, N, -1), z_a)
@@ -91,10 +97,11 @@ def _inputs():
             F.one_hot(action, A).float(), first)
 
 
-def test_filter_outputs_and_every_gradient_match_the_plain_form():
+@pytest.mark.parametrize("episode_reset", ["carried_state", "start_state"])
+def test_filter_outputs_and_every_gradient_match_the_plain_form(episode_reset):
     spec = EnvSpec(name="fake", n_agents=N, obs_dim=OBS, state_dim=G, discrete=True, n_actions=A,
                    has_action_mask=True, episode_limit=50)
-    cfg = build_config("debug")
+    cfg = build_config("debug", {"model.episode_reset": episode_reset})
     torch.manual_seed(0)
     model = BiLevelWorldModel(spec, cfg.model, VARIANTS["mabl"])
     assert cfg.model.global_posterior_on == "agent_posterior" and cfg.model.agent_prior_on == "global_prior"
@@ -118,7 +125,7 @@ def test_filter_outputs_and_every_gradient_match_the_plain_form():
     grads_mine = grads(weighted_sum(mine))
 
     torch.manual_seed(5)
-    ref = _reference(model, obs, state, prev_action, first)
+    ref = _reference(model, obs, state, prev_action, first, carried=episode_reset == "carried_state")
     grads_ref = grads(weighted_sum(ref))
 
     assert set(mine) == set(ref)
