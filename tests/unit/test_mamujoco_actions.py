@@ -5,7 +5,9 @@ README / ``mabl.envs.mamujoco``: on ``Humanoid-9|8`` both agents act in ``[-0.4,
 ninth; actions are clipped to the bounds; agent 1's 170 observation floats are zero-padded to 242.
 The reference is ``mamujoco_v1.parallel_env`` stepped with the actions computed here by hand
 (clipped, agent 1's row cut to 8); both envs are reset with the same seed, so MuJoCo's state, the
-observations and the reward must agree exactly at every step.
+observations and the reward must agree exactly at every step. The adapter is built with v5's contact
+forces (``contact_forces="v5"``) so that its observations are the reference's own; the zeroed forces
+of the default are tested in ``tests/integration/test_mamujoco_contact_forces.py``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _reference():
 
 
 def test_mamujoco_pads_cuts_and_clips_actions_like_the_reference():
-    env, ref = make_mamujoco(TASK, seed=0), _reference()
+    env, ref = make_mamujoco(TASK, seed=0, contact_forces="v5"), _reference()
     spec = env.spec
     assert (spec.n_agents, spec.action_dim, spec.obs_dim) == (2, 9, 242)
     assert (spec.action_low, spec.action_high) == (pytest.approx(LOW), pytest.approx(HIGH))
