@@ -50,7 +50,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for path, field, default in iter_fields(RunConfig()):
         section = path.split(".")[0] if "." in path else "run"
         if section not in groups:
-            groups[section] = parser.add_argument_group(f"{section} options")
+            readers = [name for name, entry in ALGORITHMS.items() if section in entry.config_sections]
+            groups[section] = parser.add_argument_group(
+                f"{section} options" + (f" (read by --algo {', '.join(readers)})" if readers else ""))
         help_text = field.metadata.get("help", "")
         choices = tuple(ALGORITHMS) if path == "algo" else field.metadata.get("choices")  # (the registry's)
         metavar = "{" + ",".join(map(str, choices)) + "}" if choices else type(default).__name__.upper()

@@ -194,7 +194,8 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class MappoConfig:
-    """``--algo mappo``: model-free MAPPO on real environment data.
+    """``--algo mappo`` and ``--algo ippo``: model-free PPO on real environment data (ippo reads this
+    section too: the same settings, its critic on each agent's own observation).
 
     Defaults follow the SMAC settings of Yu et al. 2022, "The Surprising Effectiveness of PPO in
     Cooperative Multi-Agent Games" (their Tables of common and SMAC hyperparameters), MLP-policy
@@ -368,7 +369,8 @@ class RunConfig:
         "algorithm: mabl (bi-level world model), mabl-sg (one shared global latent), dreamer (agent "
         "level only), mamba (agent level, transformer over agents: centralized execution), mag (MAMBA's "
         "model, one parameter set per agent, predictions planned against a learned error: centralized "
-        "execution), mappo (model-free, real data); checked against mabl.algo.registry",
+        "execution), mappo (model-free, real data), ippo (mappo with each agent's critic on its own "
+        "observation; reads the mappo.* flags); checked against mabl.algo.registry",
     )
     preset: str = _f("quick", "named preset applied before the flags", ("paper", "quick", "cpu", "debug"))
     steps: int = _f(100_000, "environment steps to train for")

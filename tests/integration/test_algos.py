@@ -16,7 +16,7 @@ import torch
 
 from mabl.train import TIMING_KEYS
 
-ALGOS = ["mabl", "mabl-sg", "dreamer", "mamba", "mag", "mappo"]
+ALGOS = ["mabl", "mabl-sg", "dreamer", "mamba", "mag", "mappo", "ippo"]
 MODEL_BASED = ["mabl", "mabl-sg", "dreamer", "mamba", "mag"]
 STEPS = 300
 EPISODE_KEYS = {"kind", "env_step", "episode", "return", "length", "sps", "win"}
@@ -43,15 +43,24 @@ def records(run_dir: Path, kind: str | None = None, drop: tuple[str, ...] = ()) 
     return [r for r in out if kind is None or r["kind"] == kind]
 
 
+class _SmaxRuns(dict):
+    """algo -> its uninterrupted SMAX run directory, trained on first use (so that a test of one
+    algorithm trains only that one)."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, algo: str) -> Path:
+        train(algo, "smax:3m", self.root / algo)
+        self[algo] = self.root / algo
+        return self[algo]
+
+
 @pytest.fixture(scope="module")
 def smax_runs(tmp_path_factory) -> dict[str, Path]:
     pytest.importorskip("jaxmarl")
-    root = tmp_path_factory.mktemp("algos")
-    runs = {}
-    for algo in ALGOS:
-        train(algo, "smax:3m", root / algo)
-        runs[algo] = root / algo
-    return runs
+    return _SmaxRuns(tmp_path_factory.mktemp("algos"))
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -113,7 +122,7 @@ def test_trains_on_pettingzoo(algo, tmp_path):
     assert learner and all(np.isfinite(r["policy/critic_loss"]) for r in learner)
 
 
-@pytest.mark.parametrize("algo", ["mamba", "mag", "mappo", "dreamer"])
+@pytest.mark.parametrize("algo", ["mamba", "mag", "mappo", "ippo", "dreamer"])
 def test_export_states_how_the_policy_executes(algo, smax_runs, tmp_path):
     from mabl.policy import load_policy
 
@@ -126,3 +135,11 @@ def test_export_states_how_the_policy_executes(algo, smax_runs, tmp_path):
         assert "decentralized" in text and not policy.spec.centralized
     result = mabl("eval", "--policy", str(out), "--episodes", "2").stdout
     assert "2 episodes" in result
+
+
+@pytest.mark.parametrize("algo", ["mappo", "ippo"])
+def test_diagnose_refuses_a_model_free_run_in_one_line(algo, smax_runs):
+    proc = subprocess.run([sys.executable, "-m", "mabl", "diagnose", "--run-dir", str(smax_runs[algo])],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("mabl: error: ") and f"is a {algo} run (model-free: no world model" in proc.stderr

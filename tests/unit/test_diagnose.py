@@ -382,7 +382,7 @@ def random_replay(spec: EnvSpec, episodes: int, seed: int) -> SequenceReplay:
 
 def make_run(tmp_path, algo: str, spec: EnvSpec = DISCRETE, with_replay: bool = True, seed: int = 0):
     cfg = build_config("debug", {"algo": algo, "seed": seed, "device": "cpu"})
-    if algo != "mappo":
+    if algo not in ("mappo", "ippo"):
         cfg = replace_path(cfg, "policy.horizon", 4)
     agent = build_learner(spec, cfg, torch.device("cpu"))
     replay = random_replay(spec, 30, seed)
@@ -445,9 +445,10 @@ def test_diagnose_on_other_data_and_refusals(tmp_path):
     with pytest.raises(MablError, match="holds no replay"):
         dg.diagnose(bare, windows=6, length=12, horizon=3)
     assert dg.diagnose(bare, data=path, windows=6, length=12, horizon=3)["meta"]["algo"] == "dreamer"
-    mappo, _ = make_run(tmp_path, "mappo")
-    with pytest.raises(MablError, match="model-free"):
-        dg.diagnose(mappo)
+    for model_free in ("mappo", "ippo"):  # (the registry's world_model flag)
+        run, _ = make_run(tmp_path, model_free)
+        with pytest.raises(MablError, match=f"is a {model_free} run \\(model-free: no world model"):
+            dg.diagnose(run)
     with pytest.raises(MablError, match="no checkpoint"):
         dg.diagnose(tmp_path)
     with pytest.raises(MablError, match="does not exist"):

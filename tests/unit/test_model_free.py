@@ -1,5 +1,6 @@
-"""Model-free MAPPO (``mabl.algo.model_free``): GAE and the losses against hand loops, the value
-normaliser against numpy, actor/critic information flow, and collect/update on a small fake env."""
+"""Model-free MAPPO (``mabl.algo.model_free``) and IPPO (``mabl.algo.ippo``): GAE and the losses
+against hand loops, the value normaliser against numpy, actor/critic information flow, and
+collect/update on a small fake env."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from mabl.algo.ippo import Ippo
 from mabl.algo.model_free import (
     Batch,
+    LocalMlpCritic,
     MappoPolicy,
     MlpActor,
     MlpCritic,
@@ -436,3 +439,93 @@ def test_policy_acts_and_payload_round_trip():
     with pytest.raises(MablError):
         mappo_policy_from_payload({**payload, "algo": "mabl"})
 
+
+
+# --- IPPO: the critic on the agent's own observation --------------------------------------------
+
+def test_local_critic_reads_only_the_agents_own_observation():
+    torch.manual_seed(0)
+    critic = LocalMlpCritic(SPEC, 16)
+    obs = torch.randn(7, N, 3)
+    value = critic(obs)
+    assert value.shape == (7, N)
+    changed = obs.clone()
+    changed[:, 1] = torch.randn(7, 3) * 5
+    other = critic(changed)
+    assert torch.equal(other[:, 0], value[:, 0])  # agent 0's value ignores agent 1's observation
+    assert (other[:, 1] - value[:, 1]).abs().min().item() > 0  # agent 1's value reads its own
+    same = obs[:, :1].expand(7, N, 3)  # the agent index is an input, as the actor's
+    assert not torch.allclose(critic(same)[:, 0], critic(same)[:, 1])
+
+
+def _rebatch(learner, episodes, finals, edit=lambda rows: rows):
+    """``learner._batch`` on copies of ``episodes`` whose rows went through ``edit``."""
+    copies = [dataclasses.replace(ep, rows=edit({k: v.copy() for k, v in ep.rows.items()})) for ep in episodes]
+    samples = [ep.rows["action"] for ep in copies]
+    log_probs = [np.zeros((ep.length, N), np.float32) for ep in copies]
+    return learner._batch(copies, samples, log_probs, finals)
+
+
+@pytest.mark.parametrize("algo", ["ippo", "mappo"])
+def test_ippo_values_ignore_the_state_and_other_agents(algo):
+    """Through the learner's own data path: IPPO's value of agent i moves with agent i's observation
+    only; MAPPO's (the control, so the check can fail) moves with the global state."""
+    torch.manual_seed(0)
+    cls = Ippo if algo == "ippo" else ModelFreeMappo
+    learner = cls(SPEC, _config(algo=algo), torch.device("cpu"))
+    assert learner.critic.norm.normalized_shape == ((3 if algo == "ippo" else 4) + N,)
+    episodes, _ = learner.collect([FakeEnv() for _ in range(2)], _seeds()[1])
+    rng = np.random.default_rng(0)
+    shape = (N, 3) if algo == "ippo" else (4,)
+    finals = [rng.normal(size=shape).astype(np.float32) for _ in episodes]
+    base = _rebatch(learner, episodes, finals)
+    valid = base.mask
+
+    def new_state(rows):
+        rows["state"] = rng.normal(size=rows["state"].shape).astype(np.float32) * 3
+        return rows
+
+    def new_obs_of_agent_1(rows):
+        rows["obs"][:, 1] = rng.normal(size=rows["obs"][:, 1].shape).astype(np.float32) * 3
+        return rows
+
+    state_moved = _rebatch(learner, episodes, finals, new_state)
+    obs_moved = _rebatch(learner, episodes, finals, new_obs_of_agent_1)
+    if algo == "ippo":
+        assert torch.equal(state_moved.value[valid], base.value[valid])
+        assert torch.equal(obs_moved.value[valid][:, 0], base.value[valid][:, 0])
+        assert (obs_moved.value[valid][:, 1] - base.value[valid][:, 1]).abs().min().item() > 0
+    else:
+        assert (state_moved.value[valid] - base.value[valid]).abs().min().item() > 0
+        assert torch.equal(obs_moved.value[valid], base.value[valid])
+
+
+def test_ippo_update_never_reads_the_state():
+    """The critic's loss takes its input from the observations: NaN in every state row changes no weight."""
+    runs = []
+    for poison in (False, True):
+        torch.manual_seed(0)
+        learner = Ippo(SPEC, _config(algo="ippo"), torch.device("cpu"))
+        _, batch = learner.collect([FakeEnv() for _ in range(2)], _seeds()[1])
+        if poison:
+            batch = batch._replace(state=torch.full_like(batch.state, float("nan")))
+        torch.manual_seed(1)
+        metrics = learner.update(batch)
+        assert torch.isfinite(metrics["critic_loss"]) and metrics["critic_skipped"].item() == 0
+        runs.append(learner)
+    for name in ("actor", "critic"):
+        for k, v in getattr(runs[0], name).state_dict().items():
+            assert torch.equal(v, getattr(runs[1], name).state_dict()[k]), (name, k)
+
+
+def test_ippo_payload_names_its_algorithm_and_round_trips():
+    torch.manual_seed(0)
+    cfg = _config(algo="ippo")
+    learner = Ippo(SPEC, cfg, torch.device("cpu"))
+    payload = learner.policy_payload(cfg)
+    assert payload["algo"] == "ippo" and set(payload["actor"]) == set(learner.actor.state_dict())
+    loaded = mappo_policy_from_payload(payload)
+    ts = FakeEnv().reset(seed=3)
+    _, want = learner.policy().act(ts.obs, ts.avail)
+    _, got = loaded.act(ts.obs, ts.avail)
+    assert np.array_equal(got["probs"], want["probs"]) and loaded.to_payload()["algo"] == "ippo"

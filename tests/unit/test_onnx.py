@@ -84,8 +84,8 @@ def exported(tmp_path_factory):
 
 
 @pytest.mark.parametrize("spec, algo", [(DISCRETE, "mabl"), (CONTINUOUS, "mabl"), (DISCRETE, "mappo"),
-                                        (CONTINUOUS, "mappo")],
-                         ids=["mabl-discrete", "mabl-continuous", "mappo-discrete", "mappo-continuous"])
+                                        (CONTINUOUS, "mappo"), (DISCRETE, "ippo")],
+                         ids=["mabl-discrete", "mabl-continuous", "mappo-discrete", "mappo-continuous", "ippo-discrete"])
 def test_deterministic_episode_equals_the_pytorch_policy(exported, spec, algo):
     agent, _, path, meta = exported(spec, algo)
     assert meta["algo"] == algo and meta["spec"]["n_agents"] == spec.n_agents and meta["version"] == 1

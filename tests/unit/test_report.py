@@ -118,15 +118,15 @@ def test_small_returns_keep_three_decimals(tmp_path):
 
 
 def test_markdown_table(tmp_path):
-    for algo in ("mappo", "foo", "mabl-sg", "mabl"):
+    for algo in ("mappo", "foo", "mabl-sg", "ippo", "mabl"):
         make_run(tmp_path / algo / "s0", "smax:3s_vs_4z", algo, 0, SEED0)
         make_run(tmp_path / algo / "s1", "smax:3s_vs_4z", algo, 1, SEED1)
     make_run(tmp_path / "mpe", "mpe:simple_spread", "mabl", 0, [(1000, -3.0, None), (2000, -5.0, None)])
     md = markdown_table(final_window_stats(find_runs(tmp_path)))
     lines = md.splitlines()
-    assert "| Task | Metric | mabl | mabl-sg | mappo | foo |" in lines
-    assert "| smax:3s_vs_4z | win rate % | 60.0 ± 49.0 | 60.0 ± 49.0 | 60.0 ± 49.0 | 60.0 ± 49.0 |" in lines
-    assert "| mpe:simple_spread | return | -4.00 ± 1.00 | — | — | — |" in lines
+    assert "| Task | Metric | mabl | mabl-sg | mappo | ippo | foo |" in lines
+    assert "| smax:3s_vs_4z | win rate % | 60.0 ± 49.0 | 60.0 ± 49.0 | 60.0 ± 49.0 | 60.0 ± 49.0 | 60.0 ± 49.0 |" in lines
+    assert "| mpe:simple_spread | return | -4.00 ± 1.00 | — | — | — | — |" in lines
     # per-seed means
     assert any(line.startswith("| smax:3s_vs_4z | mabl | 2 | 0, 1 | 66.7, 50.0 | 3, 2 | 30k, 31k | 5 |")
                for line in lines)

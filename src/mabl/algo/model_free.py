@@ -175,15 +175,38 @@ class MlpCritic(AgentMlp):
         return super().forward(per_agent).squeeze(-1)
 
 
+class LocalMlpCritic(AgentMlp):
+    """Decentralized critic (IPPO): agent i's value from agent i's own observation and its index only.
+
+    The same network as :class:`MlpCritic` with the observation in place of the global state
+    (de Witt et al. 2020; Yu et al.'s code runs IPPO as MAPPO with ``use_centralized_V`` False, the
+    critic then reading the agent's observation).
+    """
+
+    def __init__(self, spec: EnvSpec, hidden: int):
+        super().__init__(spec.obs_dim, spec.n_agents, hidden, 1, 1.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """``obs [..., N, O]`` -> values ``[..., N]``."""
+        return super().forward(obs).squeeze(-1)
+
+
+CRITIC_INPUTS = {"state": MlpCritic, "obs": LocalMlpCritic}
+"""What the critic of a model-free PPO learner reads -> its network: ``state`` = the global state
+(MAPPO's centralized critic), ``obs`` = each agent's own observation (IPPO, :mod:`mabl.algo.ippo`)."""
+
+
 class MappoPolicy:
     """The acting object over an :class:`MlpActor` (same interface as ``mabl.policy.DecentralizedPolicy``).
 
     Stateless (no recurrence). Samples with ``generator`` when set, else with torch's global RNG.
+    ``algo``: the ``--algo`` that trained it (``mappo`` or ``ippo``: the same actor), written to the payload.
     """
 
-    def __init__(self, actor: MlpActor, env_spec: EnvSpec, device: torch.device | str = "cpu", seed: int | None = None):
+    def __init__(self, actor: MlpActor, env_spec: EnvSpec, device: torch.device | str = "cpu", seed: int | None = None,
+                 algo: str = "mappo"):
 
-        self.actor, self.env_spec, self.device = actor, env_spec, torch.device(device)
+        self.actor, self.env_spec, self.device, self.algo = actor, env_spec, torch.device(device), algo
         self.generator: torch.Generator | None = None
         if seed is not None:
             self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -214,23 +237,26 @@ class MappoPolicy:
     def to_payload(self) -> dict[str, Any]:
         """The exported-policy dict (plain data and CPU tensors; ``torch.load(weights_only=True)`` reads it)."""
 
-        return {"format": POLICY_FORMAT, "version": POLICY_VERSION, "algo": "mappo",
+        return {"format": POLICY_FORMAT, "version": POLICY_VERSION, "algo": self.algo,
                 "spec": dataclasses.asdict(self.env_spec), "hidden": self.actor.hidden,
                 "actor": {k: v.detach().cpu() for k, v in self.actor.state_dict().items()}}
 
 
 def mappo_policy_from_payload(payload: dict[str, Any], device: torch.device | str = "cpu",
                               seed: int | None = None) -> MappoPolicy:
-    """Rebuild a :class:`MappoPolicy` from :meth:`MappoPolicy.to_payload` (no training code needed)."""
+    """Rebuild a :class:`MappoPolicy` from :meth:`MappoPolicy.to_payload` (no training code needed);
+    any algorithm whose registry entry exports an ``mlp`` policy (mappo, ippo)."""
+    from mabl.algo.registry import ALGORITHMS  # (plain data: imports no learner)
 
-    if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT or payload.get("algo") != "mappo":
-        raise MablError("not a mabl mappo policy (export one with `mabl export` from a --algo mappo run)")
+    mlp_algos = [name for name, entry in ALGORITHMS.items() if entry.export == "mlp"]
+    if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT or payload.get("algo") not in mlp_algos:
+        raise MablError(f"not a mabl MLP policy (export one with `mabl export` from a --algo {'/'.join(mlp_algos)} run)")
     if payload.get("version") != POLICY_VERSION:
         raise MablError(f"policy format version {payload.get('version')}; this mabl reads {POLICY_VERSION}")
     env_spec = EnvSpec(**payload["spec"])
     actor = MlpActor(env_spec, int(payload["hidden"]))  # log_std (continuous) comes from the state dict
     actor.load_state_dict(payload["actor"])
-    return MappoPolicy(actor.to(device).eval(), env_spec, device, seed=seed)
+    return MappoPolicy(actor.to(device).eval(), env_spec, device, seed=seed, algo=payload["algo"])
 
 
 class Batch(NamedTuple):
@@ -258,11 +284,14 @@ def _pad(arrays: list[np.ndarray], length: int, fill: Any = 0) -> np.ndarray:
 class ModelFreeMappo:
     """Actor, critic, their Adam optimizers and the value normaliser; ``collect`` then ``update``."""
 
+    critic_input = "state"
+    """The batch field the critic reads (a key of :data:`CRITIC_INPUTS`): the global state (MAPPO)."""
+
     def __init__(self, spec: EnvSpec, cfg: RunConfig, device: torch.device | str):
         self.spec, self.cfg, self.device = spec, cfg.mappo, torch.device(device)
         c = self.cfg
         self.actor = MlpActor(spec, c.hidden, c.init_std).to(self.device)
-        self.critic = MlpCritic(spec, c.hidden).to(self.device)
+        self.critic = CRITIC_INPUTS[self.critic_input](spec, c.hidden).to(self.device)
         self.actor_opt = adam(self.actor.parameters(), lr=c.lr, eps=c.adam_eps)
         self.critic_opt = adam(self.critic.parameters(), lr=c.lr, eps=c.adam_eps)
         self.value_norm = ValueNormalizer(device=self.device)
@@ -348,7 +377,7 @@ class ModelFreeMappo:
         episodes: list[Episode] = []
         old_log_probs: list[np.ndarray] = []
         samples: list[np.ndarray] = []
-        final_states: list[np.ndarray] = []
+        finals: list[np.ndarray] = []  # the critic's input at each episode's final next step
         while sum(ep.length for ep in episodes) < self.cfg.rollout_steps:
             for log, final in self._play_round(envs, next_seed):
                 rows = {k: np.asarray(v, self._row_dtypes[k]) for k, v in log.items() if k not in ("log_prob", "sample")}
@@ -359,22 +388,24 @@ class ModelFreeMappo:
                                         episode_metrics(info)))
                 old_log_probs.append(np.asarray(log["log_prob"], np.float32))
                 samples.append(np.asarray(log["sample"], self._row_dtypes["action"]))
-                final_states.append(np.asarray(final.state, np.float32))
-        return episodes, self._batch(episodes, samples, old_log_probs, final_states)
+                finals.append(np.asarray(getattr(final, self.critic_input), np.float32))
+        return episodes, self._batch(episodes, samples, old_log_probs, finals)
 
     def _batch(self, episodes: list[Episode], samples: list[np.ndarray], old_log_probs: list[np.ndarray],
-               final_states: list[np.ndarray]) -> Batch:
-        """Pad the episodes into columns, evaluate the critic once on all states, run GAE.
+               finals: list[np.ndarray]) -> Batch:
+        """Pad the episodes into columns, evaluate the critic once on all its inputs, run GAE.
 
         ``samples``: the actions as the actor drew them (the raw Gaussian sample for continuous
-        actions, :mod:`mabl.actions`; the index itself for discrete ones).
+        actions, :mod:`mabl.actions`; the index itself for discrete ones). ``finals``: per episode
+        the critic's input (``critic_input``: state or observations) at its final next step.
         """
         length = max(ep.length for ep in episodes)
         col = lambda key: [ep.rows[key] for ep in episodes]
-        states = [np.concatenate([ep.rows["state"], s[None]]) for ep, s in zip(episodes, final_states)]
-        state_next = self._tensor(_pad(states, length + 1))  # [T+1, B, G], row L_b = final next state
+        key = self.critic_input
+        inputs = [np.concatenate([ep.rows[key], x[None]]) for ep, x in zip(episodes, finals)]
+        input_next = self._tensor(_pad(inputs, length + 1))  # [T+1, B, G] or [T+1, B, N, O], row L_b = final next
         mask = self._tensor(_pad([np.ones(ep.length, bool) for ep in episodes], length, False), torch.bool)
-        raw_value = self.critic(state_next)  # [T+1, B, N]
+        raw_value = self.critic(input_next)  # [T+1, B, N]
         value = self.value_norm.denormalize(raw_value) if self.cfg.value_norm else raw_value
         advantage, returns = gae(self._tensor(_pad(col("reward"), length)), value,
                                  self._tensor(_pad(col("done"), length, False), torch.bool), mask,
@@ -382,7 +413,9 @@ class ModelFreeMappo:
         avail = None
         if self.spec.has_action_mask:
             avail = self._tensor(_pad(col("avail"), length, True), torch.bool)
-        return Batch(obs=self._tensor(_pad(col("obs"), length)), state=state_next[:-1], avail=avail,
+        fields = {"obs": self._tensor(_pad(col("obs"), length)), "state": self._tensor(_pad(col("state"), length)),
+                  key: input_next[:-1]}
+        return Batch(**fields, avail=avail,
                      action=self._tensor(_pad(samples, length), torch.int64 if self.spec.discrete else torch.float32),
                      log_prob=self._tensor(_pad(old_log_probs, length)), value=raw_value[:-1],
                      advantage=advantage, returns=returns, mask=mask)
@@ -420,8 +453,8 @@ class ModelFreeMappo:
                     advantage[index], c.clip, c.entropy)
                 actor_ok = ~self._step("actor", self.actor_opt, self.actor, actor_loss,
                                        {"policy/entropy": entropy, "policy/approx_kl": kl})
-                critic_loss = clipped_value_loss(self.critic(rows["state"][index]), rows["value"][index], target[index],
-                                                 c.clip, c.huber_delta)
+                critic_loss = clipped_value_loss(self.critic(rows[self.critic_input][index]), rows["value"][index],
+                                                 target[index], c.clip, c.huber_delta)
                 critic_ok = ~self._step("critic", self.critic_opt, self.critic, critic_loss)
                 values = torch.stack([actor_loss.detach(), critic_loss.detach(), entropy.detach(), kl, clip_fraction])
                 ok = torch.stack([actor_ok, critic_ok, actor_ok, actor_ok, actor_ok])
@@ -450,7 +483,7 @@ class ModelFreeMappo:
 
     def policy_payload(self, cfg: RunConfig) -> dict[str, Any]:
         """Export hook (:mod:`mabl.algo.contract`): the policy file (:meth:`MappoPolicy.to_payload`)."""
-        return self.policy().to_payload()
+        return MappoPolicy(self.actor, self.spec, self.device, algo=cfg.algo).to_payload()
 
     def state_dict(self) -> dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),

@@ -59,6 +59,7 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("mamba", "mabl.algo.agent:MablAgent", True, True, _WM, "latent"),
     Algorithm("mag", "mabl.algo.mag:MagAgent", True, True, (*_WM, "mag"), "local_latent"),
     Algorithm("mappo", "mabl.algo.model_free:ModelFreeMappo", False, False, ("mappo",), "mlp"),
+    Algorithm("ippo", "mabl.algo.ippo:Ippo", False, False, ("mappo",), "mlp"),
 )}
 """Every algorithm of ``--algo``, in the order the CLI and reports list them."""
 

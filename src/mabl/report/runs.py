@@ -20,7 +20,7 @@ import numpy as np
 
 from mabl.errors import MablError
 
-ALGO_ORDER = ("mabl", "mabl-sg", "dreamer", "mamba", "mappo", "mag")
+ALGO_ORDER = ("mabl", "mabl-sg", "dreamer", "mamba", "mappo", "ippo", "mag")
 """Column order of the tables and legends; algorithms not listed follow, sorted by name."""
 
 RUN_FILES = ("config.json", "metrics.jsonl")
@@ -40,7 +40,7 @@ def algo_rank(algo: str) -> tuple[int, str]:
 
 
 def order_algos(algos: Iterable[str]) -> list[str]:
-    """Algorithms in column order: mabl, mabl-sg, dreamer, mamba, mappo, mag, then others by name."""
+    """Algorithms in column order: mabl, mabl-sg, dreamer, mamba, mappo, ippo, mag, then others by name."""
     return sorted(set(algos), key=algo_rank)
 
 
