@@ -23,6 +23,9 @@ from mabl.envs.base import EnvSpec
 from mabl.presets import build_config
 from mabl.replay import SequenceReplay
 
+# torch.compile takes minutes on a cold cache: not part of the fast unit tier
+pytestmark = pytest.mark.integration
+
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 MIXER_ALGOS = [pytest.param("mamba", marks=pytest.mark.slow), pytest.param("mag", marks=pytest.mark.slow)]
 """World models with MAMBA's transformer over agents: minutes of compile time each on 2 cores (mag's

@@ -170,6 +170,7 @@ def test_bad_arguments_give_one_line(tmp_path: Path, capsys):
     assert "mine.txt" in capsys.readouterr().err and (tmp_path / "mine.txt").read_text() == "keep"
 
 
+@pytest.mark.integration  # runs the stages' worker processes end to end: not the fast unit tier
 def test_quick_stages_end_to_end_with_the_tiniest_settings(tmp_path: Path):
     """facts, one bench run and the profile through the driver and its worker processes."""
     out = tmp_path / "out"
