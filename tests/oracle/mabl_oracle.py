@@ -600,13 +600,31 @@ def released_mask_counter(empty_rows: list):
     return hook
 
 
+def imagination_capture(cap: dict) -> list:
+    """Patches for one imagination of ours: record the inputs of our lambda-returns in
+    ``cap["ours_return_inputs"]`` and switch the shared noise to its imagination phase when our
+    ``imagine`` starts (used by this oracle and by ``mamba_oracle.py``)."""
+    import mabl.algo.agent as agent_module
+    import mabl.algo.imagination as imagination
+
+    orig_lambda, orig_imagine = imagination.lambda_returns, agent_module.imagine
+
+    def lambda_returns(reward, continuation, value, gamma, lam):
+        cap["ours_return_inputs"] = (reward, continuation, value)
+        return orig_lambda(reward, continuation, value, gamma, lam)
+
+    def imagine(*args, **kwargs):
+        NOISE.phase = "imagine"
+        return orig_imagine(*args, **kwargs)
+
+    return [(imagination, "lambda_returns", lambda_returns), (agent_module, "imagine", imagine)]
+
+
 def run_policy(rel, cfg, model, actor, critic, agent, rows, table: Table, section: str, maps,
                starts_ok: torch.Tensor | None = None) -> dict:
     """One imagination from the batch's posterior states on both sides (latents, masks, actions,
     rewards, continuations, values, lambda-returns), then the actor and critic losses and gradients
     on each side's imagined batch (one minibatch of every row, as one PPO step)."""
-    import mabl.algo.agent as agent_module
-    import mabl.algo.imagination as imagination
 
     inputs = released_inputs(rows)
     cap = {}
@@ -648,19 +666,8 @@ def run_policy(rel, cfg, model, actor, critic, agent, rows, table: Table, sectio
     value_loss = loss.value_loss(critic, actions, agent_feat, global_feat, returns)
     value_loss.backward()
 
-    orig_lambda, orig_imagine = imagination.lambda_returns, agent_module.imagine
-
-    def lambda_returns(reward, continuation, value, gamma, lam):
-        cap["ours_return_inputs"] = (reward, continuation, value)
-        return orig_lambda(reward, continuation, value, gamma, lam)
-
-    def imagine(*args, **kwargs):
-        NOISE.phase = "imagine"
-        return orig_imagine(*args, **kwargs)
-
     NOISE.reset("filter")
-    patches = [(imagination, "lambda_returns", lambda_returns), (agent_module, "imagine", imagine)]
-    with shared_sampling(), ours_sampling(), patched(*patches):
+    with shared_sampling(), ours_sampling(), patched(*imagination_capture(cap)):
         imagined = agent.imagine(rows)
     agent.actor.zero_grad(set_to_none=True)
     agent.critic.zero_grad(set_to_none=True)

@@ -148,8 +148,6 @@ def run_policy(rel, cfg, model, actor, critic, agent, rows, table: O.Table, sect
     (``torch.backends.mha``), as it does in training: it runs there because our mixer is
     ``batch_first`` in eval mode without gradients. MAMBA's layers are not ``batch_first``, so the
     released code always takes the unfused path; by default the harness turns ours off too."""
-    import mabl.algo.agent as agent_module
-    import mabl.algo.imagination as imagination
 
     inputs = O.released_inputs(rows)
     cap = {}
@@ -188,22 +186,11 @@ def run_policy(rel, cfg, model, actor, critic, agent, rows, table: O.Table, sect
     value_loss = loss.value_loss(critic, imag_feat, returns)
     value_loss.backward()
 
-    orig_lambda, orig_imagine = imagination.lambda_returns, agent_module.imagine
-
-    def lambda_returns(reward, continuation, value, gamma, lam):
-        cap["ours_return_inputs"] = (reward, continuation, value)
-        return orig_lambda(reward, continuation, value, gamma, lam)
-
-    def imagine(*args, **kwargs):
-        O.NOISE.phase = "imagine"
-        return orig_imagine(*args, **kwargs)
-
     O.NOISE.reset("filter")
     saved_fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(fastpath)
     try:
-        with O.shared_sampling(), O.ours_sampling(), O.patched((imagination, "lambda_returns", lambda_returns),
-                                                               (agent_module, "imagine", imagine)):
+        with O.shared_sampling(), O.ours_sampling(), O.patched(*O.imagination_capture(cap)):
             imagined = agent.imagine(rows)
     finally:
         torch.backends.mha.set_fastpath_enabled(saved_fastpath)
