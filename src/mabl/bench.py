@@ -185,7 +185,7 @@ def bench_learner(preset: str = "paper", map_name: str = "3s_vs_4z", device: str
 
     def ppo(rollout) -> None:
         with agent.autocast():
-            agent.mappo.update(rollout)
+            agent.ppo.update(rollout)
 
     return BenchLearner(agent, cfg, dev, model_update, imagination, ppo)
 

@@ -1,4 +1,4 @@
-"""What playing one episode yields (:class:`Episode`, also built by ``mabl.algo.model_free``'s
+"""What playing one episode yields (:class:`Episode`, also built by ``mabl.algo.mappo``'s
 lockstep collection) and the one-line form of a fault while acting. Imports no policy."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Exported file (``mabl export``): a ``torch.save`` dict loadable with ``weights_o
 ``--algo mamba`` (and ``mag``) mixes the agents' inputs in its recurrent model, so its policy is a
 :class:`JointPolicy`: the same ``act(obs [N, O])`` call, but agent i's action depends on every
 agent's observation; ``policy.spec.centralized`` is True. ``--algo mappo`` files hold an MLP actor
-(:mod:`mabl.algo.model_free`). Files without "algo" are MABL policies.
+(:mod:`mabl.mlp_policy`). Files without "algo" are MABL policies.
 """
 
 from __future__ import annotations
@@ -145,9 +145,9 @@ def load_policy(path: str, device: str = "cpu", seed: int | None = None) -> Dece
 
     kind = algorithm(payload.get("algo", "mabl")).export
     if kind == "mlp":
-        from mabl.algo.model_free import mappo_policy_from_payload
+        from mabl.mlp_policy import mlp_policy_from_payload
 
-        return mappo_policy_from_payload(payload, device=device, seed=seed)
+        return mlp_policy_from_payload(payload, device=device, seed=seed)
     env_spec = EnvSpec(**payload["spec"])
     # a file written before a model field existed acts as it did then (config_migration.ADDED_FIELDS)
     earlier = {path.split(".", 1)[1]: value for path, value in ADDED_FIELDS.items() if path.startswith("model.")}

@@ -1,5 +1,5 @@
 """The contract of an exported policy, shared by every policy kind (``mabl.policy``'s recurrent
-policies, ``mabl.algo.model_free``'s MLP actor): the file format's name and version, the
+policies, ``mabl.algo.mappo``'s MLP actor): the file format's name and version, the
 :class:`PolicySpec` users read, and the one-line checks of ``act``'s inputs and the actor's outputs.
 It imports no policy, so every policy module can import it."""
 

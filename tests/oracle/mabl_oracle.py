@@ -268,8 +268,8 @@ def build_ours(overrides: dict | None = None):
                                  **(overrides or {})})
     agent = MablAgent(spec, cfg, torch.device("cpu"))
     # optimizers that do not move the weights: the guarded step leaves each gradient in .grad
-    agent.mappo.actor_opt = torch.optim.SGD(agent.actor.parameters(), lr=0.0)
-    agent.mappo.critic_opt = torch.optim.SGD(agent.critic.parameters(), lr=0.0)
+    agent.ppo.actor_opt = torch.optim.SGD(agent.actor.parameters(), lr=0.0)
+    agent.ppo.critic_opt = torch.optim.SGD(agent.critic.parameters(), lr=0.0)
     roles = {"agent.agent_posterior": "agent_post", "global_posterior": "global_post",
              "global_prior": "global_prior", "agent_prior": "agent_prior"}
     modules = dict(agent.world_model.named_modules())
@@ -671,7 +671,7 @@ def run_policy(rel, cfg, model, actor, critic, agent, rows, table: Table, sectio
         imagined = agent.imagine(rows)
     agent.actor.zero_grad(set_to_none=True)
     agent.critic.zero_grad(set_to_none=True)
-    metrics = agent.mappo.update(imagined)
+    metrics = agent.ppo.update(imagined)
 
     # ---- the imagined batch: rows r = k * M + m (step k of start m), agents on axis 1
     table.note(section, "imagined masks with no action available", empty_mask_note(empty_rows, av_actions, agent))
@@ -734,7 +734,7 @@ def empty_mask_note(empty_rows: list[int], av_actions, agent) -> str:
 
 
 def normalized_advantage(returns, value, normalize):
-    from mabl.algo.mappo import normalized_advantage as ours
+    from mabl.algo.imagined_ppo import normalized_advantage as ours
 
     return ours(returns, value, normalize)
 
@@ -746,7 +746,7 @@ def ours_on_released_features(agent, cfg, table: Table, section: str, maps, rele
     released ``one_hot + probs - probs.detach()`` floats, which read 1 +- 6e-8 where ours read 1),
     actions, masks, old policy, normalised advantages and returns. Where the main rows differ only
     by last-bit differences of their inputs meeting a ReLU kink, these agree."""
-    from mabl.algo.mappo import ppo_actor_loss
+    from mabl.algo.imagined_ppo import ppo_actor_loss
     from mabl.models.world_model import level_features
 
     z = cfg.N_CATEGORICALS * cfg.N_CLASSES

@@ -194,7 +194,7 @@ def run_policy(rel, cfg, model, actor, critic, agent, rows, table: O.Table, sect
             imagined = agent.imagine(rows)
     finally:
         torch.backends.mha.set_fastpath_enabled(saved_fastpath)
-    metrics = agent.mappo.update(imagined)
+    metrics = agent.ppo.update(imagined)
 
     k = cfg.N_CLASSES
     z = cfg.N_CATEGORICALS * k

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from mabl.algo import build_learner
-from mabl.algo.mappo import normalized_advantage, ppo_actor_loss
+from mabl.algo.imagined_ppo import normalized_advantage, ppo_actor_loss
 from mabl.envs.base import EnvSpec
 from mabl.models.world_model import level_features
 from mabl.presets import build_config

@@ -12,8 +12,8 @@ import torch
 
 from mabl.actions import gaussian, normalize_action, to_env_action
 from mabl.algo import build_learner
-from mabl.algo.mappo import ppo_actor_loss
-from mabl.algo.model_free import ModelFreeMappo, clipped_surrogate_loss
+from mabl.algo.imagined_ppo import ppo_actor_loss
+from mabl.algo.mappo import Mappo, clipped_surrogate_loss
 from mabl.algo.world_model_loss import action_input
 from mabl.envs.base import EnvSpec, TimeStep
 from mabl.errors import MablError
@@ -213,7 +213,7 @@ def test_model_free_mappo_learns_a_continuous_target():
     torch.manual_seed(0)
     cfg = build_config("debug", {"algo": "mappo", "mappo.lr": 3e-3, "mappo.hidden": 32, "mappo.epochs": 4,
                                  "mappo.n_envs": 4, "mappo.rollout_steps": 64})
-    learner = ModelFreeMappo(SPEC, cfg, torch.device("cpu"))
+    learner = Mappo(SPEC, cfg, torch.device("cpu"))
     envs = [TargetEnv() for _ in range(4)]
     seeds = iter(range(10_000))
     probe = TargetEnv()

@@ -91,7 +91,7 @@ def test_policy_training_leaves_world_model_untouched():
 
 
 def test_actor_loss_gradient_does_not_reach_world_model():
-    from mabl.algo.mappo import normalized_advantage, ppo_actor_loss
+    from mabl.algo.imagined_ppo import normalized_advantage, ppo_actor_loss
 
     agent = _agent(1)
     replay = _replay(1)

@@ -12,7 +12,7 @@ import torch
 
 from mabl.algo import build_learner
 from mabl.algo.guard import UpdateGuard, divergence_message, read_guard
-from mabl.algo.model_free import ModelFreeMappo
+from mabl.algo.mappo import Mappo
 from mabl.envs.base import EnvSpec
 from mabl.presets import build_config
 from mabl.replay import SequenceReplay
@@ -98,7 +98,7 @@ def _rows(spec: EnvSpec, rng: np.random.Generator, batch: int, length: int) -> d
 
 def _snapshot(agent) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     nets = [agent.world_model, agent.actor, agent.critic]
-    opts = [agent.model_opt, agent.mappo.actor_opt, agent.mappo.critic_opt]
+    opts = [agent.model_opt, agent.ppo.actor_opt, agent.ppo.critic_opt]
     if hasattr(agent, "error_predictor"):  # MAG (--mag.error_updates 0): its predictor steps with every model update
         nets.append(agent.error_predictor)
         opts.append(agent.error_opt)
@@ -155,8 +155,8 @@ def policy_rows(agent, rows) -> int:
 def test_model_free_learner_skips_poisoned_updates():
     torch.manual_seed(0)
     cfg = build_config("debug", {"algo": "mappo"})
-    learner = ModelFreeMappo(SPEC, cfg, torch.device("cpu"))
-    from mabl.algo.model_free import Batch
+    learner = Mappo(SPEC, cfg, torch.device("cpu"))
+    from mabl.algo.mappo import Batch
 
     t, b, n = 6, 2, SPEC.n_agents
     batch = Batch(obs=torch.randn(t, b, n, SPEC.obs_dim), state=torch.randn(t, b, SPEC.state_dim), avail=None,

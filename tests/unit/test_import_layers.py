@@ -1,6 +1,7 @@
 """The acting modules import in one direction: the policy contract and the episode record sit below
-``mabl.policy``, ``mabl.rollout`` and ``mabl.algo.model_free``, so none of those three needs another
-one imported at module level (the import cycle they had is gone). The learners (``mabl.algo``) sit
+``mabl.policy``, ``mabl.rollout`` and ``mabl.algo.mappo``, so none of those three needs another
+one imported at module level; the exported MLP policy (``mabl.mlp_policy``) needs no learner (the
+import cycle they had is gone). The learners (``mabl.algo``) sit
 below the commands that run them (``mabl.train``, ``mabl.cli``, ``mabl.diagnose``), and the
 algorithm registry imports no learner until one is built. The diagnostics package (data, probes, measures,
 output) sits below the commands that call it (``mabl.train``, ``mabl.cli``). The reading of older saved
@@ -16,11 +17,13 @@ import sys
 import pytest
 
 COMMANDS = ("mabl.train", "mabl.cli", "mabl.diagnose", "mabl.bench", "mabl.onnx_export", "mabl.presets")
-LOWER = {"mabl.algo.model_free": ("mabl.policy", "mabl.rollout"), "mabl.policy": ("mabl.algo.model_free", "mabl.rollout"),
-         "mabl.policy_contract": ("mabl.policy", "mabl.rollout", "mabl.algo.model_free"),
-         "mabl.episode": ("mabl.policy", "mabl.rollout", "mabl.algo.model_free"),
-         "mabl.algo": ("mabl.algo.agent", "mabl.algo.mag", "mabl.algo.model_free", *COMMANDS),
-         **{f"mabl.algo.{m}": COMMANDS for m in ("agent", "mag", "model_free", "mappo", "ppo_loss", "imagination",
+LOWER = {"mabl.algo.mappo": ("mabl.policy", "mabl.rollout"), "mabl.policy": ("mabl.algo.mappo", "mabl.rollout"),
+         "mabl.policy_contract": ("mabl.policy", "mabl.rollout", "mabl.algo.mappo"),
+         "mabl.episode": ("mabl.policy", "mabl.rollout", "mabl.algo.mappo"),
+         "mabl.mlp_policy": ("mabl.policy", "mabl.rollout", "mabl.algo.mappo", "mabl.algo.registry"),
+         "mabl.algo": ("mabl.algo.agent", "mabl.algo.mag", "mabl.algo.mappo", *COMMANDS),
+         **{f"mabl.algo.{m}": COMMANDS for m in ("agent", "mag", "mappo", "ippo", "imagined_ppo", "ppo_loss", "imagination",
+                                                 "returns", "value_norm", "optim",
                                                  "world_model_loss", "registry", "contract", "loading")},
          **{f"mabl.diagnose.{m}": ("mabl.train", "mabl.cli") for m in ("data", "probes", "measures", "output")},
          "mabl.config": ("mabl.config_migration",),

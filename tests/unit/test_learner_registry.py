@@ -81,11 +81,11 @@ def test_unknown_names_are_one_line_errors():
 
 def test_an_added_entry_is_built_and_checked_like_the_others(monkeypatch):
     """One registry line makes a name buildable (here a second name for the model-free learner)."""
-    entry = Algorithm("mappo-copy", "mabl.algo.model_free:ModelFreeMappo", False, False, ("mappo",), "mlp")
+    entry = Algorithm("mappo-copy", "mabl.algo.mappo:Mappo", False, False, ("mappo",), "mlp")
     monkeypatch.setitem(ALGORITHMS, entry.name, entry)
     cfg = build_config("debug", {"algo": "mappo-copy", "device": "cpu"})
     learner = build_learner(SPEC, cfg, torch.device("cpu"))
-    assert type(learner).__name__ == "ModelFreeMappo" and isinstance(learner, OnPolicyLearner)
+    assert type(learner).__name__ == "Mappo" and isinstance(learner, OnPolicyLearner)
 
 
 def test_agent_mixer_heads_are_checked_for_the_mixing_algorithms_only():

@@ -13,7 +13,7 @@ from torch import nn
 
 from mabl.algo.agent import MablAgent
 from mabl.algo.imagination import imagine
-from mabl.algo.mappo import MappoLearner
+from mabl.algo.imagined_ppo import ImaginedPpo
 from mabl.algo.world_model_loss import shift_window, world_model_loss
 from mabl.config import ADDED_FIELDS, RunConfig, from_dict, to_dict
 from mabl.envs.base import EnvSpec
@@ -207,7 +207,7 @@ def test_the_target_critic_is_refreshed_as_the_released_code_does(every):
     cfg = build_config("debug", {"policy.target_critic": every, "model.avail_head": "false"})
     torch.manual_seed(0)
     agent = MablAgent(SPEC, cfg, torch.device("cpu"))
-    learner: MappoLearner = agent.mappo
+    learner: ImaginedPpo = agent.ppo
     target = learner.target_critic
     assert target is not None and target is not agent.critic
     assert all(not p.requires_grad for p in target.parameters())
@@ -225,16 +225,16 @@ def test_the_target_critic_is_refreshed_as_the_released_code_does(every):
     # the copy and its counter travel with a checkpoint
     other = MablAgent(SPEC, cfg, torch.device("cpu"))
     other.load_state_dict(agent.state_dict())
-    assert other.mappo.update_count == learner.update_count == steps + 1
+    assert other.ppo.update_count == learner.update_count == steps + 1
     for k, v in target.state_dict().items():
-        torch.testing.assert_close(other.mappo.target_critic.state_dict()[k], v)
+        torch.testing.assert_close(other.ppo.target_critic.state_dict()[k], v)
 
 
 def test_imagined_returns_read_the_target_critic_and_advantages_the_critic():
     cfg = build_config("debug", {"policy.target_critic": 1})
     torch.manual_seed(0)
     agent = MablAgent(SPEC, cfg, torch.device("cpu"))
-    model, critic, target = agent.world_model, agent.critic, agent.mappo.target_critic
+    model, critic, target = agent.world_model, agent.critic, agent.ppo.target_critic
     with torch.no_grad():
         for p in target.parameters():
             p.add_(0.3 * torch.randn_like(p))  # make the copy differ from the critic
@@ -257,7 +257,7 @@ def test_imagined_returns_read_the_target_critic_and_advantages_the_critic():
 def test_without_the_mask_head_imagined_actions_are_unmasked():
     cfg = build_config("debug", {"model.avail_head": "false"})
     agent = MablAgent(SPEC, cfg, torch.device("cpu"))
-    assert agent.world_model.avail_head is None and agent.mappo.target_critic is None
+    assert agent.world_model.avail_head is None and agent.ppo.target_critic is None
     start = agent.world_model.initial((4,), torch.device("cpu"))
     out = imagine(agent.world_model, agent.actor, agent.critic, start, 3, 0.99, 0.95)
     assert out.avail is None

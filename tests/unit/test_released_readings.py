@@ -117,8 +117,8 @@ def _is_semi_orthogonal(w: torch.Tensor) -> bool:
 def test_mag_runs_with_mags_learning_rates_and_an_orthogonal_actor():
     torch.manual_seed(0)
     agent = build_learner(SPEC, build_config("debug", {"algo": "mag"}), torch.device("cpu"))
-    lrs = [agent.model_opt.param_groups[0]["lr"], agent.mappo.actor_opt.param_groups[0]["lr"],
-           agent.mappo.critic_opt.param_groups[0]["lr"]]
+    lrs = [agent.model_opt.param_groups[0]["lr"], agent.ppo.actor_opt.param_groups[0]["lr"],
+           agent.ppo.critic_opt.param_groups[0]["lr"]]
     assert lrs == [5e-4, 5e-4, 5e-4]  # MAG-code DreamerLearnerConfig.py: MODEL_LR, ACTOR_LR, VALUE_LR
     first = agent.actor.net.first  # a SplitLinear: its parts form one [out, in] matrix
     matrices = [first.weight] + [m.weight for m in agent.actor.modules() if isinstance(m, torch.nn.Linear)]
@@ -128,8 +128,8 @@ def test_mag_runs_with_mags_learning_rates_and_an_orthogonal_actor():
     old = build_learner(SPEC, build_config("debug", {"algo": "mag", "mag.lr": 0, "mag.actor_init": "xavier"}),
                         torch.device("cpu"))
     cfg = old.cfg
-    assert [old.model_opt.param_groups[0]["lr"], old.mappo.actor_opt.param_groups[0]["lr"],
-            old.mappo.critic_opt.param_groups[0]["lr"]] == [cfg.model.lr, cfg.policy.actor_lr, cfg.policy.critic_lr]
+    assert [old.model_opt.param_groups[0]["lr"], old.ppo.actor_opt.param_groups[0]["lr"],
+            old.ppo.critic_opt.param_groups[0]["lr"]] == [cfg.model.lr, cfg.policy.actor_lr, cfg.policy.critic_lr]
     assert cfg.model.lr != 5e-4
     assert not _is_semi_orthogonal(old.actor.net.first.weight)
 

@@ -2,7 +2,7 @@
 
 World-model algorithms share :class:`mabl.algo.agent.MablAgent` (the variant picks the world
 model's parts, :data:`mabl.models.world_model.VARIANTS`; ``mag`` extends it in :mod:`mabl.algo.mag`);
-``mappo`` and ``ippo`` are model-free (:mod:`mabl.algo.model_free`, :mod:`mabl.algo.ippo`). What a learner provides:
+``mappo`` and ``ippo`` are model-free (:mod:`mabl.algo.mappo`, :mod:`mabl.algo.ippo`). What a learner provides:
 :mod:`mabl.algo.contract`. Importing this package loads no network code.
 """
 

@@ -15,7 +15,8 @@ from torch.utils._pytree import tree_map
 
 from mabl.algo.guard import UpdateGuard, params_finite
 from mabl.algo.imagination import Imagined, imagine
-from mabl.algo.mappo import MappoLearner, adam
+from mabl.algo.imagined_ppo import ImaginedPpo
+from mabl.algo.optim import adam
 from mabl.algo.world_model_loss import SequenceBatch, action_input, shift_window, world_model_loss
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec
@@ -67,8 +68,8 @@ class MablAgent:
         self.model_opt = adam(self.world_model.parameters(), lr=cfg.model.lr)
         self.model_guard = UpdateGuard("world-model", device, f"try a lower --model.lr (now {cfg.model.lr:g}) "
                                        f"or --model.grad_clip (now {cfg.model.grad_clip:g})")
-        self.mappo = MappoLearner(self.actor, self.critic, cfg.policy)
-        self.guards = {"model": self.model_guard, **self.mappo.guards}
+        self.ppo = ImaginedPpo(self.actor, self.critic, cfg.policy)
+        self.guards = {"model": self.model_guard, **self.ppo.guards}
         """The divergence guard of each learner (:mod:`mabl.algo.guard`), read by the trainer."""
         self.model_loss, self.imagine_fn = self.eager_model_loss, self.imagine_batch
         self.cuda_graphs = cfg.compile and device.type == "cuda"  # compiled graphs replayed as CUDA graphs
@@ -147,11 +148,11 @@ class MablAgent:
         """One policy iteration (Alg. 1 lines 10-13): imagine from fresh windows, then MAPPO."""
         rollout = self.imagine(rows)
         with self.autocast():
-            metrics = self.mappo.update(rollout)
+            metrics = self.ppo.update(rollout)
         metrics["imagined_rows"] = torch.tensor(float(rollout.action.shape[0]))  # counted by the trainer
         metrics["imagined_reward"] = rollout.reward.mean()
         metrics["imagined_return"] = rollout.returns.mean()
-        metrics["entropy_coef"] = torch.tensor(self.mappo.entropy_coef)
+        metrics["entropy_coef"] = torch.tensor(self.ppo.entropy_coef)
         return metrics
 
     def imagine(self, rows: dict[str, np.ndarray]) -> Imagined:
@@ -173,7 +174,7 @@ class MablAgent:
             start = filt.post.map(lambda t: t[:-1].float()).flatten(0, 1)
             return imagine(self.world_model, self.actor, self.critic, start,
                            self.cfg.policy.horizon, self.cfg.policy.gamma, self.cfg.policy.lam,
-                           self.cfg.policy.continuation == "per_agent", self.mappo.target_critic,
+                           self.cfg.policy.continuation == "per_agent", self.ppo.target_critic,
                            self.cfg.policy.empty_avail)
 
     # ------------------------------------------------------------------ checkpointing
@@ -183,7 +184,7 @@ class MablAgent:
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
             "model_opt": self.model_opt.state_dict(),
-            "mappo": self.mappo.state_dict(),
+            "mappo": self.ppo.state_dict(),  # (the key older checkpoints hold)
             "guards": {k: g.state_dict() for k, g in self.guards.items()},
         }
 
@@ -192,6 +193,6 @@ class MablAgent:
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.model_opt.load_state_dict(state["model_opt"])
-        self.mappo.load_state_dict(state["mappo"])
+        self.ppo.load_state_dict(state["mappo"])
         for key, guard in self.guards.items():  # (checkpoints from before the guard have none)
             guard.load_state_dict(state.get("guards", {}).get(key))

@@ -34,7 +34,7 @@ from mabl.actions import one_hot
 from mabl.algo.agent import MablAgent
 from mabl.algo.guard import apply_unless, params_finite
 from mabl.algo.imagination import sample_avail
-from mabl.algo.mappo import adam
+from mabl.algo.optim import adam
 from mabl.algo.world_model_loss import (
     REWARD_LOSSES,
     SequenceBatch,

@@ -1,128 +1,295 @@
-"""MAPPO on imagined trajectories (SPEC §4): clipped surrogate, entropy bonus, value regression."""
+"""Model-free MAPPO on real environment data (``--algo mappo``): the baseline without a world model.
+
+Algorithm and hyperparameters: Yu et al. 2022, "The Surprising Effectiveness of PPO in Cooperative
+Multi-Agent Games", MLP-policy variant. A shared
+decentralized actor reads LayerNorm(own observation ++ one-hot agent index); a centralized critic
+reads LayerNorm(global state ++ one-hot agent index) and gives one value per agent; both are
+2-layer ReLU MLPs with orthogonal initialisation. Every hyperparameter comes from ``cfg.mappo``
+(:class:`mabl.config.MappoConfig`), whose defaults are Yu et al.'s SMAC table: 8 envs, 3200 steps
+per update, hidden 64, Adam lr 5e-4 eps 1e-5, 5 epochs, 1 minibatch, clip 0.2 (ratio and value),
+entropy 0.01, gamma 0.99, GAE lambda 0.95, Huber delta 10, value normalisation, grad-norm clip 10.
+
+Data layout: :meth:`Mappo.collect` plays rounds in which every env runs one whole episode,
+all envs stepped in lockstep. Each episode becomes one column of a padded time-major batch:
+arrays are ``[T, B, N, ...]`` (T the longest episode, B episodes in start order, N agents) with
+``mask [T, B]`` True on real steps; column b starts at the episode's first step, so its last real
+step is ``L_b - 1``. For GAE, values are ``[T+1, B, N]`` with ``value[L_b, b]`` the value of the
+episode's final next state. A terminated episode is not bootstrapped (nothing follows its last
+step); a truncated one (time limit) bootstraps from the value of its final next state. Padding
+never enters a loss or a statistic: :meth:`Mappo.update` keeps only the valid rows and
+shuffles those; a row is one env step and carries all N agents (agents stay a tensor axis).
+"""
 
 from __future__ import annotations
 
-import copy
-import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import nn
 
-from mabl.algo.guard import UpdateGuard
-from mabl.algo.imagination import Imagined
-from mabl.algo.ppo_loss import ppo_actor_loss
-from mabl.config import PolicyConfig
-from mabl.models.actor_critic import Actor, AttentionCritic
-from mabl.models.world_model import level_features
+from mabl.actions import to_env_action
+from mabl.algo.guard import UpdateGuard, params_finite
+from mabl.algo.optim import adam
+from mabl.algo.ppo_loss import clipped_surrogate_loss, clipped_value_loss
+from mabl.algo.returns import gae
+from mabl.algo.value_norm import ValueNormalizer
+from mabl.config import RunConfig
+from mabl.envs.base import EnvSpec, MultiAgentEnv, TimeStep
+from mabl.episode import Episode, collection_fault, episode_metrics
+from mabl.errors import MablError
+from mabl.mlp_policy import MlpPolicy
+from mabl.models.mlp import LocalMlpCritic, MlpActor, MlpCritic
+from mabl.policy_contract import check_actor_output
 
-ENTROPY_COEF_MAX = 1.0
-
-
-def adapted_entropy_coef(coef: float, entropy: float, target: float, rate: float, floor: float) -> float:
-    """``--policy.target_entropy``: the coefficient after one actor step whose policy had ``entropy``
-    (nats): ``coef * exp(rate * (target - entropy))``, clipped to ``[floor, ENTROPY_COEF_MAX]``. Below the
-    target the bonus grows geometrically; above it, it shrinks back, never below ``floor`` (the run's
-    ``--policy.entropy``), so a policy more random than the target is left to the fixed bonus."""
-    return min(ENTROPY_COEF_MAX, max(floor, coef * math.exp(rate * (target - entropy))))
-
-
-def normalized_advantage(returns: torch.Tensor, value: torch.Tensor, normalize: bool) -> torch.Tensor:
-    """``A = R - V``; optionally ``(A - mean) / (std + 1e-4)`` over the whole imagined batch."""
-    advantage = returns - value
-    if normalize:
-        advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-4)
-    return advantage
+_ROW_DTYPES = {"obs": np.float32, "state": np.float32, "avail": bool, "action": np.int64, "reward": np.float32,
+               "done": bool}
+"""Episode row arrays as ``mabl.rollout.run_episode`` makes them (``done`` = terminated)."""
 
 
-def adam(params, **kwargs) -> torch.optim.Adam:
-    """Adam with torch's fused kernel where it has one (CPU, CUDA): the same update rule in one pass
-    over all parameters instead of a sequence of per-tensor-list ops (world-model step with
-    clipping measured 30 -> 10 ms on the 2-core CPU; the actor's 1.9 -> 1.0 ms)."""
-    params = list(params)
-    fused = all(p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.Adam(params, fused=True if fused else None, **kwargs)
+CRITIC_INPUTS = {"state": MlpCritic, "obs": LocalMlpCritic}
+"""What the critic of a model-free PPO learner reads -> its network: ``state`` = the global state
+(MAPPO's centralized critic), ``obs`` = each agent's own observation (IPPO, :mod:`mabl.algo.ippo`)."""
 
 
-class MappoLearner:
-    """Holds the actor/critic optimizers and the entropy coefficient (decaying, or following
-    ``--policy.target_entropy``)."""
+class Batch(NamedTuple):
+    """One update's data, per-episode padded and time-major (module docstring)."""
 
-    def __init__(self, actor: Actor, critic: AttentionCritic, cfg: PolicyConfig):
-        self.actor, self.critic, self.cfg = actor, critic, cfg
-        self.actor_opt = adam(actor.parameters(), lr=cfg.actor_lr, weight_decay=cfg.actor_weight_decay)
-        self.critic_opt = adam(critic.parameters(), lr=cfg.critic_lr)
-        self.entropy_coef = cfg.entropy
-        # --policy.target_critic K: the copy whose values the imagined returns read, replaced after every
-        # K-th critic step. The counter starts at 1 and counts every minibatch, as DreamerLearner's cur_update.
-        self.target_critic: AttentionCritic | None = None
-        self.update_count = 1
-        if cfg.target_critic:
-            self.target_critic = copy.deepcopy(critic).requires_grad_(False)
-        device = next(actor.parameters()).device
-        self.guards = {
-            "actor": UpdateGuard("actor", device, f"try a lower --policy.actor_lr (now {cfg.actor_lr:g}), or check the "
-                                 "world model's losses (an exploding world model feeds the actor)"),
-            "critic": UpdateGuard("critic", device, f"try a lower --policy.critic_lr (now {cfg.critic_lr:g}), or "
-                                  "check the world model's reward loss (imagined returns feed the critic)"),
-        }
+    obs: torch.Tensor  # [T, B, N, O]
+    state: torch.Tensor  # [T, B, G]
+    avail: torch.Tensor | None  # [T, B, N, A] bool (True on padding), None without action masks
+    action: torch.Tensor  # [T, B, N] int64, or [T, B, N, D] raw Gaussian samples (continuous)
+    log_prob: torch.Tensor  # [T, B, N] log-prob of the action when sampled
+    value: torch.Tensor  # [T, B, N] critic output at collection (normalised space when value_norm)
+    advantage: torch.Tensor  # [T, B, N] GAE, zero on padding
+    returns: torch.Tensor  # [T, B, N] value targets in real scale, zero on padding
+    mask: torch.Tensor  # [T, B] bool, True on real steps
 
-    def update(self, batch: Imagined, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """``epochs`` passes over shuffled minibatches; per minibatch one actor then one critic step.
 
-        Returns the mean losses over the applied steps (a step the divergence guard skipped does not
-        count) and ``actor_skipped`` / ``critic_skipped``, the number of skipped steps."""
-        cfg = self.cfg
-        advantage = normalized_advantage(batch.returns, batch.value, cfg.normalize_advantages)
-        rows = batch.action.shape[0]
-        device = batch.action.device
-        sums = {"actor_loss": 0.0, "critic_loss": 0.0, "entropy": 0.0}
-        applied = {"actor": 0.0, "critic": 0.0}
+def _pad(arrays: list[np.ndarray], length: int, fill: Any = 0) -> np.ndarray:
+    """Stack ``[L_b, ...]`` arrays into ``[length, B, ...]``, ``fill`` after each one's end."""
+    out = np.full((length, len(arrays), *arrays[0].shape[1:]), fill, dtype=arrays[0].dtype)
+    for b, array in enumerate(arrays):
+        out[: len(array), b] = array
+    return out
+
+
+class Mappo:
+    """Actor, critic, their Adam optimizers and the value normaliser; ``collect`` then ``update``."""
+
+    critic_input = "state"
+    """The batch field the critic reads (a key of :data:`CRITIC_INPUTS`): the global state (MAPPO)."""
+
+    def __init__(self, spec: EnvSpec, cfg: RunConfig, device: torch.device | str):
+        self.spec, self.cfg, self.device = spec, cfg.mappo, torch.device(device)
+        c = self.cfg
+        self.actor = MlpActor(spec, c.hidden, c.init_std).to(self.device)
+        self.critic = CRITIC_INPUTS[self.critic_input](spec, c.hidden).to(self.device)
+        self.actor_opt = adam(self.actor.parameters(), lr=c.lr, eps=c.adam_eps)
+        self.critic_opt = adam(self.critic.parameters(), lr=c.lr, eps=c.adam_eps)
+        self.value_norm = ValueNormalizer(device=self.device)
+        hint = f"try a lower --mappo.lr (now {c.lr:g}) or --mappo.grad_clip (now {c.grad_clip:g})"
+        self.guards = {"actor": UpdateGuard("actor", self.device, hint),
+                       "critic": UpdateGuard("critic", self.device, hint)}
+        """The divergence guard of each learner (:mod:`mabl.algo.guard`), read by the trainer."""
+        self._row_dtypes = {**_ROW_DTYPES, "action": np.int64 if spec.discrete else np.float32}
+
+    def _tensor(self, array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.as_tensor(array, dtype=dtype, device=self.device)
+
+    def _play_round(self, envs: list[MultiAgentEnv], next_seed: Callable[[], int]
+                    ) -> list[tuple[dict[str, list], TimeStep]]:
+        """One episode in every env, in lockstep: one batched actor call per step over the live envs.
+
+        Returns per env its step lists and its final TimeStep. Actions are sampled with torch's global
+        RNG (of the learner's device), so restoring the RNG state from a checkpoint reproduces them.
+        """
+
+        seeds = [next_seed() for _ in envs]
+        steps = []
+        for e, env in enumerate(envs):
+            steps.append(self._env_call(env, "reset", seeds[e], 0, seeds[e]))
+        keys = ["obs", "state", "action", "sample", "log_prob", "reward", "done"] + (
+            ["avail"] if self.spec.has_action_mask else [])
+        logs: list[dict[str, list]] = [{k: [] for k in keys} for _ in envs]
+        live = list(range(len(envs)))
+        while live:
+            obs = self._tensor(np.stack([steps[e].obs for e in live]))
+            avail = self._tensor(np.stack([steps[e].avail for e in live]), torch.bool) if "avail" in keys else None
+            t = len(logs[live[0]]["reward"])  # the live envs are all at the same step of their episodes
+            try:
+                check_actor_output(self.actor(obs, avail))
+            except MablError as exc:
+                raise collection_fault("the policy", exc, f"at step {t} of the episodes with seeds "
+                                       f"{[seeds[e] for e in live]}") from None
+            if self.actor.continuous:  # raw Gaussian sample u for PPO, the clipped and scaled one for the env
+                dist = self.actor.dist(obs)
+                sample = dist.sample()  # [E, N, D]
+                log_prob = dist.log_prob(sample)
+                action = to_env_action(sample, self.spec.action_low, self.spec.action_high)
+            else:
+                log_probs = self.actor(obs, avail).log_softmax(-1)  # [E, N, A]
+                action = sample = torch.multinomial(log_probs.exp().flatten(0, 1), 1).view(len(live), -1)
+                log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+            action_np, sample_np, log_prob_np = action.cpu().numpy(), sample.cpu().numpy(), log_prob.cpu().numpy()
+            for k, e in enumerate(live):
+                ts = steps[e]
+                nxt = self._env_call(envs[e], "step", seeds[e], t + 1, action_np[k])
+                row = {"obs": ts.obs, "state": ts.state, "avail": ts.avail, "action": action_np[k],
+                       "sample": sample_np[k], "log_prob": log_prob_np[k], "reward": nxt.reward,
+                       "done": nxt.terminated}
+                for key, values in logs[e].items():
+                    values.append(row[key])
+                steps[e] = nxt
+            live = [e for e in live if not steps[e].done]
+        return list(zip(logs, steps))
+
+    @staticmethod
+    def _env_call(env: MultiAgentEnv, what: str, seed: int, t: int, arg: Any) -> TimeStep:
+        """``env.reset(arg)`` or ``env.step(arg)`` (``what``); an exception other than the env
+        contract's own MablError becomes one line naming the step."""
+
+        try:
+            return env.reset(seed=arg) if what == "reset" else env.step(arg)
+        except MablError:
+            raise
+        except Exception as exc:
+            raise collection_fault(f"env {env.spec.name}", exc,
+                                   f"at {what}, step {t} of the episode with seed {seed}") from None
+
+    @torch.no_grad()
+    def collect(self, envs: list[MultiAgentEnv], next_seed: Callable[[], int]) -> tuple[list[Episode], Batch]:
+        """Rounds of one episode per env until the episodes hold ``rollout_steps`` env steps.
+
+        Every env is reset with ``next_seed()`` at each round start (in env order); envs that finish
+        early wait for the round's end. Returns the ``mabl.rollout.Episode`` list in start order and
+        the padded :class:`Batch` (column b = episode b) with GAE advantages and returns.
+        """
+        # imported here, so that mabl.policy (which mabl.rollout imports) may import this module
+
+        episodes: list[Episode] = []
+        old_log_probs: list[np.ndarray] = []
+        samples: list[np.ndarray] = []
+        finals: list[np.ndarray] = []  # the critic's input at each episode's final next step
+        while sum(ep.length for ep in episodes) < self.cfg.rollout_steps:
+            for log, final in self._play_round(envs, next_seed):
+                rows = {k: np.asarray(v, self._row_dtypes[k]) for k, v in log.items() if k not in ("log_prob", "sample")}
+                info = final.info or {}
+                win = bool(info["win"]) if "win" in info else None
+                length = len(log["reward"])
+                episodes.append(Episode(rows, bool(final.terminated), float(sum(log["reward"])), length, win,
+                                        episode_metrics(info)))
+                old_log_probs.append(np.asarray(log["log_prob"], np.float32))
+                samples.append(np.asarray(log["sample"], self._row_dtypes["action"]))
+                finals.append(np.asarray(getattr(final, self.critic_input), np.float32))
+        return episodes, self._batch(episodes, samples, old_log_probs, finals)
+
+    def _batch(self, episodes: list[Episode], samples: list[np.ndarray], old_log_probs: list[np.ndarray],
+               finals: list[np.ndarray]) -> Batch:
+        """Pad the episodes into columns, evaluate the critic once on all its inputs, run GAE.
+
+        ``samples``: the actions as the actor drew them (the raw Gaussian sample for continuous
+        actions, :mod:`mabl.actions`; the index itself for discrete ones). ``finals``: per episode
+        the critic's input (``critic_input``: state or observations) at its final next step.
+        """
+        length = max(ep.length for ep in episodes)
+        col = lambda key: [ep.rows[key] for ep in episodes]
+        key = self.critic_input
+        inputs = [np.concatenate([ep.rows[key], x[None]]) for ep, x in zip(episodes, finals)]
+        input_next = self._tensor(_pad(inputs, length + 1))  # [T+1, B, G] or [T+1, B, N, O], row L_b = final next
+        mask = self._tensor(_pad([np.ones(ep.length, bool) for ep in episodes], length, False), torch.bool)
+        raw_value = self.critic(input_next)  # [T+1, B, N]
+        value = self.value_norm.denormalize(raw_value) if self.cfg.value_norm else raw_value
+        advantage, returns = gae(self._tensor(_pad(col("reward"), length)), value,
+                                 self._tensor(_pad(col("done"), length, False), torch.bool), mask,
+                                 self.cfg.gamma, self.cfg.gae_lambda)
+        avail = None
+        if self.spec.has_action_mask:
+            avail = self._tensor(_pad(col("avail"), length, True), torch.bool)
+        fields = {"obs": self._tensor(_pad(col("obs"), length)), "state": self._tensor(_pad(col("state"), length)),
+                  key: input_next[:-1]}
+        return Batch(**fields, avail=avail,
+                     action=self._tensor(_pad(samples, length), torch.int64 if self.spec.discrete else torch.float32),
+                     log_prob=self._tensor(_pad(old_log_probs, length)), value=raw_value[:-1],
+                     advantage=advantage, returns=returns, mask=mask)
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """``epochs`` x ``minibatches`` shuffled minibatches of valid env-step rows (each with all agents).
+
+        Per minibatch one actor step (clipped surrogate, advantages normalised once over the valid
+        rows of the whole batch) and one critic step (clipped Huber value loss, in normalised space
+        when value_norm; the normaliser takes this batch's returns once, before the epochs). Returns
+        detached means over minibatches and ``samples`` = valid rows x epochs.
+        """
+        c = self.cfg
+        valid = batch.mask.flatten().nonzero().squeeze(1)
+        rows = {k: v.flatten(0, 1)[valid] for k, v in batch._asdict().items() if v is not None and k != "mask"}
+        advantage = rows["advantage"]
+        advantage = (advantage - advantage.mean()) / (advantage.std(correction=0) + 1e-5)
+        target = rows["returns"]
+        if c.value_norm:
+            self.value_norm.update(target)
+            target = self.value_norm.normalize(target)
+        n_rows = rows["action"].shape[0]
+        sums = torch.zeros(5, device=self.device)
+        applied = torch.zeros(2, device=self.device)  # actor, critic steps
         count = 0
-        for _ in range(cfg.epochs):
-            order = torch.randperm(rows, device=device, generator=generator)
-            for index in order.split(cfg.minibatch):
-                avail = None if batch.avail is None else batch.avail[index]
-                latent = batch.latent.map(lambda t, i=index: t[i])
-                dist = self.actor.dist(latent.z_a, latent.h_a, avail)  # new policy under the stored mask
-                actor_loss, entropy = ppo_actor_loss(
-                    dist, batch.action[index], batch.log_prob[index], advantage[index],
-                    cfg.clip, self.entropy_coef)
-                ok_actor = ~self._step("actor", self.actor_opt, self.actor, actor_loss, {"policy/entropy": entropy})
-                if cfg.target_entropy > 0:  # one host sync per actor step, only with this option
-                    self.entropy_coef = adapted_entropy_coef(self.entropy_coef, float(entropy.detach()),
-                                                             cfg.target_entropy, cfg.entropy_rate, cfg.entropy)
-                else:
-                    self.entropy_coef *= cfg.entropy_decay
-                value = self.critic(*level_features(*latent))
-                critic_loss = 0.5 * (value - batch.returns[index]).pow(2).mean()
-                ok_critic = ~self._step("critic", self.critic_opt, self.critic, critic_loss)
-                self.update_count += 1
-                if self.target_critic is not None and self.update_count % cfg.target_critic == 0:
-                    self.target_critic.load_state_dict(self.critic.state_dict())
-                for key, v, ok in zip(sums, (actor_loss, critic_loss, entropy), (ok_actor, ok_critic, ok_actor)):
-                    sums[key] = sums[key] + torch.where(ok, v.detach(), 0.0)
-                applied["actor"] = applied["actor"] + ok_actor.float()
-                applied["critic"] = applied["critic"] + ok_critic.float()
+        for _ in range(c.epochs):
+            for index in torch.randperm(n_rows, device=self.device).tensor_split(c.minibatches):
+                if len(index) == 0:  # more minibatches than rows
+                    continue
+                avail = rows["avail"][index] if "avail" in rows else None
+                obs = rows["obs"][index]
+                policy = self.actor.dist(obs) if self.actor.continuous else self.actor(obs, avail)
+                actor_loss, entropy, kl, clip_fraction = clipped_surrogate_loss(
+                    policy, rows["action"][index], rows["log_prob"][index],
+                    advantage[index], c.clip, c.entropy)
+                actor_ok = ~self._step("actor", self.actor_opt, self.actor, actor_loss,
+                                       {"policy/entropy": entropy, "policy/approx_kl": kl})
+                critic_loss = clipped_value_loss(self.critic(rows[self.critic_input][index]), rows["value"][index],
+                                                 target[index], c.clip, c.huber_delta)
+                critic_ok = ~self._step("critic", self.critic_opt, self.critic, critic_loss)
+                values = torch.stack([actor_loss.detach(), critic_loss.detach(), entropy.detach(), kl, clip_fraction])
+                ok = torch.stack([actor_ok, critic_ok, actor_ok, actor_ok, actor_ok])
+                sums += torch.where(ok, values, 0.0)
+                applied += torch.stack([actor_ok, critic_ok]).float()
                 count += 1
-        out = {k: v / applied["critic" if k == "critic_loss" else "actor"] for k, v in sums.items()}
-        return {**out, **{f"{k}_skipped": count - v for k, v in applied.items()}}
+        means = sums / applied[[0, 1, 0, 0, 0]]
+        out = dict(zip(["actor_loss", "critic_loss", "entropy", "approx_kl", "clip_fraction"], means.unbind()))
+        out["actor_skipped"], out["critic_skipped"] = (count - applied).unbind()
+        out["samples"] = torch.tensor(float(n_rows * c.epochs), device=self.device)
+        return out
 
     def _step(self, learner: str, optimizer: torch.optim.Optimizer, module: nn.Module, loss: torch.Tensor,
               terms: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """One guarded step (:mod:`mabl.algo.guard`); returns the device flag 'skipped'."""
         return self.guards[learner].step(optimizer, module.parameters(), loss, self.cfg.grad_clip, terms)[1]
 
-    def state_dict(self) -> dict:
-        state = {"actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                 "entropy_coef": self.entropy_coef}
-        if self.target_critic is not None:
-            state.update(target_critic=self.target_critic.state_dict(), update_count=self.update_count)
-        return state
+    def params_finite(self) -> dict[str, torch.Tensor]:
+        """Per network, a device bool: all its weights (the critic's: and the value normaliser) are finite."""
+        return {"actor": params_finite([self.actor]),
+                "critic": params_finite([self.critic]) & torch.isfinite(self.value_norm.mean_sq)}
 
-    def load_state_dict(self, state: dict) -> None:
+    def policy(self) -> MlpPolicy:
+        """An acting object over the live actor (sees later updates)."""
+        return MlpPolicy(self.actor, self.spec, self.device)
+
+    def policy_payload(self, cfg: RunConfig) -> dict[str, Any]:
+        """Export hook (:mod:`mabl.algo.contract`): the policy file (:meth:`MlpPolicy.to_payload`)."""
+        return MlpPolicy(self.actor, self.spec, self.device, algo=cfg.algo).to_payload()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
+                "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+                "value_norm": self.value_norm.state_dict(),
+                "guards": {k: g.state_dict() for k, g in self.guards.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.actor.load_state_dict(state["actor"])
+        self.critic.load_state_dict(state["critic"])
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
-        self.entropy_coef = float(state["entropy_coef"])
-        if self.target_critic is not None:
-            self.target_critic.load_state_dict(state["target_critic"])
-            self.update_count = int(state["update_count"])
+        self.value_norm.load_state_dict(state["value_norm"])
+        for key, guard in self.guards.items():  # (checkpoints from before the guard have none)
+            guard.load_state_dict(state.get("guards", {}).get(key))

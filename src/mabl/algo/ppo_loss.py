@@ -1,5 +1,5 @@
-"""The PPO losses of both PPO learners: MAPPO on imagined rollouts (:mod:`mabl.algo.mappo`, SPEC §4)
-and model-free MAPPO on real data (:mod:`mabl.algo.model_free`, Yu et al. 2022). The clipped
+"""The PPO losses of both PPO learners: MAPPO on imagined rollouts (:mod:`mabl.algo.imagined_ppo`, SPEC §4)
+and model-free MAPPO on real data (:mod:`mabl.algo.mappo`, Yu et al. 2022). The clipped
 surrogate of Schulman et al. 2017 (eq. 7) is :func:`clipped_surrogate`; each learner's actor loss
 adds its entropy bonus around it."""
 

@@ -20,7 +20,7 @@ EXPORT_KINDS = ("latent", "local_latent", "mlp")
 ``latent`` = observation encoder + agent recurrent model + posterior + actor (:mod:`mabl.policy`,
 an ONNX graph of one agent's step in :mod:`mabl.onnx_export`); ``local_latent`` = the same with one
 parameter set per agent (:class:`mabl.models.mag.LocalAgentEncoder`); ``mlp`` = the stateless MLP
-actor of :mod:`mabl.algo.model_free`."""
+actor of :mod:`mabl.algo.mappo`."""
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("dreamer", "mabl.algo.agent:MablAgent", True, False, _WM, "latent"),
     Algorithm("mamba", "mabl.algo.agent:MablAgent", True, True, _WM, "latent"),
     Algorithm("mag", "mabl.algo.mag:MagAgent", True, True, (*_WM, "mag"), "local_latent"),
-    Algorithm("mappo", "mabl.algo.model_free:ModelFreeMappo", False, False, ("mappo",), "mlp"),
+    Algorithm("mappo", "mabl.algo.mappo:Mappo", False, False, ("mappo",), "mlp"),
     Algorithm("ippo", "mabl.algo.ippo:Ippo", False, False, ("mappo",), "mlp"),
 )}
 """Every algorithm of ``--algo``, in the order the CLI and reports list them."""

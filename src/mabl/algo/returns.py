@@ -1,4 +1,5 @@
-"""Lambda-returns over imagined trajectories (SPEC §3)."""
+"""Return targets: lambda-returns over imagined trajectories (SPEC §3) and GAE over real episodes
+(the model-free PPO learners, Yu et al. 2022)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,24 @@ def lambda_returns(
         next_return = reward[k] + gamma * continuation[k] * ((1 - lam) * value[k + 1] + lam * next_return)
         returns.append(next_return)
     return torch.stack(returns[::-1])
+
+
+def gae(reward: torch.Tensor, value: torch.Tensor, terminated: torch.Tensor, mask: torch.Tensor,
+        gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE(gamma, lambda) advantages and returns in the per-episode padded layout of :mod:`mabl.algo.mappo`.
+
+    ``reward, terminated, mask [T, B]``; ``value [T+1, B, *rest]`` (``rest`` e.g. the agent axis),
+    ``value[t] = V(s_t)`` and ``value[L_b, b]`` the final next state's value. A step flagged
+    terminated neither bootstraps nor carries later advantages back; the last real step of a
+    column that is not terminated (truncation) bootstraps from ``value[L_b]``. Returns
+    ``(advantage, returns)`` ``[T, B, *rest]``, zero on padding; padding values, even NaN, are never read.
+    """
+    extra = (1,) * (value.dim() - reward.dim())
+    reward, live, mask = (x.reshape(*x.shape, *extra) for x in (reward, ~terminated.bool(), mask.bool()))
+    advantage = torch.zeros_like(value[:-1])
+    running = torch.zeros_like(value[0])  # advantage of step t+1, zero past a column's end
+    for t in range(reward.shape[0] - 1, -1, -1):
+        delta = reward[t] + gamma * torch.where(live[t], value[t + 1], 0.0) - value[t]
+        running = torch.where(mask[t], delta + gamma * lam * torch.where(live[t], running, 0.0), 0.0)
+        advantage[t] = running
+    return advantage, torch.where(mask, advantage + value[:-1], 0.0)

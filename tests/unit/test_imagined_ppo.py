@@ -11,7 +11,7 @@ import torch
 
 from mabl.algo.agent import MablAgent
 from mabl.algo.imagination import Imagined
-from mabl.algo.mappo import ENTROPY_COEF_MAX, MappoLearner, adapted_entropy_coef, normalized_advantage, ppo_actor_loss
+from mabl.algo.imagined_ppo import ENTROPY_COEF_MAX, ImaginedPpo, adapted_entropy_coef, normalized_advantage, ppo_actor_loss
 from mabl.envs.base import EnvSpec
 from mabl.errors import MablError
 from mabl.models.actor_critic import MASKED_LOGIT, Actor, AttentionCritic, masked_logits
@@ -139,7 +139,7 @@ def test_learner_update_schedule_and_entropy_decay(rows, minibatch, epochs):
     torch.manual_seed(0)
     actor = Actor(C * K, K, deter, hidden, A)
     critic = AttentionCritic(C * K, K, deter, hidden, cfg.policy.attn_heads, N)
-    learner = MappoLearner(actor, critic, cfg.policy)
+    learner = ImaginedPpo(actor, critic, cfg.policy)
     assert learner.entropy_coef == 0.01
 
     seen: list[list[int]] = []
@@ -237,7 +237,7 @@ def test_learner_entropy_coef_follows_the_target_instead_of_decaying(target):
                                  "policy.entropy_rate": rate})
     deter, hidden = cfg.model.deter, cfg.policy.hidden
     torch.manual_seed(0)
-    learner = MappoLearner(Actor(C * K, K, deter, hidden, A),
+    learner = ImaginedPpo(Actor(C * K, K, deter, hidden, A),
                            AttentionCritic(C * K, K, deter, hidden, cfg.policy.attn_heads, N), cfg.policy)
     coefs: list[float] = []
     handle = learner.actor.register_forward_hook(lambda *_: coefs.append(learner.entropy_coef))
@@ -276,7 +276,7 @@ def test_critic_and_actor_loss_values_of_an_update_by_hand(minibatch):
         last = [m for m in critic.out.modules() if isinstance(m, torch.nn.Linear)][-1]
         last.weight.zero_()
         last.bias.fill_(v)
-    learner = MappoLearner(actor, critic, cfg.policy)
+    learner = ImaginedPpo(actor, critic, cfg.policy)
     for opt in (learner.actor_opt, learner.critic_opt):  # (the config refuses 0; the optimizers take it)
         for group in opt.param_groups:
             group["lr"] = 0.0

@@ -1,4 +1,4 @@
-"""Model-free MAPPO (``mabl.algo.model_free``) and IPPO (``mabl.algo.ippo``): GAE and the losses
+"""Model-free MAPPO (``mabl.algo.mappo``) and IPPO (``mabl.algo.ippo``): GAE and the losses
 against hand loops, the value normaliser against numpy, actor/critic information flow, and
 collect/update on a small fake env."""
 
@@ -13,21 +13,13 @@ import pytest
 import torch
 
 from mabl.algo.ippo import Ippo
-from mabl.algo.model_free import (
-    Batch,
-    LocalMlpCritic,
-    MappoPolicy,
-    MlpActor,
-    MlpCritic,
-    ModelFreeMappo,
-    ValueNormalizer,
-    clipped_surrogate_loss,
-    clipped_value_loss,
-    gae,
-    mappo_policy_from_payload,
-)
+from mabl.algo.mappo import Batch, Mappo, clipped_surrogate_loss, clipped_value_loss
+from mabl.algo.returns import gae
+from mabl.algo.value_norm import ValueNormalizer
 from mabl.envs.base import EnvSpec, TimeStep
 from mabl.errors import MablError
+from mabl.mlp_policy import MlpPolicy, mlp_policy_from_payload
+from mabl.models.mlp import LocalMlpCritic, MlpActor, MlpCritic
 from mabl.presets import build_config
 from mabl.rollout import run_episode
 
@@ -292,7 +284,7 @@ def test_clipped_value_loss_matches_hand(clip, delta):
 def test_collect_episodes_and_batch():
     torch.manual_seed(0)
     cfg = _config()
-    learner = ModelFreeMappo(SPEC, cfg, torch.device("cpu"))
+    learner = Mappo(SPEC, cfg, torch.device("cpu"))
     envs = [FakeEnv() for _ in range(cfg.mappo.n_envs)]
     asked, next_seed = _seeds()
     episodes, batch = learner.collect(envs, next_seed)
@@ -327,7 +319,7 @@ def test_collect_episodes_and_batch():
 
 def _train_once(seed: int, corrupt_padding: bool = False):
     torch.manual_seed(seed)
-    learner = ModelFreeMappo(SPEC, _config(), torch.device("cpu"))
+    learner = Mappo(SPEC, _config(), torch.device("cpu"))
     envs = [FakeEnv() for _ in range(2)]
     episodes, batch = learner.collect(envs, _seeds()[1])
     if corrupt_padding:
@@ -342,7 +334,7 @@ def _train_once(seed: int, corrupt_padding: bool = False):
 
 def test_update_is_finite_changes_parameters_and_ignores_padding():
     torch.manual_seed(0)
-    before = ModelFreeMappo(SPEC, _config(), torch.device("cpu"))
+    before = Mappo(SPEC, _config(), torch.device("cpu"))
     learner, _, batch, metrics = _train_once(0)
     assert set(metrics) == {"actor_loss", "critic_loss", "entropy", "approx_kl", "clip_fraction", "samples",
                             "actor_skipped", "critic_skipped"}
@@ -378,7 +370,7 @@ def test_state_dict_round_trip_weights_only():
     torch.save(learner.state_dict(), buf)
     buf.seek(0)
     torch.manual_seed(99)
-    fresh = ModelFreeMappo(SPEC, _config(), torch.device("cpu"))
+    fresh = Mappo(SPEC, _config(), torch.device("cpu"))
     fresh.load_state_dict(torch.load(buf, weights_only=True))
     obs = torch.randn(4, N, 3)
     torch.testing.assert_close(fresh.actor(obs).softmax(-1), learner.actor(obs).softmax(-1), rtol=0, atol=0)
@@ -395,7 +387,7 @@ def test_state_dict_round_trip_weights_only():
 def test_learns_the_best_action():
     torch.manual_seed(0)
     cfg = _config(**{"mappo.lr": 5e-3, "mappo.hidden": 32, "mappo.epochs": 4})
-    learner = ModelFreeMappo(SPEC, cfg, torch.device("cpu"))
+    learner = Mappo(SPEC, cfg, torch.device("cpu"))
     envs = [FakeEnv() for _ in range(cfg.mappo.n_envs)]
     _, next_seed = _seeds()
     obs = torch.eye(A)[:, None, :].expand(A, N, A)  # case k: both agents' target is action k
@@ -426,8 +418,8 @@ def test_policy_acts_and_payload_round_trip():
     buf.seek(0)
     payload = torch.load(buf, weights_only=True)
     assert payload["format"] == "mabl-policy" and payload["algo"] == "mappo" and payload["spec"] == dataclasses.asdict(SPEC)
-    loaded = mappo_policy_from_payload(payload, seed=1)
-    assert isinstance(loaded, MappoPolicy)
+    loaded = mlp_policy_from_payload(payload, seed=1)
+    assert isinstance(loaded, MlpPolicy)
     env = FakeEnv()
     ts = env.reset(seed=11)
     _, info = policy.act(ts.obs, ts.avail)
@@ -437,7 +429,7 @@ def test_policy_acts_and_payload_round_trip():
     with pytest.raises(MablError):
         loaded.act(ts.obs[:1], ts.avail)
     with pytest.raises(MablError):
-        mappo_policy_from_payload({**payload, "algo": "mabl"})
+        mlp_policy_from_payload({**payload, "algo": "mabl"})
 
 
 
@@ -471,7 +463,7 @@ def test_ippo_values_ignore_the_state_and_other_agents(algo):
     """Through the learner's own data path: IPPO's value of agent i moves with agent i's observation
     only; MAPPO's (the control, so the check can fail) moves with the global state."""
     torch.manual_seed(0)
-    cls = Ippo if algo == "ippo" else ModelFreeMappo
+    cls = Ippo if algo == "ippo" else Mappo
     learner = cls(SPEC, _config(algo=algo), torch.device("cpu"))
     assert learner.critic.norm.normalized_shape == ((3 if algo == "ippo" else 4) + N,)
     episodes, _ = learner.collect([FakeEnv() for _ in range(2)], _seeds()[1])
@@ -524,7 +516,7 @@ def test_ippo_payload_names_its_algorithm_and_round_trips():
     learner = Ippo(SPEC, cfg, torch.device("cpu"))
     payload = learner.policy_payload(cfg)
     assert payload["algo"] == "ippo" and set(payload["actor"]) == set(learner.actor.state_dict())
-    loaded = mappo_policy_from_payload(payload)
+    loaded = mlp_policy_from_payload(payload)
     ts = FakeEnv().reset(seed=3)
     _, want = learner.policy().act(ts.obs, ts.avail)
     _, got = loaded.act(ts.obs, ts.avail)
