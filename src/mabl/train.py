@@ -115,9 +115,10 @@ class Trainer:
         self.replay = None if self.model_free else SequenceReplay(
             spec, cfg.schedule.replay_capacity, device=replay_device(cfg, spec, self.device),
             agent_reward=self.agent_reward, agent_done=self.agent_done)
-        # Model-free MAPPO steps several envs in lockstep; episodes are seeded the same way.
+        # An on-policy learner may step several envs in lockstep; episodes are seeded the same way.
+        n_envs = entry.learner_class().n_envs(cfg) if self.model_free else 1
         self.envs = [self.env] + [make_env(cfg.env, seed=cfg.seed + i, options=self.env_options)
-                                  for i in range(1, cfg.mappo.n_envs)] if self.model_free else [self.env]
+                                  for i in range(1, n_envs)]
         self.counters = Counters()
         self.eval_env = None
         self.recent = deque(maxlen=20)  # (return, win) of the latest episodes, for the progress bar

@@ -69,6 +69,10 @@ class WorldModelLearner(Learner, Protocol):
 class OnPolicyLearner(Learner, Protocol):
     """A learner on its own fresh rollouts (registry ``world_model=False``)."""
 
+    @staticmethod
+    def n_envs(cfg) -> int:
+        """How many envs the trainer builds for ``collect`` (env i seeded ``cfg.seed + i``)."""
+
     def collect(self, envs: list, next_seed: Callable[[], int]) -> tuple[list, Any]:
         """Whole episodes from ``envs`` (each reset with ``next_seed()``): ``(episodes, batch)``."""
 

@@ -95,6 +95,11 @@ class Mappo:
         """The divergence guard of each learner (:mod:`mabl.algo.guard`), read by the trainer."""
         self._row_dtypes = {**_ROW_DTYPES, "action": np.int64 if spec.discrete else np.float32}
 
+    @staticmethod
+    def n_envs(cfg: RunConfig) -> int:
+        """``mappo.n_envs`` envs in lockstep (Yu et al.'s rollout threads)."""
+        return cfg.mappo.n_envs
+
     def _tensor(self, array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.as_tensor(array, dtype=dtype, device=self.device)
 
