@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from mabl.envs.base import EnvSpec
+from mabl.episode import Episode
 
 ABSORBING_ROWS = 2
 
@@ -151,3 +152,27 @@ class SequenceReplay:
         self.pos, self.size, self.real_rows = state["pos"], state["size"], state["real_rows"]
         if self.mirror is not None:
             self.mirror = {k: torch.from_numpy(v).to(self.device) for k, v in self.data.items()}
+
+
+def stored_episode(episode: Episode, time_limit_done: str, agent_reward: bool = False,
+                   agent_done: bool = False) -> tuple[dict[str, np.ndarray], bool]:
+    """The rows and the 'append absorbing rows' flag an episode goes into the replay with.
+
+    Termination: done 1 on the last row, absorbing rows follow. A time-out (truncation) under
+    'terminal' (released code, where SMAC reports terminated at the limit) also stores done 1 on
+    the last row, without absorbing rows; under 'truncation' it stores done 0. ``agent_reward``:
+    the reward rows are each agent's own ``[L, N]``; ``agent_done``: done is each agent's ``[L, N]``
+    (the episode's termination, and a time-out under 'terminal', set it for every agent on the last
+    row; the replay absorbs an agent on the rows after its done).
+    """
+    rows = {k: v for k, v in episode.rows.items() if k not in ("agent_reward", "agent_done")}
+    if agent_reward:
+        rows["reward"] = episode.rows["agent_reward"].astype(np.float32)
+    if agent_done:
+        done = episode.rows["agent_done"].copy()
+        done[-1] |= bool(episode.rows["done"][-1])
+        rows["done"] = done
+    if time_limit_done == "terminal" and not episode.terminated:
+        rows["done"] = rows["done"].copy()
+        rows["done"][-1] = True
+    return rows, episode.terminated

@@ -10,8 +10,9 @@
             `policy_iterations` x (filter, imagine, MAPPO)              (lines 9-14)
         evaluate / checkpoint when due
 
-Model-free MAPPO (--algo mappo) collects whole episodes from `mappo.n_envs` envs until
-`mappo.rollout_steps` env steps are in, then makes one PPO update on them.
+An on-policy learner (--algo mappo, ippo) collects from its own envs (`mappo.n_envs` of them, until
+`mappo.rollout_steps` env steps are in for mappo), then makes one update on that data
+(mabl.algo.contract.OnPolicyLearner).
 
 Learner calls happen at episode boundaries: one per episode in the paper's 'episode' mode, or one
 per `train_every` env steps elapsed in 'steps' mode. Checkpoints are written at episode boundaries
@@ -41,8 +42,10 @@ from mabl.device import per_agent_targets, replay_device, resolve_device
 from mabl.envs import make_env
 from mabl.errors import MablError
 from mabl.evaluate import episode_seed, evaluate_policy
-from mabl.replay import SequenceReplay
-from mabl.rollout import Episode, run_episode
+from mabl.learner_metrics import mean_metrics
+from mabl.progress import progress_display
+from mabl.replay import SequenceReplay, stored_episode
+from mabl.rollout import run_episode
 from mabl.run_log import RunLogger, parse_loggers, record_run_info, truncate_logs
 
 RESUMABLE = {"steps", "progress", "log", "device", "threads", "checkpoint_every", "eval_every", "eval_episodes", "run_dir",
@@ -135,7 +138,7 @@ class Trainer:
     # ---------------------------------------------------------------- Algorithm 1
     def train(self) -> Path:
         cfg, c = self.cfg, self.counters
-        bar = self.bar = _progress(cfg, c.env_step)
+        bar = self.bar = progress_display(cfg, c.env_step)
         self.say(f"run directory: {self.run_dir}")
         if c.env_step:
             self.say(f"resumed from step {c.env_step} (episode {c.episode}); training to {cfg.steps}")
@@ -261,7 +264,7 @@ class Trainer:
     def _read(self, groups: dict[str, list[dict[str, torch.Tensor]]], extra: list[torch.Tensor]
               ) -> tuple[dict[str, float], list[float], str | None]:
         """Read one learner call's numbers from the device at once: the mean metrics of each group
-        (:func:`_mean`), ``extra`` tensors, the divergence guards' counters and whether every
+        (:func:`mabl.learner_metrics.mean_metrics`), ``extra`` tensors, the divergence guards' counters and whether every
         network's weights are finite. The third result is the one line that stops the run (after
         its learner line is logged) when a guard's run of consecutive skipped updates reached
         ``max_skipped_updates`` or a network is not finite; else None."""
@@ -269,7 +272,7 @@ class Trainer:
         finite = self.agent.params_finite()
         tail = [torch.stack([t.float().reshape(()) for t in extra]) if extra else None,
                 *(g.counters() for g in guards.values()), torch.stack(list(finite.values())).float()]
-        losses, values = _mean(groups, [t for t in tail if t is not None])
+        losses, values = mean_metrics(groups, [t for t in tail if t is not None])
         extra_values = values.pop(0) if extra else []
         reports = {key: read_guard(g, v) for (key, g), v in zip(guards.items(), values)}
         c, limit = self.counters, self.cfg.max_skipped_updates
@@ -384,122 +387,6 @@ class Trainer:
         if wins:
             text += f" win {np.mean(wins):.0%}"
         return text + (f" | {sps:.0f} env-steps/s" if rate else "") + f" | learner {learner_total:.0f}s"
-
-
-def stored_episode(episode: Episode, time_limit_done: str, agent_reward: bool = False,
-                   agent_done: bool = False) -> tuple[dict[str, np.ndarray], bool]:
-    """The rows and the 'append absorbing rows' flag an episode goes into the replay with.
-
-    Termination: done 1 on the last row, absorbing rows follow. A time-out (truncation) under
-    'terminal' (released code, where SMAC reports terminated at the limit) also stores done 1 on
-    the last row, without absorbing rows; under 'truncation' it stores done 0. ``agent_reward``:
-    the reward rows are each agent's own ``[L, N]``; ``agent_done``: done is each agent's ``[L, N]``
-    (the episode's termination, and a time-out under 'terminal', set it for every agent on the last
-    row; the replay absorbs an agent on the rows after its done).
-    """
-    rows = {k: v for k, v in episode.rows.items() if k not in ("agent_reward", "agent_done")}
-    if agent_reward:
-        rows["reward"] = episode.rows["agent_reward"].astype(np.float32)
-    if agent_done:
-        done = episode.rows["agent_done"].copy()
-        done[-1] |= bool(episode.rows["done"][-1])
-        rows["done"] = done
-    if time_limit_done == "terminal" and not episode.terminated:
-        rows["done"] = rows["done"].copy()
-        rows["done"][-1] = True
-    return rows, episode.terminated
-
-
-def _mean(groups: dict[str, list[dict[str, torch.Tensor]]], tail: list[torch.Tensor] = ()
-          ) -> tuple[dict[str, float], list[list[float]]]:
-    """Average each metric over the updates of one learner call, and read ``tail`` (1-d tensors),
-    all with one host sync per call.
-
-    ``groups``: prefix -> per-update metric dicts. A ``skipped`` metric (1.0 for an update the
-    divergence guard skipped) leaves its update out of the means and is reported as a count; a
-    metric ending in ``_skipped`` is summed. Returns ``{prefix + key: mean}`` and ``tail`` as lists.
-    """
-    parts, layout = [], []
-    for prefix, metrics in groups.items():
-        if not metrics:
-            continue
-        keys = list(metrics[0])
-        table = torch.stack([torch.stack([m[k].float().reshape(()) for k in keys]) for m in metrics])  # [U, K]
-        summed = torch.tensor([k == "skipped" or k.endswith("_skipped") for k in keys], device=table.device)
-        if "skipped" in keys:  # means over the applied updates only
-            ok = table[:, keys.index("skipped")] == 0
-            means = torch.where(ok[:, None], table, 0.0).sum(0) / ok.sum()
-        else:
-            means = table.mean(0)
-        parts.append(torch.where(summed, table.sum(0), means))
-        layout.append((prefix, keys))
-    parts += [t.float() for t in tail]
-    if not parts:
-        return {}, []
-    flat = torch.cat([p.to(parts[0].device) for p in parts]).tolist()
-    out: dict[str, float] = {}
-    for prefix, keys in layout:
-        out.update({prefix + k: v for k, v in zip(keys, flat[: len(keys)])})
-        flat = flat[len(keys):]
-    lists = []
-    for t in tail:
-        lists.append(flat[: t.numel()])
-        flat = flat[t.numel():]
-    return out, lists
-
-
-class _Bar:
-    """tqdm's bar on a terminal; its rate (env steps/s) is the only rate shown."""
-
-    shows_rate = True
-
-    def __init__(self, cfg: RunConfig, initial: int):
-        from tqdm import tqdm
-
-        self.tqdm = tqdm(total=cfg.steps, initial=min(initial, cfg.steps), unit="step", dynamic_ncols=True,
-                         desc=cfg.env, smoothing=0.05)
-
-    def update(self, steps: int, status: str) -> None:
-        self.tqdm.update(steps)
-        self.tqdm.set_postfix_str(status, refresh=False)
-
-    def write(self, line: str) -> None:
-        self.tqdm.write(line)
-
-    def close(self) -> None:
-        self.tqdm.close()
-
-
-class _Lines:
-    """Without a terminal (nohup, a log file): one plain line each time another ``every`` env steps
-    are done, instead of a bar's carriage returns."""
-
-    shows_rate = False
-
-    def __init__(self, cfg: RunConfig, initial: int, every: int):
-        self.total, self.every, self.step = cfg.steps, every, initial
-
-    def update(self, steps: int, status: str) -> None:
-        before, self.step = self.step, self.step + steps
-        if self.step // self.every > before // self.every or self.step >= self.total > before:
-            print(f"step {min(self.step, self.total)}/{self.total} ({min(self.step / self.total, 1):.0%}) | {status}",
-                  flush=True)
-
-    def write(self, line: str) -> None:
-        print(line, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(cfg: RunConfig, initial: int):
-    """``--progress true``: a tqdm bar where stderr is a terminal, else a plain line every 5% of the
-    steps; ``false``: None (the evaluation and checkpoint lines still print)."""
-    if not cfg.progress:
-        return None
-    if sys.stderr.isatty():
-        return _Bar(cfg, initial)
-    return _Lines(cfg, initial, max(1, cfg.steps // 20))
 
 
 def train(cfg: RunConfig) -> Path:

@@ -7,7 +7,8 @@ algorithm registry imports no learner until one is built. The diagnostics packag
 output) sits below the commands that call it (``mabl.train``, ``mabl.cli``). The reading of older saved
 configs (``mabl.config_migration``) sits above the config schema (``mabl.config``), which reaches it only
 on demand for the names it still exports. The device and evaluation helpers (``mabl.device``,
-``mabl.evaluate``) sit below the trainer and the CLI that use them."""
+``mabl.evaluate``), the progress display, the learner-metric reading and the replay sit below the
+trainer and the CLI that use them."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ LOWER = {"mabl.algo.mappo": ("mabl.policy", "mabl.rollout"), "mabl.policy": ("ma
                                                  "world_model_loss", "registry", "contract", "loading")},
          **{f"mabl.diagnose.{m}": ("mabl.train", "mabl.cli") for m in ("data", "probes", "measures", "output")},
          "mabl.config": ("mabl.config_migration",),
-         "mabl.device": ("mabl.train", "mabl.cli"), "mabl.evaluate": ("mabl.train", "mabl.cli")}
+         "mabl.device": ("mabl.train", "mabl.cli"), "mabl.evaluate": ("mabl.train", "mabl.cli"),
+         "mabl.progress": ("mabl.train",), "mabl.learner_metrics": ("mabl.train",), "mabl.replay": ("mabl.train",)}
 
 
 @pytest.mark.parametrize("module", list(LOWER))

@@ -13,9 +13,8 @@ from mabl.envs.base import EnvSpec
 from mabl.errors import MablError
 from mabl.models.world_model import BiLevelWorldModel
 from mabl.presets import build_config
-from mabl.replay import SequenceReplay
+from mabl.replay import SequenceReplay, stored_episode
 from mabl.rollout import Episode
-from mabl.train import stored_episode
 
 N, A, OBS, G = 3, 4, 5, 6
 SPEC = EnvSpec(name="team", n_agents=N, obs_dim=OBS, state_dim=G, discrete=True, n_actions=A,
