@@ -202,6 +202,8 @@ class Trainer:
         t0 = time.perf_counter()
         self._new_learner_call()
         metrics = self.agent.update(batch)
+        if set(metrics) == {"samples"}:  # no step made (QMIX before its replay holds a batch): nothing to log
+            return time.perf_counter() - t0
         c.learner_calls += 1
         c.policy_iterations += 1
         samples = metrics.pop("samples")
