@@ -283,7 +283,7 @@ class Trainer:
             return losses, extra_values, (
                 f"training diverged: the {' and '.join(broken)} weights became non-finite (env step {c.env_step}, "
                 f"learner call {c.learner_calls}); the last checkpoint is intact; try lower learning rates "
-                "(--model.lr, --policy.actor_lr, --policy.critic_lr, --mappo.lr)")
+                "(--model.lr, --policy.actor_lr, --policy.critic_lr, --mappo.lr, --qmix.lr)")
         return losses, extra_values, None
 
     def _log_learner(self, t0: float, losses: dict[str, float], stop: str | None = None) -> float:

@@ -336,16 +336,16 @@ def _equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-@pytest.mark.parametrize("unit, expected", [("episodes", [5, 8, 11, 14]), ("updates", [7, 10, 13])])
-def test_target_networks_are_copied_when_due(unit, expected):
-    """Interval 3, one gradient step after each of the episodes 5, 6, ..., 14 (the replay first fills a
-    batch after episode 5). 'episodes' (pymarl): checked after each step with the index of the episode
-    just collected: 5 - 0 >= 3, then every 3rd: copies at 5, 8, 11, 14. 'updates' (EPyMARL): the 3rd,
-    6th and 9th gradient steps, after episodes 7, 10, 13."""
+@pytest.mark.parametrize("unit, first, expected", [("episodes", 1, [3, 6, 9]), ("updates", 5, [7, 10, 13])])
+def test_target_networks_are_copied_when_due(unit, first, expected):
+    """Interval 3, one gradient step after each of 10 episodes from episode index ``first`` (the index
+    of the episode just collected; 0 is the run's first). 'episodes' (pymarl): checked after each step
+    with that index: 3 - 0 >= 3, then every 3rd: copies at 3, 6, 9. 'updates' (EPyMARL), steps after
+    episodes 5..14: the 3rd, 6th and 9th gradient steps, after episodes 7, 10, 13."""
     learner, _ = _learner(**{"qmix.target_update_interval": "3", "qmix.target_update_unit": unit})
     _fill(learner, 4)
     copied = []
-    for episode in range(5, 15):
+    for episode in range(first, first + 10):
         learner.episodes = episode + 1  # (collect counts episodes; the index just collected is episodes - 1)
         before = {k: v.clone() for k, v in learner.target_agent.state_dict().items()}
         metrics = learner.update(None)
