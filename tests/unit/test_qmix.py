@@ -369,6 +369,23 @@ def test_no_step_before_the_replay_holds_a_batch():
     assert not all(torch.equal(a, b) for a, b in zip(before, learner.agent.parameters()))
 
 
+def test_a_non_finite_step_is_skipped_by_the_divergence_guard():
+    """A NaN reward in every sampled episode makes the loss NaN: RMSprop's step is not applied (weights
+    and its running averages unchanged), the step is counted as skipped, the guard's run grows."""
+    learner, _ = _learner()
+    _fill(learner, 4)
+    learner.update(None)  # one good step first, so the optimizer has state to protect
+    for ep in learner.replay.slots:
+        ep.reward[0] = np.nan
+    weights = [p.clone() for p in learner.params]
+    averages = [learner.optimizer.state[p]["square_avg"].clone() for p in learner.params]
+    metrics = learner.update(None)
+    assert metrics["q_skipped"].item() == 1 and not np.isfinite(metrics["loss"].item())
+    assert all(torch.equal(a, b) for a, b in zip(weights, learner.params))
+    assert all(torch.equal(a, learner.optimizer.state[p]["square_avg"]) for a, p in zip(averages, learner.params))
+    assert learner.guards["q"].run.item() == 1
+
+
 def test_the_replay_is_a_ring_and_survives_its_state_dict():
     replay = EpisodeReplay(3)
     rng = np.random.default_rng(8)
