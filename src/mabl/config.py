@@ -221,6 +221,41 @@ class MappoConfig:
 
 
 @dataclass(frozen=True)
+class QmixConfig:
+    """``--algo qmix``: QMIX (Rashid et al. 2018) as pymarl runs it on SMAC. [pymarl] marks
+    oxwhirl/pymarl's ``src/config/default.yaml`` and ``src/config/algs/qmix.yaml``; [EPyMARL] names the
+    reading of uoe-agents/epymarl where it differs (docs/ALGORITHM.md, "QMIX")."""
+
+    hidden: int = _f(64, "width of the agent network's layers and GRU state [pymarl: rnn_hidden_dim]")
+    recurrent: bool = _f(True, "the agent network's middle layer is a GRU cell [pymarl]; false = Linear + ReLU "
+                         "(EPyMARL qmix.yaml: use_rnn False)")
+    last_action: bool = _f(True, "the agent's input includes its previous action one-hot [pymarl: obs_last_action]; "
+                           "EPyMARL's qmix.yaml sets it False")
+    agent_id: bool = _f(True, "the agent's input includes its one-hot index [pymarl: obs_agent_id]")
+    buffer_episodes: int = _f(5000, "episode replay capacity, in episodes [pymarl: buffer_size]")
+    batch_episodes: int = _f(32, "episodes per update; updates start once the replay holds this many [pymarl: batch_size]")
+    epsilon_start: float = _f(1.0, "epsilon-greedy: epsilon at env step 0 [pymarl]")
+    epsilon_finish: float = _f(0.05, "epsilon-greedy: epsilon after the anneal [pymarl]")
+    epsilon_anneal_steps: int = _f(50_000, "env steps of the linear anneal [pymarl: epsilon_anneal_time]")
+    optimizer: str = _f("rmsprop", "'rmsprop' (alpha optim_alpha, eps optim_eps) [pymarl q_learner.py]; 'adam' "
+                        "(torch's defaults besides lr, EPyMARL q_learner.py)", ("rmsprop", "adam"))
+    lr: float = _f(5e-4, "learning rate of the agent network and the mixer [pymarl]")
+    optim_alpha: float = _f(0.99, "RMSprop alpha [pymarl]")
+    optim_eps: float = _f(1e-5, "RMSprop epsilon [pymarl]")
+    grad_clip: float = _f(10.0, "gradient-norm clip [pymarl: grad_norm_clip]")
+    gamma: float = _f(0.99, "discount [pymarl]")
+    double_q: bool = _f(True, "double-Q targets: the live network picks the next action, the target network "
+                        "values it [pymarl]")
+    target_update_interval: int = _f(200, "hard target-network update every this many units [pymarl]")
+    target_update_unit: str = _f("episodes", "what target_update_interval counts: 'episodes' collected [pymarl "
+                                 "q_learner.py] or 'updates' (gradient steps, EPyMARL q_learner.py)",
+                                 ("episodes", "updates"))
+    mixing_embed: int = _f(32, "width of the mixing network's hidden layer [pymarl: mixing_embed_dim]")
+    hypernet_layers: int = _f(2, "layers of the hypernetworks that make the mixing weights [pymarl]", (1, 2))
+    hypernet_embed: int = _f(64, "hidden width of the 2-layer hypernetworks [pymarl]")
+
+
+@dataclass(frozen=True)
 class MagConfig:
     """``--algo mag``: what MAG adds to MAMBA's world model (docs/ALGORITHM.md, "MAG"). [MAG-code]
     marks the released MAG code (ZifanWu/MAG, configs/dreamer/DreamerLearnerConfig.py)."""
@@ -370,7 +405,8 @@ class RunConfig:
         "level only), mamba (agent level, transformer over agents: centralized execution), mag (MAMBA's "
         "model, one parameter set per agent, predictions planned against a learned error: centralized "
         "execution), mappo (model-free, real data), ippo (mappo with each agent's critic on its own "
-        "observation; reads the mappo.* flags); checked against mabl.algo.registry",
+        "observation; reads the mappo.* flags), qmix (QMIX as pymarl runs it: value decomposition with a "
+        "monotonic mixing network, off-policy on an episode replay); checked against mabl.algo.registry",
     )
     preset: str = _f("quick", "named preset applied before the flags", ("paper", "quick", "cpu", "debug"))
     steps: int = _f(100_000, "environment steps to train for")
@@ -411,6 +447,7 @@ class RunConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     mappo: MappoConfig = field(default_factory=MappoConfig)
+    qmix: QmixConfig = field(default_factory=QmixConfig)
     mag: MagConfig = field(default_factory=MagConfig)
     smax: SmaxConfig = field(default_factory=SmaxConfig)
     flatland: FlatlandConfig = field(default_factory=FlatlandConfig)
@@ -431,6 +468,8 @@ class RunConfig:
             "model.mixer_layers", "model.mixer_heads", "mappo.n_envs", "mappo.rollout_steps", "mappo.hidden",
             "mappo.lr", "mappo.adam_eps", "mappo.epochs", "mappo.minibatches", "mappo.huber_delta",
             "mag.candidates", "mag.plan_horizon", "mag.error_layers", "mag.error_lr",
+            "qmix.hidden", "qmix.buffer_episodes", "qmix.batch_episodes", "qmix.epsilon_anneal_steps", "qmix.lr",
+            "qmix.optim_eps", "qmix.target_update_interval", "qmix.mixing_embed", "qmix.hypernet_embed",
         ]
         for path in positive:
             if not get_path(self, path) > 0:  # also refuses NaN
@@ -439,7 +478,7 @@ class RunConfig:
                   "schedule.learning_starts", "schedule.train_every",
                   "model.grad_clip", "policy.grad_clip", "policy.entropy", "policy.clip",
                   "policy.actor_weight_decay", "policy.target_entropy", "policy.entropy_rate",
-                  "mappo.clip", "mappo.entropy", "mappo.grad_clip", "mag.error_updates", "mag.lr"]
+                  "mappo.clip", "mappo.entropy", "mappo.grad_clip", "mag.error_updates", "mag.lr", "qmix.grad_clip"]
         for path in nonneg:
             if not get_path(self, path) >= 0:
                 raise MablError(f"--{path}={get_path(self, path)} must be >= 0")
@@ -451,7 +490,8 @@ class RunConfig:
         if self.policy.horizon < 2:
             raise MablError(f"--policy.horizon={self.policy.horizon} must be >= 2")
         for path in ["policy.gamma", "policy.lam", "model.kl_balance", "policy.entropy_decay",
-                     "model.mixer_dropout", "mappo.gamma", "mappo.gae_lambda"]:
+                     "model.mixer_dropout", "mappo.gamma", "mappo.gae_lambda", "qmix.gamma", "qmix.epsilon_start",
+                     "qmix.epsilon_finish", "qmix.optim_alpha"]:
             if not 0.0 <= get_path(self, path) <= 1.0:
                 raise MablError(f"--{path}={get_path(self, path)} must be in [0, 1]")
         if self.schedule.mode == "steps" and self.schedule.train_every <= 0:

@@ -50,6 +50,27 @@ ADDED_FIELDS: dict[str, Any] = {
     "mag.plan_choice": "per_row",
     "mag.lr": 0.0,
     "mag.actor_init": "xavier",
+    "qmix.hidden": 64,
+    "qmix.recurrent": True,
+    "qmix.last_action": True,
+    "qmix.agent_id": True,
+    "qmix.buffer_episodes": 5000,
+    "qmix.batch_episodes": 32,
+    "qmix.epsilon_start": 1.0,
+    "qmix.epsilon_finish": 0.05,
+    "qmix.epsilon_anneal_steps": 50_000,
+    "qmix.optimizer": "rmsprop",
+    "qmix.lr": 5e-4,
+    "qmix.optim_alpha": 0.99,
+    "qmix.optim_eps": 1e-5,
+    "qmix.grad_clip": 10.0,
+    "qmix.gamma": 0.99,
+    "qmix.double_q": True,
+    "qmix.target_update_interval": 200,
+    "qmix.target_update_unit": "episodes",
+    "qmix.mixing_embed": 32,
+    "qmix.hypernet_layers": 2,
+    "qmix.hypernet_embed": 64,
 }
 """Fields added after run directories of earlier versions were written, with the value that
 reproduces what those versions did (continuous actions did not exist before ``init_std``; no input
@@ -60,7 +81,8 @@ before; no divergence stop before ``max_skipped_updates``; the env's own reward 
 lethal walls on SMAX before the ``smax`` section; Flatland's standard tree, its 5 actions and
 ring-exempt deadlocks before the ``flatland`` section; v5's contact forces before the ``mamujoco``
 section; JSONL and TensorBoard before ``log``; the earlier readings for the nine fields of the
-faithfulness mends of SPEC §2-§3, MAMBA's agent-index encoding and MAG's released code). A saved
+faithfulness mends of SPEC §2-§3, MAMBA's agent-index encoding and MAG's released code; the ``qmix``
+section, which no earlier run read, at its defaults). A saved
 config without them gets these values, so runs and checkpoints made by an earlier mabl still resume
 and evaluate."""
 

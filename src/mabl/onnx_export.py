@@ -29,6 +29,10 @@ drawn by the caller from ``probs`` or ``mean``/``std``.
 ``mappo``: its MLP actor; inputs ``obs [B, O]``, ``agent [B, N]`` (one-hot agent index, which
 the actor reads) and ``avail`` when masked; outputs ``probs`` or ``mean``/``std``. No state.
 
+``qmix``: one agent's step of its recurrent Q-network (:class:`mabl.qmix_policy.QmixStep`): inputs
+``obs``, ``prev_action`` (one-hot), ``agent`` (one-hot index), ``h`` and ``avail`` when masked;
+outputs ``probs`` (softmax of the masked Q-values; greedy = its argmax), ``q``, ``h_next``.
+
 ``mamba`` and ``mag`` mix all agents' inputs in their recurrent model (centralized execution): refused.
 
 The graph's metadata (``metadata_props["mabl"]``, JSON) holds the format, version, algorithm,
@@ -58,9 +62,10 @@ from mabl.errors import MablError
 from mabl.models.actor_critic import MASKED_LOGIT
 from mabl.models.nets import INPUT_TRANSFORMS, SplitLinear, SplitMLP
 
-GRAPHS = ("latent", "mlp")
+GRAPHS = ("latent", "mlp", "qmix")
 """The export kinds (:data:`mabl.algo.registry.EXPORT_KINDS`) with an ONNX graph: ``latent`` =
-:class:`AgentStep` (one agent's recurrent step), ``mlp`` = :class:`MlpStep`."""
+:class:`AgentStep` (one agent's recurrent step), ``mlp`` = :class:`MlpStep`, ``qmix`` =
+:class:`mabl.qmix_policy.QmixStep`."""
 
 ONNX_FORMAT = "mabl-onnx-policy"
 ONNX_VERSION = 1
@@ -204,6 +209,12 @@ def export_onnx(agent, cfg, spec: EnvSpec, out: str | os.PathLike) -> dict:
         names = ["obs", "agent"] + (["avail"] if masked else [])
         args = [torch.zeros(b, spec.obs_dim), torch.eye(spec.n_agents)[:1].expand(b, -1).contiguous()]
         extra: dict[str, Any] = {}
+    elif entry.export == "qmix":
+        from mabl.qmix_policy import QmixStep
+
+        module = QmixStep(agent.agent, agent.shape, spec).eval()
+        names, args = list(module.inputs) + (["avail"] if masked else []), module.example_args(spec, b)
+        extra = {"deter": agent.shape.hidden}
     else:
         m = cfg.model
         encoder = agent.world_model.agent
@@ -216,6 +227,8 @@ def export_onnx(agent, cfg, spec: EnvSpec, out: str | os.PathLike) -> dict:
     if masked:
         args.append(torch.ones(b, spec.n_actions))
     outputs = (["mean", "std"] if not spec.discrete else ["probs"]) + ([] if entry.export == "mlp" else ["h_next", "z_next"])
+    if entry.export == "qmix":
+        outputs = list(module.outputs)
     meta = _metadata(algo, spec, names, outputs, extra)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,9 @@ recurrent state) and returns what :class:`mabl.policy.DecentralizedPolicy` retur
 ``actions [N]`` int64 and ``{"probs": [N, A]}``; continuous ``actions [N, D]`` float32 in the
 action bounds and ``{"mean": [N, D], "std": [D]}`` (normalised units).
 
+A ``qmix`` graph (recurrent, no latent) outputs ``probs`` = softmax of its masked Q-values: greedy
+(``deterministic``) is their argmax, as the PyTorch policy's.
+
 Random numbers (the latent z^a's uniform noise, the action draw, the Gaussian noise) come from
 this object's own ``numpy.random.Generator``; ``deterministic=True`` uses none and takes the same
 most-likely latent and action as the PyTorch policy's deterministic path. The graph's inputs,
@@ -101,7 +104,8 @@ class OnnxPolicy:
             return
         n, action_size = self.n_rows, self._spec["n_actions"] or self._spec["action_dim"]
         self.h = np.zeros((n, self.meta["deter"]), np.float32)
-        self.z = np.zeros((n, self.meta["latent_dim"]), np.float32)
+        if "z" in self.meta["inputs"]:
+            self.z = np.zeros((n, self.meta["latent_dim"]), np.float32)
         self.prev_action = np.zeros((n, action_size), np.float32)
 
     def _check(self, obs: Any, avail: Any) -> tuple[np.ndarray, np.ndarray | None]:
@@ -131,17 +135,21 @@ class OnnxPolicy:
         """One step of the agent rows (module docstring)."""
         obs, avail = self._check(obs, avail)
         feed: dict[str, np.ndarray] = {"obs": obs}
-        if self.recurrent:
+        inputs = self.meta["inputs"]
+        if "z" in inputs:  # a world-model policy's latent
             noise = self.rng.random((self.n_rows, self.meta["n_categoricals"]), dtype=np.float32)
-            feed.update(prev_action=self.prev_action, h=self.h, z=self.z, noise=noise,
-                        deterministic=np.array([1.0 if deterministic else 0.0], np.float32))
-        else:
+            feed.update(z=self.z, noise=noise, deterministic=np.array([1.0 if deterministic else 0.0], np.float32))
+        if self.recurrent:
+            feed.update(prev_action=self.prev_action, h=self.h)
+        if "agent" in inputs:  # the one-hot agent index (mappo's actor, qmix's Q-network)
             feed["agent"] = np.eye(self._spec["n_agents"], dtype=np.float32)[self.agents]
         if avail is not None:
             feed["avail"] = avail
         out = dict(zip(self.meta["outputs"], self.session.run(self.meta["outputs"], feed)))
         if self.recurrent:
-            self.h, self.z = out["h_next"], out["z_next"]
+            self.h = out["h_next"]
+            if "z" in inputs:
+                self.z = out["z_next"]
         if self._spec["discrete"]:
             probs = out["probs"]
             if deterministic:

@@ -12,7 +12,8 @@ Exported file (``mabl export``): a ``torch.save`` dict loadable with ``weights_o
 ``--algo mamba`` (and ``mag``) mixes the agents' inputs in its recurrent model, so its policy is a
 :class:`JointPolicy`: the same ``act(obs [N, O])`` call, but agent i's action depends on every
 agent's observation; ``policy.spec.centralized`` is True. ``--algo mappo`` files hold an MLP actor
-(:mod:`mabl.mlp_policy`). Files without "algo" are MABL policies.
+(:mod:`mabl.mlp_policy`), ``--algo qmix`` files its recurrent agent Q-network (:mod:`mabl.qmix_policy`).
+Files without "algo" are MABL policies.
 """
 
 from __future__ import annotations
@@ -148,6 +149,10 @@ def load_policy(path: str, device: str = "cpu", seed: int | None = None) -> Dece
         from mabl.mlp_policy import mlp_policy_from_payload
 
         return mlp_policy_from_payload(payload, device=device, seed=seed)
+    if kind == "qmix":
+        from mabl.qmix_policy import qmix_policy_from_payload
+
+        return qmix_policy_from_payload(payload, device=device, seed=seed)
     env_spec = EnvSpec(**payload["spec"])
     # a file written before a model field existed acts as it did then (config_migration.ADDED_FIELDS)
     earlier = {path.split(".", 1)[1]: value for path, value in ADDED_FIELDS.items() if path.startswith("model.")}

@@ -205,6 +205,8 @@ class Trainer:
         t0 = time.perf_counter()
         self._new_learner_call()
         metrics = self.agent.update(batch)
+        if set(metrics) == {"samples"}:  # no step made (QMIX before its replay holds a batch): nothing to log
+            return time.perf_counter() - t0
         c.learner_calls += 1
         c.policy_iterations += 1
         samples = metrics.pop("samples")
@@ -284,7 +286,7 @@ class Trainer:
             return losses, extra_values, (
                 f"training diverged: the {' and '.join(broken)} weights became non-finite (env step {c.env_step}, "
                 f"learner call {c.learner_calls}); the last checkpoint is intact; try lower learning rates "
-                "(--model.lr, --policy.actor_lr, --policy.critic_lr, --mappo.lr)")
+                "(--model.lr, --policy.actor_lr, --policy.critic_lr, --mappo.lr, --qmix.lr)")
         return losses, extra_values, None
 
     def _log_learner(self, t0: float, losses: dict[str, float], stop: str | None = None) -> float:

@@ -50,7 +50,14 @@ def test_fields_added_later_take_their_earlier_behaviour():
         "model.episode_reset": "start_state", "model.loss_divisor": "unmasked_rows",
         "model.agent_index_encoding": "none", "policy.empty_avail": "most_likely",
         "mag.error_updates": 0, "mag.error_target": "full_scale", "mag.plan_choice": "per_row", "mag.lr": 0.0,
-        "mag.actor_init": "xavier"}
+        "mag.actor_init": "xavier",
+        # --algo qmix came later; its section is unused by earlier runs (pymarl's qmix.yaml and default.yaml)
+        "qmix.hidden": 64, "qmix.recurrent": True, "qmix.last_action": True, "qmix.agent_id": True,
+        "qmix.buffer_episodes": 5000, "qmix.batch_episodes": 32, "qmix.epsilon_start": 1.0,
+        "qmix.epsilon_finish": 0.05, "qmix.epsilon_anneal_steps": 50_000, "qmix.optimizer": "rmsprop",
+        "qmix.lr": 5e-4, "qmix.optim_alpha": 0.99, "qmix.optim_eps": 1e-5, "qmix.grad_clip": 10.0, "qmix.gamma": 0.99,
+        "qmix.double_q": True, "qmix.target_update_interval": 200, "qmix.target_update_unit": "episodes",
+        "qmix.mixing_embed": 32, "qmix.hypernet_layers": 2, "qmix.hypernet_embed": 64}
 
 
 @pytest.mark.parametrize("path", ["model.hidden", "algo", "schedule.model_updates"])

@@ -1,6 +1,7 @@
 """The acting modules import in one direction: the policy contract and the episode record sit below
 ``mabl.policy``, ``mabl.rollout`` and ``mabl.algo.mappo``, so none of those three needs another
-one imported at module level; the exported MLP policy (``mabl.mlp_policy``) needs no learner (the
+one imported at module level; the exported MLP and QMIX policies (``mabl.mlp_policy``,
+``mabl.qmix_policy``) need no learner (the
 import cycle they had is gone). The learners (``mabl.algo``) sit
 below the commands that run them (``mabl.train``, ``mabl.cli``, ``mabl.diagnose``), and the
 algorithm registry imports no learner until one is built. The diagnostics package (data, probes, measures,
@@ -22,9 +23,10 @@ LOWER = {"mabl.algo.mappo": ("mabl.policy", "mabl.rollout"), "mabl.policy": ("ma
          "mabl.policy_contract": ("mabl.policy", "mabl.rollout", "mabl.algo.mappo"),
          "mabl.episode": ("mabl.policy", "mabl.rollout", "mabl.algo.mappo"),
          "mabl.mlp_policy": ("mabl.policy", "mabl.rollout", "mabl.algo.mappo", "mabl.algo.registry"),
+         "mabl.qmix_policy": ("mabl.policy", "mabl.rollout", "mabl.algo.qmix", "mabl.algo.registry"),
          "mabl.algo": ("mabl.algo.agent", "mabl.algo.mag", "mabl.algo.mappo", *COMMANDS),
-         **{f"mabl.algo.{m}": COMMANDS for m in ("agent", "mag", "mappo", "ippo", "imagined_ppo", "ppo_loss", "imagination",
-                                                 "returns", "value_norm", "optim",
+         **{f"mabl.algo.{m}": COMMANDS for m in ("agent", "mag", "mappo", "ippo", "qmix", "imagined_ppo", "ppo_loss",
+                                                 "imagination", "returns", "value_norm", "optim",
                                                  "world_model_loss", "registry", "contract", "loading")},
          **{f"mabl.diagnose.{m}": ("mabl.train", "mabl.cli") for m in ("data", "probes", "measures", "output")},
          "mabl.config": ("mabl.config_migration",),

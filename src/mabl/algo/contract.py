@@ -77,4 +77,6 @@ class OnPolicyLearner(Learner, Protocol):
         """Whole episodes from ``envs`` (each reset with ``next_seed()``): ``(episodes, batch)``."""
 
     def update(self, batch: Any) -> dict[str, torch.Tensor]:
-        """One update on ``batch``; its metrics include ``samples`` (rows consumed)."""
+        """One update on ``batch``; its metrics include ``samples`` (rows consumed). Metrics holding only
+        ``samples`` mean no step was made (an off-policy learner whose replay cannot fill a batch yet):
+        the trainer then counts and logs no learner call."""
