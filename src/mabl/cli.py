@@ -285,7 +285,12 @@ COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "envs": 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "rest", None) is not None:  # `bench gpu` / `experiment`: their own parser reads them
+        args.rest = extra + args.rest
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         COMMANDS[args.command](args)
     except MablError as exc:

@@ -4,6 +4,7 @@ and ``experiment`` (their parsers and what they run); :mod:`mabl.cli` parses and
     mabl bench speed [--algo mabl] [--preset paper] [--env smax:3s_vs_4z] [--amp [BOOL]] [--compile [BOOL]] [--json]
     mabl bench compare --a "compile=true" --b "" [--phase model|policy|call] [--pairs N] [--json]
     mabl bench env --env NAME [--steps N]
+    mabl bench gpu [--out DIR] [--device cuda|cpu] [--quick] ...   (python -m mabl.gpu_check)
     mabl sweep --algos mabl,mappo --envs smax:3m --seeds 0,1,2 [--preset P] [--steps N] [--workers W] --out DIR
     mabl report DIR [DIR ...] --out REPORT_DIR | --bins W [--end STEP] | --loss-terms [--bins W] [--at STEPS]
     mabl archive DIR [DIR ...] --out ARCHIVE_DIR
@@ -76,6 +77,9 @@ def add_tool_parsers(sub) -> None:
     cmp.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:K or auto")
     cmp.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     cmp.add_argument("--json", action="store_true", help="print one JSON object (with every timed repeat)")
+    gpu = bench_sub.add_parser("gpu", help="the GPU check: benchmarks, profiles and validates mabl on one GPU into one "
+                               "folder (`mabl bench gpu --help`; docs/PERFORMANCE.md, GPU check)", add_help=False)
+    gpu.add_argument("rest", nargs=argparse.REMAINDER, metavar="FLAG ...", help="its flags, e.g. --out DIR --quick")
     envb = bench_sub.add_parser("env", help="env-steps/s of an environment adapter under uniform random actions")
     envb.add_argument("--env", required=True, help="env name, e.g. flatland:5_agents (see `mabl envs`)")
     envb.add_argument("--steps", type=int, default=2000, help="timed env steps (default 2000)")
@@ -166,6 +170,13 @@ def add_tool_parsers(sub) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
+    if args.bench_command == "gpu":
+        from mabl.gpu_check import main as gpu_check
+
+        code = gpu_check(args.rest)
+        if code:
+            raise SystemExit(code)
+        return
     if args.bench_command == "env":
         import json
 

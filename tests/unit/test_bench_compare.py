@@ -1,5 +1,6 @@
 """``mabl bench compare`` (mabl.bench_compare): the interleaved pairs, their order and warm-up, the
-medians and the paired ratio, on a fake clock; the variant syntax and its one-line refusals."""
+medians and the paired ratio, on a fake clock; the variant syntax and its one-line refusals; ``mabl bench
+gpu`` handing its flags to the GPU check."""
 
 from __future__ import annotations
 
@@ -51,3 +52,17 @@ def test_refusals_are_one_line(capsys, argv, message):
     assert main(["bench", "compare", "--preset", "debug", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_bench_gpu_hands_every_flag_to_the_gpu_check(monkeypatch):
+    import mabl.gpu_check
+
+    seen = []
+    monkeypatch.setattr(mabl.gpu_check, "main", lambda argv: seen.append(argv) or 0)
+    assert main(["bench", "gpu", "--help"]) == 0
+    assert main(["bench", "gpu", "--out", "o", "--quick", "--device", "cpu"]) == 0
+    assert seen == [["--help"], ["--out", "o", "--quick", "--device", "cpu"]]
+    monkeypatch.setattr(mabl.gpu_check, "main", lambda argv: 2)
+    with pytest.raises(SystemExit) as stop:
+        main(["bench", "gpu", "--out", "o"])
+    assert stop.value.code == 2
