@@ -20,9 +20,10 @@ from collections.abc import Callable
 
 from mabl.errors import MablError
 
-PHASES = ("model", "policy", "call")
-"""What one timed repeat is: one world-model update, one policy iteration (imagination + PPO), or one
-learner call of the schedule (``schedule.model_updates`` updates + ``schedule.policy_iterations``)."""
+PHASES = ("model", "imagination", "policy", "call")
+"""What one timed repeat is: one world-model update, one imagination (``agent.imagine`` of a policy
+batch), one policy iteration (imagination + PPO), or one learner call of the schedule
+(``schedule.model_updates`` updates + ``schedule.policy_iterations`` policy iterations)."""
 
 
 def parse_variant(text: str, flag: str) -> dict[str, str]:
@@ -39,17 +40,24 @@ def parse_variant(text: str, flag: str) -> dict[str, str]:
 
 def paired_times(run_a: Callable[[], None], run_b: Callable[[], None], pairs: int, warmup: int = 1,
                  clock: Callable[[], float] = time.perf_counter) -> tuple[list[float], list[float]]:
-    """Seconds of ``pairs`` timed runs of each, interleaved (A, B in even pairs; B, A in odd ones), after
-    ``warmup`` untimed pairs."""
-    times: dict[str, list[float]] = {"a": [], "b": []}
+    """Seconds (by ``clock``) of ``pairs`` timed runs of each, interleaved (A, B in even pairs; B, A in
+    odd ones), after ``warmup`` untimed pairs."""
+    return paired_clocks(run_a, run_b, pairs, warmup, {"t": clock})["t"]
+
+
+def paired_clocks(run_a: Callable[[], None], run_b: Callable[[], None], pairs: int, warmup: int,
+                  clocks: dict[str, Callable[[], float]]) -> dict[str, tuple[list[float], list[float]]]:
+    """:func:`paired_times` read on every clock of ``clocks`` (e.g. wall and process CPU) at once."""
+    times = {key: {"a": [], "b": []} for key in clocks}
     runs = {"a": run_a, "b": run_b}
     for i in range(warmup + pairs):
         for name in ("ab" if i % 2 == 0 else "ba"):
-            start = clock()
+            start = {key: clock() for key, clock in clocks.items()}
             runs[name]()
             if i >= warmup:
-                times[name].append(clock() - start)
-    return times["a"], times["b"]
+                for key, clock in clocks.items():
+                    times[key][name].append(clock() - start[key])
+    return {key: (t["a"], t["b"]) for key, t in times.items()}
 
 
 def summarize(a: list[float], b: list[float]) -> dict[str, float]:
@@ -67,6 +75,10 @@ def _phase_runner(bench, phase: str) -> Callable[[], None]:
         bench.model_update()
         sync()
 
+    def imagination() -> None:
+        bench.imagination()
+        sync()
+
     def policy() -> None:
         bench.ppo(bench.imagination())
         sync()
@@ -78,7 +90,7 @@ def _phase_runner(bench, phase: str) -> Callable[[], None]:
             bench.ppo(bench.imagination())
         sync()
 
-    return {"model": model, "policy": policy, "call": call}[phase]
+    return {"model": model, "imagination": imagination, "policy": policy, "call": call}[phase]
 
 
 def _as_bool(key: str, text: str) -> bool:
@@ -105,13 +117,22 @@ def bench_compare(a: str, b: str, preset: str = "quick", map_name: str = "3s_vs_
         raise MablError(f"--pairs={pairs} must be > 0 and --warmup={warmup} >= 0")
     variants = {"a": parse_variant(a, "--a"), "b": parse_variant(b, "--b")}
     learners = {name: _learner(preset, map_name, device, algo, v) for name, v in variants.items()}
-    times_a, times_b = paired_times(_phase_runner(learners["a"], phase), _phase_runner(learners["b"], phase),
-                                    pairs, warmup)
+    measured = paired_clocks(_phase_runner(learners["a"], phase), _phase_runner(learners["b"], phase), pairs, warmup,
+                             {"wall": time.perf_counter, "cpu": time.process_time})
+    (times_a, times_b), (cpu_a, cpu_b) = measured["wall"], measured["cpu"]
     import torch
 
+    cpu = summarize(cpu_a, cpu_b)
     return {"a": a, "b": b, "preset": preset, "map": map_name, "device": str(learners["a"].device), "phase": phase,
             "threads": torch.get_num_threads(), "warmup": warmup, **summarize(times_a, times_b),
+            "a_cpu_median_s": cpu["a_median_s"], "b_cpu_median_s": cpu["b_median_s"],
+            "cpu_ratio_median": cpu["ratio_median"],
+            "a_world_model_params": _params(learners["a"]), "b_world_model_params": _params(learners["b"]),
             "a_s": times_a, "b_s": times_b}
+
+
+def _params(bench) -> int:
+    return sum(p.numel() for p in bench.agent.world_model.parameters())
 
 
 def format_compare(r: dict) -> str:
@@ -119,7 +140,8 @@ def format_compare(r: dict) -> str:
     return "\n".join([
         f"mabl bench compare  phase={r['phase']} map={r['map']} preset={r['preset']} device={r['device']} "
         f"threads={r['threads']} pairs={r['pairs']} (+{r['warmup']} warm-up)",
-        f"  A [{r['a'] or 'the preset'}]: median {r['a_median_s'] * ms:.1f} ms",
-        f"  B [{r['b'] or 'the preset'}]: median {r['b_median_s'] * ms:.1f} ms",
-        f"  paired ratio A/B: median {r['ratio_median']:.3f} (range {r['ratio_min']:.2f}-{r['ratio_max']:.2f}); "
-        "> 1: B is faster"])
+        *(f"  {k.upper()} [{r[k] or 'the preset'}]: median {r[f'{k}_median_s'] * ms:.1f} ms wall, "
+          f"{r[f'{k}_cpu_median_s'] * ms:.1f} ms process CPU; world model {r[f'{k}_world_model_params'] / 1e6:.2f} M "
+          "parameters" for k in ("a", "b")),
+        f"  paired ratio A/B: median {r['ratio_median']:.3f} (range {r['ratio_min']:.2f}-{r['ratio_max']:.2f}), "
+        f"process CPU {r['cpu_ratio_median']:.3f}; > 1: B is faster"])

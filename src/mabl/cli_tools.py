@@ -10,6 +10,7 @@ and ``experiment`` (their parsers and what they run); :mod:`mabl.cli` parses and
     mabl archive DIR [DIR ...] --out ARCHIVE_DIR
     mabl diagnose --run-dir DIR [--data DIR|FILE] [--by-alive] [--advantages] [--attack-masks] [--json] [--out DIR]
     mabl experiment representation {collect,train,score,time} --out DIR ...
+    mabl experiment reward-loss --run-dir DIR [--updates 400] [--losses smooth_l1,mse]
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ def add_tool_parsers(sub) -> None:
                      "(default mabl)")
     cmp.add_argument("--env", "--map", dest="env", default="smax:3s_vs_4z",
                      help="the task whose sizes are timed, as for `bench speed` (default smax:3s_vs_4z)")
-    cmp.add_argument("--phase", choices=("model", "policy", "call"), default="model",
-                     help="one timed repeat: a world-model update (default), a policy iteration (imagination + PPO), "
-                          "or a learner call of the preset's schedule")
+    cmp.add_argument("--phase", choices=("model", "imagination", "policy", "call"), default="model",
+                     help="one timed repeat: a world-model update (default), an imagination, a policy iteration "
+                          "(imagination + PPO), or a learner call of the preset's schedule")
     cmp.add_argument("--pairs", type=int, default=10, help="timed pairs (default 10)")
     cmp.add_argument("--warmup", type=int, default=1, help="untimed pairs first (default 1; a compiled variant "
                      "compiles there)")
@@ -161,11 +162,12 @@ def add_tool_parsers(sub) -> None:
     dg.add_argument("--only-blocks", action="store_true", help="with --by-alive/--advantages/--attack-masks: print "
                     "only those blocks (skips the probes and the open loop)")
 
-    ex = sub.add_parser("experiment", help="controlled experiments (docs/DIAGNOSTICS.md): representation = the world "
-                        "models of mabl, mabl-sg and dreamer trained on one fixed dataset and scored by diagnose")
-    ex.add_argument("name", choices=("representation",), help="the experiment")
-    ex.add_argument("rest", nargs=argparse.REMAINDER, metavar="STEP ...", help="its step and flags: collect, train, "
-                    "score or time (`mabl experiment representation --help`)")
+    ex = sub.add_parser("experiment", help="controlled experiments: representation = the world models of mabl, mabl-sg "
+                        "and dreamer trained on one fixed dataset and scored by diagnose (docs/DIAGNOSTICS.md); "
+                        "reward-loss = a run's world model trained on under each reward loss (docs/PERFORMANCE.md)")
+    ex.add_argument("name", choices=("representation", "reward-loss"), help="the experiment")
+    ex.add_argument("rest", nargs=argparse.REMAINDER, metavar="...", help="its flags (representation: a step first, "
+                    "collect, train, score or time); `mabl experiment NAME --help`")
 
 
 
@@ -345,9 +347,11 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
-    from mabl.experiment import representation
-
-    code = representation.main(args.rest)
+    if args.name == "representation":
+        from mabl.experiment.representation import main as experiment
+    else:
+        from mabl.experiment.reward_loss import main as experiment
+    code = experiment(args.rest)
     if code:
         raise SystemExit(code)
 

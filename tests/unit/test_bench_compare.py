@@ -66,3 +66,19 @@ def test_bench_gpu_hands_every_flag_to_the_gpu_check(monkeypatch):
     with pytest.raises(SystemExit) as stop:
         main(["bench", "gpu", "--out", "o"])
     assert stop.value.code == 2
+
+
+def test_every_clock_is_read_around_the_same_runs():
+    wall, cpu = [0.0], [0.0]
+
+    def run(w, c):
+        def go():
+            wall[0] += w
+            cpu[0] += c
+        return go
+
+    from mabl.bench_compare import paired_clocks
+
+    out = paired_clocks(run(4.0, 1.0), run(2.0, 1.0), pairs=2, warmup=1,
+                        clocks={"wall": lambda: wall[0], "cpu": lambda: cpu[0]})
+    assert out["wall"] == ([4.0, 4.0], [2.0, 2.0]) and out["cpu"] == ([1.0, 1.0], [1.0, 1.0])

@@ -1,6 +1,7 @@
 """``mabl diagnose --by-alive / --advantages / --attack-masks`` (mabl.diagnose.units) on hand-made
 arrays: which unit-rows count as alive / last unit / attack allowed, the probability that independent
-Bernoulli availabilities allow at least one attack, the per-alive-count means and the advantage spread."""
+Bernoulli availabilities allow at least one attack, the per-alive-count means and the advantage spread;
+end to end on a tiny run, with ``mabl experiment reward-loss`` on the same run."""
 
 from __future__ import annotations
 
@@ -118,3 +119,20 @@ def test_blocks_end_to_end_on_a_tiny_run(tmp_path, capsys):
         assert all(r["p_attack"] is None or 0.0 <= r["p_attack"] <= 1.0 for r in rates.values())
     assert main(["diagnose", "--run-dir", str(run), "--only-blocks", "--device", "cpu"]) == 2
     assert "--only-blocks goes with" in capsys.readouterr().err
+
+
+def test_reward_loss_experiment_starts_every_loss_from_the_checkpoint_and_the_loss_matters(tmp_path, capsys):
+    from mabl.cli import main
+    from mabl.experiment.reward_loss import run
+
+    path = _smax_run(tmp_path)
+    out = run(str(path), ["smooth_l1", "mse"], updates=4, emit=lambda line: None)
+    assert [(r["loss"], r["updates"]) for r in out] == [("smooth_l1", 0), ("smooth_l1", 2), ("smooth_l1", 4),
+                                                        ("mse", 0), ("mse", 2), ("mse", 4)]
+    assert out[0]["block"] == out[3]["block"]  # the same checkpoint, the same windows
+    assert out[2]["block"]["mae"] != out[5]["block"]["mae"]  # the same batches, another loss: another head
+    assert out[2]["block"]["mae"] != out[0]["block"]["mae"]  # the updates changed the head
+    assert main(["experiment", "reward-loss", "--run-dir", str(path), "--updates", "1"]) == 2
+    assert "--updates=1 must be >= 2" in capsys.readouterr().err
+    assert main(["experiment", "reward-loss", "--run-dir", str(path), "--losses", "huber"]) == 2
+    assert "--losses: unknown huber" in capsys.readouterr().err

@@ -65,6 +65,17 @@ def loss_term_means(learner: list[dict], end: float, width: float) -> dict[str, 
     return out
 
 
+def _reward_scale(config: dict) -> float | str:
+    """The run's ``model.reward_scale`` as it trained (an older config without the field reads as the
+    value that version used: :mod:`mabl.config_migration`); a partial config: its own value, if any."""
+    from mabl.config import from_dict
+
+    try:
+        return from_dict(config).model.reward_scale
+    except MablError:
+        return (config.get("model") or {}).get("reward_scale", "not in the config")
+
+
 def _header(run: RunData) -> str:
     return f"== {run.run_dir} ({run.algo}, {run.env}, seed {run.seed}, {len(run.env_step)} episodes)"
 
@@ -84,7 +95,7 @@ def format_loss_terms(run: RunData, width: float, ends: list[float] | None = Non
     if ends is None:
         last = max((r.get("env_step", 0) for r in run.learner), default=0)
         ends = window_ends(width, float(last))
-    scale = (run.config.get("model") or {}).get("reward_scale", "(default)")
+    scale = _reward_scale(run.config)
     lines = [_header(run) + f", model.reward_scale {scale}",
              f"{'window':>17} {'calls':>5} {'loss':>7} " + " ".join(f"{t:>16}" for t in LOSS_TERMS)]
     for end in ends:
