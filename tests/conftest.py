@@ -1,30 +1,12 @@
 """Shared pytest hooks: every test under ``tests/integration/`` is marked ``integration`` (so
 ``pytest -m "not slow and not integration"`` is the fast unit tier); tests marked ``gpu`` are skipped
-where torch sees no CUDA device; the ``benchmark_script`` fixture loads a script of ``benchmarks/`` as a
-module."""
+where torch sees no CUDA device."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-@pytest.fixture
-def benchmark_script():
-    """``load(name)``: ``benchmarks/<name>.py`` as a fresh module (the scripts are not in the package)."""
-
-    def load(name: str):
-        spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-
-    return load
-
 
 INTEGRATION = Path(__file__).resolve().parent / "integration"
 

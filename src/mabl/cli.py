@@ -2,16 +2,11 @@
 
     mabl train [--config FILE.yaml] [--env smax:3s_vs_4z] [--preset paper] [--steps N] [--seed S] [--run-dir DIR]
                [--log jsonl,tensorboard,csv,wandb,mlflow] [--model.hidden 128 ...]
-    mabl eval --run-dir DIR [--checkpoint STEP] | --policy FILE(.pt|.onnx) [--episodes N] [--json]
+    mabl eval --run-dir DIR [--checkpoint STEP] | --policy FILE(.pt|.onnx) | --scripted NAME [--episodes N] [--trace]
+              [--json]
     mabl export --run-dir DIR --out FILE
-    mabl bench speed [--algo mabl] [--preset paper] [--env smax:3s_vs_4z] [--device auto|cpu|cuda] [--amp [BOOL]]
-                     [--compile [BOOL]] [--json]
-    mabl sweep --algos mabl,mappo --envs smax:3m --seeds 0,1,2 [--preset P] [--steps N] [--workers W] --out DIR
-    mabl report DIR [DIR ...] --out REPORT_DIR
-    mabl archive DIR [DIR ...] --out ARCHIVE_DIR
-    mabl diagnose --run-dir DIR [--data DIR|FILE] [--windows K] [--split random|data_order] [--draws D]
-                  [--device auto|cpu|cuda] [--json] [--out DIR]
     mabl envs
+    mabl bench | sweep | report | archive | diagnose | experiment ...   (mabl.cli_tools)
 """
 
 from __future__ import annotations
@@ -21,18 +16,9 @@ import sys
 
 from mabl.algo import ALGORITHMS
 from mabl.algo.loading import checkpoint_step
+from mabl.cli_tools import TOOL_COMMANDS, add_tool_parsers
 from mabl.config import RunConfig, iter_fields
 from mabl.errors import MablError
-
-
-def _bool(text: str) -> bool:
-    """A flag's boolean, written as on `mabl train`: true/false, 1/0, yes/no, on/off."""
-    low = str(text).lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a boolean (true or false)")
 
 
 def _flag(path: str) -> str:
@@ -84,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--run-dir", "--run_dir", dest="run_dir",
                      help="run directory (its newest checkpoint, or --checkpoint STEP)")
     src.add_argument("--policy", help="exported policy file (from `mabl export`: .pt, or .onnx with the onnx extra)")
+    src.add_argument("--scripted", choices=("focus", "random_attack", "random"), help="a scripted SMAX team, a floor "
+                     "for learned ones: focus = each unit attacks the lowest-numbered enemy it may attack, else moves; "
+                     "random_attack = a random enemy it may attack, else moves; random = any available action "
+                     "(--env default smax:3m; the readings from --smax.*)")
     ev.add_argument("--checkpoint", type=int, metavar="STEP",
                     help="with --run-dir: the checkpoint of this env step (checkpoints/step_*.pt; default the newest)")
     ev.add_argument("--env", help="task to play (default: the run's / the policy's task)")
@@ -91,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=12345, help="seed of the evaluation episodes")
     ev.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the most likely")
     ev.add_argument("--json", action="store_true", help="print one JSON object (with each episode's values)")
+    ev.add_argument("--trace", action="store_true", help="print every episode step by step: the joint action and team "
+                    "reward of each step, and where one unit is left its action mask and action probabilities")
+    from mabl.envs.smax import SMAX_OPTIONS
+
+    for option, choices in SMAX_OPTIONS.items():
+        ev.add_argument(f"--smax.{option}", dest=f"smax_{option}", choices=choices, help=f"with --scripted: SMAX's "
+                        f"{option} reading (default {choices[0]}, as `mabl train`'s; a run or policy plays on its own)")
     ev.add_argument("--render", metavar="OUT.gif", help="also write a GIF of the first evaluated episode (smax: "
                     "JaxMARL's visualiser; mpe/pettingzoo: the env's rgb_array frames)")
     ev.add_argument("--render-steps", "--render_steps", dest="render_steps", type=int, metavar="N",
@@ -103,89 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="torch: a file for mabl.load_policy (default); onnx: one agent's execution path as an "
                          "ONNX graph for onnxruntime (mabl.onnx_policy; needs the onnx extra)")
 
-    bench = sub.add_parser("bench", help="benchmarks")
-    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
-    speed = bench_sub.add_parser("speed", help="learner speed on synthetic batches of a map's sizes")
-    speed.add_argument("--preset", default="paper", help="preset whose sizes and schedule are timed (default paper)")
-    speed.add_argument("--algo", default="mabl", choices=[n for n, a in ALGORITHMS.items() if a.world_model],
-                       help="world-model algorithm whose learner is timed (default mabl)")
-    speed.add_argument("--env", "--map", dest="env", default="smax:3s_vs_4z",
-                       help="the task whose sizes are timed: smax:3s_vs_4z (N=3,A=10,O=42,G=61) or smac:corridor "
-                            "(the family prefix may be left out; --map is the older name of this flag)")
-    speed.add_argument("--device", default="auto", help="'auto' (CUDA when present, as everywhere in mabl), cpu, cuda "
-                       "or cuda:K (default auto)")
-    speed.add_argument("--amp", nargs="?", const=True, default=False, type=_bool, metavar="BOOL",
-                       help="bf16 autocast for the learner, as `mabl train --amp true` (--amp alone means true)")
-    speed.add_argument("--compile", nargs="?", const=True, default=False, type=_bool, metavar="BOOL",
-                       help="compile the world-model loss and imagination (as `mabl train --compile true`; --compile "
-                            "alone means true); compiling is not timed")
-    speed.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    speed.add_argument("--repeats", type=int, default=10,
-                       help="timed world-model updates; the median is reported (default 10)")
-    speed.add_argument("--policy-repeats", type=int, default=3,
-                       help="timed policy iterations; the median is reported (default 3)")
-    speed.add_argument("--json", action="store_true", help="print one JSON object")
-    envb = bench_sub.add_parser("env", help="env-steps/s of an environment adapter under uniform random actions")
-    envb.add_argument("--env", required=True, help="env name, e.g. flatland:5_agents (see `mabl envs`)")
-    envb.add_argument("--steps", type=int, default=2000, help="timed env steps (default 2000)")
-    envb.add_argument("--seed", type=int, default=0)
-    envb.add_argument("--json", action="store_true", help="print one JSON object")
-
-    sw = sub.add_parser("sweep", help="run algorithms x tasks x seeds, locally or on a Ray cluster", description=(
-        "Each run is an ordinary run directory OUT/<env>/<algo>/seed<k>. Re-running the same sweep skips "
-        "finished runs and resumes interrupted ones; a crashed run is reported and the others go on."))
-    sw.add_argument("--algos", help="comma-separated algorithms, e.g. mabl,mappo")
-    sw.add_argument("--envs", help="comma-separated tasks, e.g. smax:3m,smax:3s_vs_4z")
-    sw.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
-    sw.add_argument("--preset", help="preset of every run (default quick)")
-    sw.add_argument("--steps", type=int, help="env steps per run (default 100000)")
-    sw.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                    help="config override for every run, e.g. --set model.hidden=128 (repeatable)")
-    sw.add_argument("--file", help="TOML file with algos, envs, seeds, preset, steps and a [set] table; flags win")
-    sw.add_argument("--out", required=True, help="sweep directory")
-    sw.add_argument("--workers", type=int, default=1, help="runs at once on this machine (default 1)")
-    sw.add_argument("--threads", type=int, default=0, help="torch threads (Ray: CPUs) per run (default CPUs/workers)")
-    sw.add_argument("--device", default="auto", help="device of every run (default auto: the GPU is shared)")
-    sw.add_argument("--ray-address", help="run on this Ray cluster ('auto' or host:port) instead of locally")
-    sw.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray: GPUs requested per run (e.g. 0.25)")
-
-    rp = sub.add_parser("report", help="Table 1-style table and learning curves from run or sweep directories")
-    rp.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories")
-    rp.add_argument("--out", required=True, help="report directory (table.md, summary.json, PNG curves)")
-    rp.add_argument("--window", type=int, default=15_000, help="final env steps the table averages over (default 15000)")
-    rp.add_argument("--ema", type=float, default=0.9, help="EMA smoothing of the curves, weight of the past (default 0.9)")
-    rp.add_argument("--metric", choices=("auto", "return"), default="auto", help="table and curve metric: auto = win "
-                    "rate where the task logs wins, arrived %% where it logs Flatland's arrived_fraction, else return "
-                    "(default); return = the episode return everywhere")
-
-    ar = sub.add_parser("archive", help="copy the logs of runs (config, gzip-compressed metrics and eval) without "
-                        "their checkpoints, e.g. to keep a study's results in git; 'mabl report' reads the copy")
-    ar.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories")
-    ar.add_argument("--out", required=True, help="archive directory; runs keep their paths relative to each DIR")
-
-    dg = sub.add_parser("diagnose", help="look inside a run's world model: global-information probe, open-loop "
-                        "prediction, imagination fidelity, latent health (docs/DIAGNOSTICS.md)")
-    dg.add_argument("--run-dir", "--run_dir", dest="run_dir", required=True,
-                    help="run directory of mabl, mabl-sg, dreamer or mamba (newest checkpoint)")
-    dg.add_argument("--data", help="score on this data instead of the run's replay: another run directory (its "
-                    "replay) or a dataset .npz (benchmarks/representation.py); same env sizes")
-    dg.add_argument("--windows", type=int, default=None, help="non-overlapping windows drawn (default 100, or as many "
-                    "as fit in a short run's replay; half fit the probes, half score them)")
-    dg.add_argument("--length", type=int, default=20, help="rows per window (default 20)")
-    dg.add_argument("--horizon", type=int, default=8, help="open-loop steps k = 1..H (default 8)")
-    dg.add_argument("--stack", type=int, default=4, help="observations stacked for the raw-observation reference "
-                    "probe (default 4)")
-    dg.add_argument("--seed", type=int, default=0, help="seed of the window draw, the probe split and the model's "
-                    "sampling")
-    dg.add_argument("--split", choices=["random", "data_order"], default="random",
-                    help="probe windows: a random half fits, the rest score (default); data_order: the earlier half "
-                    "fits, the later half scores (extrapolation across the policies that wrote the data)")
-    dg.add_argument("--draws", type=int, default=5, help="window draws (seeds SEED .. SEED+DRAWS-1) over which the "
-                    "state probes' spread is reported (default 5; 1: none)")
-    dg.add_argument("--device", default="auto", help="'auto' (CUDA when present, as everywhere in mabl), cpu, cuda "
-                    "or cuda:K (default auto)")
-    dg.add_argument("--json", action="store_true", help="print one JSON object")
-    dg.add_argument("--out", help="also write diagnose.json and PNG plots (error vs k; probe R^2 per state feature)")
+    add_tool_parsers(sub)
 
     sub.add_parser("envs", help="list the known tasks")
     return parser
@@ -249,7 +164,19 @@ def cmd_eval(args: argparse.Namespace) -> None:
         raise MablError("--checkpoint STEP picks a checkpoint of --run-dir; an exported --policy file has one")
     options: dict = {}
     source: dict = {}
-    if args.run_dir:
+    readings = {k[len("smax_"):]: v for k, v in vars(args).items() if k.startswith("smax_") and v is not None}
+    if readings and not args.scripted:
+        raise MablError("--smax.* readings go with --scripted; a run or an exported policy plays on its own readings")
+    if args.scripted:
+        from mabl.scripted import ScriptedPolicy
+
+        env_name = args.env or "smax:3m"
+        if not env_name.startswith("smax:"):
+            raise MablError(f"--scripted plays SMAX's action layout; --env={env_name} is not a smax: task")
+        options, source = readings, {"scripted": args.scripted, "readings": readings}
+        policy = ScriptedPolicy(args.scripted, args.seed)
+        spec = None
+    elif args.run_dir:
         import dataclasses
 
         from mabl.config import env_options
@@ -268,6 +195,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
         spec, env_name = policy.env_spec, args.env or policy.env_spec.name
         source = {"policy": args.policy}
     env = make_env(env_name, seed=args.seed, options=options)
+    if spec is None:
+        spec = env.spec
+    if args.trace and not env.spec.discrete:
+        raise MablError(f"--trace prints discrete joint actions; {env_name} has continuous actions")
     if (env.spec.n_agents, env.spec.obs_dim, env.spec.action_size) != (spec.n_agents, spec.obs_dim, spec.action_size):
         raise MablError(f"env {env_name} has sizes (N={env.spec.n_agents}, O={env.spec.obs_dim}, "
                         f"A={env.spec.action_size}); the policy was trained for (N={spec.n_agents}, "
@@ -277,6 +208,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if hasattr(policy, "generator"):  # (an ONNX policy has its own numpy generator, seeded above)
         policy.generator = torch.Generator().manual_seed(args.seed)
     seeds = [episode_seed(args.seed, 3, i) for i in range(args.episodes)]
+    if args.trace:
+        from mabl.scripted import format_trace, trace_episode
+
+        traces = [trace_episode(env, policy, seed, deterministic=not args.stochastic) for seed in seeds]
+        if args.json:
+            import json
+
+            print(json.dumps({"env": env_name, **source, "seed": args.seed, "episodes": traces}))
+        else:
+            print("\n".join(format_trace(t, i) for i, t in enumerate(traces)))
+        return
     result = evaluate_policy(env, policy, args.episodes, seeds, deterministic=not args.stochastic)
     if args.render:
         from mabl.render import render_episode
@@ -292,7 +234,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(json.dumps({"env": env_name, **source, "seed": args.seed, "stochastic": args.stochastic, **result}))
         return
     what = (f"checkpoint of step {source['checkpoint_step']} ({source['checkpoint']})" if "checkpoint" in source
-            else f"policy {args.policy}")
+            else f"scripted policy {args.scripted}" if args.scripted else f"policy {args.policy}")
     print(f"evaluating {what}")
     text = f"{env_name}: {result['episodes']} episodes, mean return {result['mean_return']:.3f}"
     if "win_rate" in result:
@@ -328,95 +270,6 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"wrote decentralized policy{of_step} ({cfg.algo}) for {spec.name} ({spec.n_agents} agents) to {args.out}")
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
-    if args.bench_command == "env":
-        import json
-
-        from mabl.bench import bench_env
-
-        if args.steps <= 0:
-            raise MablError(f"--steps={args.steps} must be > 0")
-        result = bench_env(args.env, args.steps, args.seed)
-        if args.json:
-            print(json.dumps(result))
-        else:
-            print(f"{result['env']}: {result['env_steps_per_s']:.0f} env-steps/s ({result['steps']} steps, "
-                  f"{result['episodes']} episodes, reset {result['reset_ms']:.1f} ms, random actions)")
-        return
-    import torch
-
-    from mabl.bench import bench_speed, format_result
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.repeats <= 0 or args.policy_repeats <= 0:
-        raise MablError("--repeats and --policy-repeats must be > 0")
-    map_name = args.env.partition(":")[2] if ":" in args.env else args.env
-    result = bench_speed(args.preset, map_name, args.device, args.amp, args.repeats, args.policy_repeats,
-                         compile=args.compile, algo=args.algo)
-    print(format_result(result, as_json=args.json))
-
-
-def cmd_sweep(args: argparse.Namespace) -> None:
-    from mabl.sweep import load_spec_file, make_spec, run_sweep
-
-    data = load_spec_file(args.file) if args.file else {}
-    overrides = dict(data.get("set", {}))
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise MablError(f"--set {item!r} must look like FIELD=VALUE, e.g. --set model.hidden=128")
-        overrides[key.strip()] = value.strip()
-    pick = lambda flag, key, default: flag if flag is not None else data.get(key, default)  # noqa: E731
-    spec = make_spec(pick(args.algos, "algos", None), pick(args.envs, "envs", None), pick(args.seeds, "seeds", None),
-                     pick(args.preset, "preset", "quick"), pick(args.steps, "steps", 100_000), overrides)
-    if spec.steps <= 0:
-        raise MablError(f"--steps={spec.steps} must be > 0")
-    outcomes = run_sweep(spec, args.out, args.workers, args.threads, args.device, args.ray_address, args.gpus_per_run)
-    failed = [o for o in outcomes if o.status == "failed"]
-    counts = {k: sum(o.status == k for o in outcomes) for k in ("finished", "skipped", "failed")}
-    print(f"sweep {args.out}: {counts['finished']} finished, {counts['skipped']} already done, {counts['failed']} failed"
-          + "".join(f"\n  failed: {o.run} (exit {o.returncode}); log {o.log}" for o in failed))
-    if failed:
-        raise SystemExit(1)
-
-
-def cmd_report(args: argparse.Namespace) -> None:
-    from mabl.report import write_report
-
-    if args.window <= 0:
-        raise MablError(f"--window={args.window} must be > 0")
-    if not 0.0 <= args.ema < 1.0:
-        raise MablError(f"--ema={args.ema} must be in [0, 1)")
-    summary = write_report(args.dirs, args.out, window=args.window, ema=args.ema, metric=args.metric)
-    files = summary["files"]
-    skipped = summary.get("skipped") or []
-    print(f"report {args.out}: {files['table']}, {files['summary']}, {files['marl_eval']}, {len(files['plots'])} plots"
-          + (f"; skipped {len(skipped)} runs (see {files['summary']})" if skipped else ""))
-
-
-def cmd_archive(args: argparse.Namespace) -> None:
-    from mabl.archive import archive_runs
-
-    for item in archive_runs(args.dirs, args.out):
-        print(f"archived {item.run}: {item.bytes_in / 1e6:.2f} MB of logs -> {item.bytes_out / 1e6:.2f} MB")
-
-
-def cmd_diagnose(args: argparse.Namespace) -> None:
-    import json
-
-    from mabl.diagnose import diagnose, format_table, write_outputs
-
-    result = diagnose(args.run_dir, args.data, args.windows, args.length, args.horizon, args.seed, args.device,
-                      args.stack, split=args.split, draws=args.draws)
-    if args.windows is None and result["meta"]["windows"] < 100:
-        print(f"mabl diagnose: the data holds {result['meta']['data_rows']} rows, room for {result['meta']['windows']} "
-              f"windows of {args.length} rows, not the default 100: using {result['meta']['windows']}", file=sys.stderr)
-    if args.out:
-        write_outputs(result, args.out)
-    print(json.dumps(result) if args.json else format_table(result))
-
-
 def cmd_envs(args: argparse.Namespace) -> None:
     from mabl.envs import list_envs
     from mabl.envs.registry import ALIASES, FAMILY_REWARDS
@@ -428,12 +281,16 @@ def cmd_envs(args: argparse.Namespace) -> None:
         print(f"{name:<{width}}  reward: {FAMILY_REWARDS[family]}")
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "bench": cmd_bench, "sweep": cmd_sweep,
-            "report": cmd_report, "archive": cmd_archive, "diagnose": cmd_diagnose, "envs": cmd_envs}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "export": cmd_export, "envs": cmd_envs, **TOOL_COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and getattr(args, "rest", None) is not None:  # `bench gpu` / `experiment`: their own parser reads them
+        args.rest = extra + args.rest
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         COMMANDS[args.command](args)
     except MablError as exc:

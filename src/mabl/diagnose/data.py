@@ -77,7 +77,7 @@ class Loaded:
 def load_run(run_dir: str | Path, device: str = "cpu") -> Loaded:
     """The newest checkpoint of a run directory, rebuilt as ``train.Trainer._resume`` does, without the env.
 
-    Run directories of ``benchmarks/representation.py`` hold no replay (``data`` is None then).
+    Run directories of ``mabl experiment representation train`` hold no replay (``data`` is None then).
     """
     from mabl.algo import algorithm, load_learner
     from mabl.device import resolve_device

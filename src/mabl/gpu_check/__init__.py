@@ -1,6 +1,7 @@
-"""One prepared command that measures and validates mabl on a GPU: ``benchmarks/gpu_check.sh``.
+"""One prepared command that measures and validates mabl on a GPU: ``mabl bench gpu`` (also
+``python -m mabl.gpu_check``; ``benchmarks/gpu_check.sh`` runs it from a repository copy without an install).
 
-    python -m mabl.gpu_check [--out DIR] [--device cuda|cpu] [--quick] [--budget SECONDS] [--stages ...]
+    mabl bench gpu [--out DIR] [--device cuda|cpu] [--quick] [--budget SECONDS] [--stages ...]
 
 Stages, in this order (each one in its own process with its own time budget, cut to what is left of
 the whole budget; a stage that fails, times out or finds no time left is recorded as such and the
@@ -73,7 +74,7 @@ __all__ = ["BENCH_NOTE", "Check", "EXTRAPOLATION_NOTE", "LAUNCH_PREFIXES", "MAPS
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mabl.gpu_check", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="mabl bench gpu", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", help="output folder (default: $OUT)")
     p.add_argument("--work", help="scratch folder for the training run and pytest's report (default: a new temp folder)")
     p.add_argument("--device", default="cuda", help="cuda (default), cuda:K or cpu")

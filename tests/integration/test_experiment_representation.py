@@ -1,9 +1,8 @@
-"""benchmarks/representation.py end to end at tiny sizes: collect -> train (resumable) -> score."""
+"""``mabl experiment representation`` end to end at tiny sizes: collect -> train (resumable) -> score."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 from pathlib import Path
@@ -11,20 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mabl.cli import main
 from mabl.diagnose import load_dataset
 
 pytest.importorskip("mpe2")
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "representation.py"
-
 
 def bench(*args: str) -> str:
-    spec = importlib.util.spec_from_file_location("representation_bench", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = module.main(list(args))
+        code = main(["experiment", "representation", *args])
     assert code == 0, out.getvalue() + err.getvalue()
     return out.getvalue()
 

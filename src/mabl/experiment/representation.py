@@ -7,13 +7,13 @@ scored by ``mabl diagnose`` on the same held-out windows. Three steps, each resu
     # (a) a fixed dataset: a briefly trained mappo (30k env steps) + random play on smax:3s_vs_4z;
     #     every 5th episode is held out. Writes OUT/train.npz, OUT/heldout.npz (+ provenance), OUT/mappo/
     #     (docs/DIAGNOSTICS.md's table: add --smax.reward jaxmarl --smax.state jaxmarl --smax.walls lethal)
-    python benchmarks/representation.py collect --out bench/repr
+    mabl experiment representation collect --out bench/repr
     # (b) world models, world-model updates only, as run directories OUT/models/<algo>/seed<k>
-    python benchmarks/representation.py train --out bench/repr --algos mabl,mabl-sg,dreamer --seeds 0,1,2
+    mabl experiment representation train --out bench/repr --algos mabl,mabl-sg,dreamer --seeds 0,1,2
     # (c) mabl diagnose --data OUT/heldout.npz on the same windows for every model; OUT/scores/table.md
-    python benchmarks/representation.py score --out bench/repr
+    mabl experiment representation score --out bench/repr
     # the per-update time at the chosen preset on this machine
-    python benchmarks/representation.py time --out bench/repr --updates 10
+    mabl experiment representation time --out bench/repr --updates 10
 
 Budget. A paper-size world-model update (40 windows x 20 rows, 32x32 latents, GRU 256) at
 smax:3s_vs_4z's sizes (N=3, O=88, A=9; G=84, JaxMARL's state), fp32, measured on an idle 2-core AVX-512 CPU with ``time
@@ -39,7 +39,6 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -348,7 +347,9 @@ def score(args) -> None:
 
 # ------------------------------------------------------------------------------ CLI
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="controlled world-model comparison on one fixed dataset")
+    p = argparse.ArgumentParser(prog="mabl experiment representation",
+                                description="controlled world-model comparison on one fixed dataset: (a) collect, "
+                                            "(b) train, (c) score, each resumable; time: ms per world-model update")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("collect", help="(a) the fixed dataset: mappo + random play")
     c.add_argument("--out", required=True)
@@ -397,17 +398,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``mabl experiment representation STEP ...``; bad input raises :class:`MablError` (one line)."""
     args = parser().parse_args(argv)
-    try:
-        for name in ("updates", "checkpoint_every", "log_every", "mappo_steps", "heldout_every", "windows"):
-            if getattr(args, name, 1) < (0 if name == "windows" and args.command == "score" else 1):
-                raise MablError(f"--{name.replace('_', '-')}={getattr(args, name)} must be > 0")
-        {"collect": collect, "train": train_all, "time": time_updates, "score": score}[args.command](args)
-    except MablError as exc:
-        print(f"representation: error: {exc}", file=sys.stderr)
-        return 2
+    for name in ("updates", "checkpoint_every", "log_every", "mappo_steps", "heldout_every", "windows"):
+        if getattr(args, name, 1) < (0 if name == "windows" and args.command == "score" else 1):
+            raise MablError(f"--{name.replace('_', '-')}={getattr(args, name)} must be > 0")
+    {"collect": collect, "train": train_all, "time": time_updates, "score": score}[args.command](args)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
