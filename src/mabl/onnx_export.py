@@ -29,6 +29,10 @@ drawn by the caller from ``probs`` or ``mean``/``std``.
 ``mappo``: its MLP actor; inputs ``obs [B, O]``, ``agent [B, N]`` (one-hot agent index, which
 the actor reads) and ``avail`` when masked; outputs ``probs`` or ``mean``/``std``. No state.
 
+``rmappo`` (export kind ``gru``): its recurrent actor; inputs ``obs``, ``agent`` as for ``mappo``,
+``h [B, hidden]`` (the agent's GRU state; zeros at an episode's start) and ``avail`` when masked;
+outputs ``probs`` or ``mean``/``std``, then ``h_next``.
+
 ``mamba`` and ``mag`` mix all agents' inputs in their recurrent model (centralized execution): refused.
 
 The graph's metadata (``metadata_props["mabl"]``, JSON) holds the format, version, algorithm,
@@ -58,9 +62,10 @@ from mabl.errors import MablError
 from mabl.models.actor_critic import MASKED_LOGIT
 from mabl.models.nets import INPUT_TRANSFORMS, SplitLinear, SplitMLP
 
-GRAPHS = ("latent", "mlp")
+GRAPHS = ("latent", "mlp", "gru")
 """The export kinds (:data:`mabl.algo.registry.EXPORT_KINDS`) with an ONNX graph: ``latent`` =
-:class:`AgentStep` (one agent's recurrent step), ``mlp`` = :class:`MlpStep`."""
+:class:`AgentStep` (one agent's recurrent step), ``mlp`` = :class:`MlpStep`, ``gru`` =
+:class:`mabl.gru_policy.GruStep`."""
 
 ONNX_FORMAT = "mabl-onnx-policy"
 ONNX_VERSION = 1
@@ -204,6 +209,14 @@ def export_onnx(agent, cfg, spec: EnvSpec, out: str | os.PathLike) -> dict:
         names = ["obs", "agent"] + (["avail"] if masked else [])
         args = [torch.zeros(b, spec.obs_dim), torch.eye(spec.n_agents)[:1].expand(b, -1).contiguous()]
         extra: dict[str, Any] = {}
+    elif entry.export == "gru":
+        from mabl.gru_policy import GruStep
+
+        module = GruStep(agent.actor, spec).eval()
+        names = ["obs", "agent", "h"] + (["avail"] if masked else [])
+        args = [torch.zeros(b, spec.obs_dim), torch.eye(spec.n_agents)[:1].expand(b, -1).contiguous(),
+                torch.zeros(b, agent.actor.hidden)]
+        extra = {"gru_hidden": agent.actor.hidden}
     else:
         m = cfg.model
         encoder = agent.world_model.agent
@@ -215,7 +228,8 @@ def export_onnx(agent, cfg, spec: EnvSpec, out: str | os.PathLike) -> dict:
                  "latent_dim": encoder.latent_dim}
     if masked:
         args.append(torch.ones(b, spec.n_actions))
-    outputs = (["mean", "std"] if not spec.discrete else ["probs"]) + ([] if entry.export == "mlp" else ["h_next", "z_next"])
+    outputs = (["mean", "std"] if not spec.discrete else ["probs"]) + {"mlp": [], "gru": ["h_next"]}.get(
+        entry.export, ["h_next", "z_next"])
     meta = _metadata(algo, spec, names, outputs, extra)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

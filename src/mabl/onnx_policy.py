@@ -84,7 +84,8 @@ class OnnxPolicy:
         same exported run; an ONNX policy is always decentralized."""
         self.env_name = self._spec["name"]
         self.algo = self.meta["algo"]
-        self.recurrent = "h" in self.meta["inputs"]
+        self.recurrent = "z" in self.meta["inputs"]  # a world model's agent step (h, z, prev_action)
+        self.gru = "gru_hidden" in self.meta  # rmappo's GRU actor: its state h only
         self.agents = list(range(self._spec["n_agents"])) if agents is None else [int(i) for i in agents]
         if any(not 0 <= i < self._spec["n_agents"] for i in self.agents):
             raise OnnxPolicyError(f"agents {self.agents} must lie in [0, {self._spec['n_agents']})")
@@ -97,6 +98,8 @@ class OnnxPolicy:
 
     def reset(self) -> None:
         """Zero every agent row's recurrent state and previous action (an episode's start)."""
+        if self.gru:
+            self.h = np.zeros((self.n_rows, self.meta["gru_hidden"]), np.float32)
         if not self.recurrent:
             return
         n, action_size = self.n_rows, self._spec["n_actions"] or self._spec["action_dim"]
@@ -137,11 +140,15 @@ class OnnxPolicy:
                         deterministic=np.array([1.0 if deterministic else 0.0], np.float32))
         else:
             feed["agent"] = np.eye(self._spec["n_agents"], dtype=np.float32)[self.agents]
+        if self.gru:
+            feed["h"] = self.h
         if avail is not None:
             feed["avail"] = avail
         out = dict(zip(self.meta["outputs"], self.session.run(self.meta["outputs"], feed)))
         if self.recurrent:
             self.h, self.z = out["h_next"], out["z_next"]
+        if self.gru:
+            self.h = out["h_next"]
         if self._spec["discrete"]:
             probs = out["probs"]
             if deterministic:

@@ -87,6 +87,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "mappo.rollout_steps": 100,
         "mappo.hidden": 16,
         "mappo.epochs": 2,
+        "rmappo.epochs": 2,
         "steps": 400,
         "checkpoint_every": 200,
         "eval_every": 0,
