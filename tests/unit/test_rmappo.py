@@ -22,8 +22,8 @@ from mabl.models.gru import GruActor, GruCritic
 from mabl.policy import load_policy
 from mabl.presets import build_config
 
-N, A, O = 2, 3, 3
-SPEC = EnvSpec("fake-deaths", n_agents=N, obs_dim=O, state_dim=4, discrete=True, n_actions=A, has_action_mask=True,
+N, A, OBS = 2, 3, 3
+SPEC = EnvSpec("fake-deaths", n_agents=N, obs_dim=OBS, state_dim=4, discrete=True, n_actions=A, has_action_mask=True,
                episode_limit=7, has_win=True)
 CONTINUOUS = EnvSpec("fake-continuous", n_agents=2, obs_dim=5, state_dim=7, discrete=False, action_dim=3,
                      action_low=-0.4, action_high=0.8, episode_limit=20)
@@ -154,7 +154,7 @@ def test_chunks_are_cut_from_each_episode_start_as_a_hand_loop_cuts_them():
     for b, length in enumerate(lengths):
         mask[:length, b] = True
     rnd = lambda *shape: torch.randn(*shape, generator=gen)
-    batch = RecurrentBatch(obs=rnd(T, B, N, O), state=rnd(T, B, 4), avail=None,
+    batch = RecurrentBatch(obs=rnd(T, B, N, OBS), state=rnd(T, B, 4), avail=None,
                            action=torch.randint(0, A, (T, B, N), generator=gen), log_prob=rnd(T, B, N),
                            value=rnd(T, B, N), advantage=rnd(T, B, N), returns=rnd(T, B, N), mask=mask,
                            active=mask.unsqueeze(-1).expand(T, B, N).clone(), h_actor=rnd(T, B, N, 8),
@@ -176,7 +176,7 @@ def test_chunks_are_cut_from_each_episode_start_as_a_hand_loop_cuts_them():
 def test_an_episode_start_inside_a_sequence_zeroes_the_state():
     actor = learner().actor
     gen = torch.Generator().manual_seed(1)
-    x, h0 = torch.randn(8, 3, N, O, generator=gen), torch.randn(3, N, actor.hidden, generator=gen)
+    x, h0 = torch.randn(8, 3, N, OBS, generator=gen), torch.randn(3, N, actor.hidden, generator=gen)
     first = torch.zeros(8, 3, dtype=torch.bool)
     first[5, 1] = True  # column 1 starts a new episode at step 5
     with torch.no_grad():
@@ -256,7 +256,7 @@ def test_first_minibatch_losses_match_the_direct_formulas(policy_masks, value_ma
     with torch.no_grad():  # move the networks so that the ratios and the value clip are not trivial
         for p in [*agent.actor.parameters(), *agent.critic.parameters()]:
             p.add_(0.2 * torch.randn_like(p))
-    surr, ent, ent_w, pol_w, vloss, v_w = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    surr, ent, pol_w, vloss, v_w = 0.0, 0.0, 0.0, 0.0, 0.0
     live = batch.active
     adv_mean, adv_std = batch.advantage[live].mean(), batch.advantage[live].std(correction=0)
     for b, ep in enumerate(episodes):
@@ -298,15 +298,34 @@ def test_update_is_reproducible_and_round_trips_its_state():
     assert c.actor_opt.state_dict()["param_groups"][0]["lr"] == a.cfg.lr
 
 
-def test_continuous_actions_collect_and_update():
-    agent = learner(CONTINUOUS)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(6, 4, CONTINUOUS.n_agents, CONTINUOUS.obs_dim, generator=gen)
-    first = torch.zeros(6, 4, dtype=torch.bool)
-    with torch.no_grad():
-        mean = agent.actor.policy_sequence(x, torch.zeros(4, 2, agent.actor.hidden), first)
-    dist = agent.actor.dist(mean)
-    assert mean.shape == (6, 4, 2, 3) and dist.log_prob(mean).shape == (6, 4, 2)
+def test_continuous_actions_learn_a_target():
+    """MAMuJoCo-like Gaussian actions (Yu et al.'s ``DiagGaussian``): the greedy action moves to the
+    target (the task of test_continuous.py, where mappo learns it)."""
+    from test_continuous import SPEC as TARGET
+    from test_continuous import TargetEnv
+
+    torch.manual_seed(0)
+    cfg = build_config("debug", {"algo": "rmappo", "mappo.lr": 3e-3, "mappo.hidden": 32, "rmappo.epochs": 4,
+                                 "mappo.n_envs": 4, "mappo.rollout_steps": 64, "rmappo.chunk_length": 2})
+    agent = Rmappo(TARGET, cfg, torch.device("cpu"))
+    envs, seeds, probe = [TargetEnv() for _ in range(4)], itertools.count(), TargetEnv()
+
+    def error() -> float:  # squared distance of the greedy (mean) first action to fresh targets
+        total = 0.0
+        for seed in range(20):
+            policy = agent.policy()
+            step = probe.reset(seed + 5000)
+            mean = policy.act(step.obs, deterministic=True)[1]["mean"]
+            total += float(((np.clip(mean, -1, 1) - probe.target) ** 2).sum(-1).mean())
+        return total / 20
+
+    start = error()
+    _, batch = agent.collect(envs, lambda: next(seeds))
+    assert batch.action.dtype == torch.float32 and batch.action.shape[-1] == TARGET.action_dim
+    for _ in range(15):
+        metrics = agent.update(agent.collect(envs, lambda: next(seeds))[1])
+    assert all(math.isfinite(float(v)) for v in metrics.values())
+    assert error() < 0.5 * start
 
 
 # ---- the exported policy -------------------------------------------------------------------------
@@ -411,7 +430,7 @@ def test_networks_are_theirs():
     assert torch.linalg.svdvals(actor.head.weight).sub(0.01).abs().max() < 1e-5
     assert torch.linalg.svdvals(critic.head.weight).sub(1.0).abs().max() < 1e-5
     assert torch.linalg.svdvals(actor.base[3].weight).sub(math.sqrt(2)).abs().max() < 1e-4
-    assert all(float(b.abs().max()) == 0 for n, b in actor.named_parameters() if "bias" in n and "norm" not in n)
+    assert all(float(b.detach().abs().max()) == 0 for n, b in actor.named_parameters() if "bias" in n and "norm" not in n)
 
 
 @pytest.mark.integration
@@ -429,9 +448,10 @@ def test_train_resume_export_and_diagnose_through_the_cli(tmp_path):
              "1", "--checkpoint-every", "100", "--run-dir", str(run_dir), "--progress", "false", "--threads", "1")
 
     def records(run_dir):
+        import json
+
         from mabl.train import TIMING_KEYS
 
-        import json
         return [{k: v for k, v in json.loads(line).items() if k not in TIMING_KEYS}
                 for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
