@@ -464,3 +464,29 @@ def test_train_resume_export_and_diagnose_through_the_cli(tmp_path):
     assert isinstance(load_policy(str(out)), GruPolicy)
     proc = mabl("diagnose", "--run-dir", str(tmp_path / "straight"), check=False)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "is a rmappo run" in proc.stderr
+
+
+@pytest.mark.integration
+def test_the_dead_rule_is_smax_unit_alive():
+    """On SMAX the rule of ``active_agents`` (zero observation, one available action) is exactly
+    SMAX's own ``unit_alive`` of the allies, at every step of random-play episodes with deaths."""
+    pytest.importorskip("jaxmarl")
+    from mabl.envs.registry import make_env
+
+    env = make_env("smax:3m", seed=0)
+    inner = env
+    while not hasattr(inner, "_env_state"):  # the adapter under the registry's checking wrapper
+        inner = inner.env
+    rng, deaths = np.random.default_rng(0), 0
+    for seed in range(6):
+        step = env.reset(seed=seed)
+        while True:
+            alive = np.asarray(inner._env_state.state.unit_alive)[: env.spec.n_agents]
+            got = active_agents(torch.from_numpy(step.obs), torch.from_numpy(step.avail)).numpy()
+            np.testing.assert_array_equal(got, alive)
+            deaths += int((~alive).sum())
+            if step.done:
+                break
+            actions = np.array([rng.choice(np.flatnonzero(a)) for a in step.avail])
+            step = env.step(actions)
+    assert deaths > 0  # the check saw dead allies

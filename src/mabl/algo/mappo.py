@@ -87,8 +87,7 @@ class Mappo:
     def __init__(self, spec: EnvSpec, cfg: RunConfig, device: torch.device | str):
         self.spec, self.cfg, self.device = spec, cfg.mappo, torch.device(device)
         c = self.cfg
-        self.actor = MlpActor(spec, c.hidden, c.init_std).to(self.device)
-        self.critic = CRITIC_INPUTS[self.critic_input](spec, c.hidden).to(self.device)
+        self.actor, self.critic = (net.to(self.device) for net in self._networks(spec))
         self.actor_opt = adam(self.actor.parameters(), lr=c.lr, eps=c.adam_eps)
         self.critic_opt = adam(self.critic.parameters(), lr=c.lr, eps=c.adam_eps)
         self.value_norm = ValueNormalizer(device=self.device)
@@ -97,6 +96,10 @@ class Mappo:
                        "critic": UpdateGuard("critic", self.device, hint)}
         """The divergence guard of each learner (:mod:`mabl.algo.guard`), read by the trainer."""
         self._row_dtypes = {**_ROW_DTYPES, "action": np.int64 if spec.discrete else np.float32}
+
+    def _networks(self, spec: EnvSpec) -> tuple[nn.Module, nn.Module]:
+        """The actor and the critic (built before the optimizers, in this order)."""
+        return MlpActor(spec, self.cfg.hidden, self.cfg.init_std), CRITIC_INPUTS[self.critic_input](spec, self.cfg.hidden)
 
     @staticmethod
     def n_envs(cfg: RunConfig) -> int:

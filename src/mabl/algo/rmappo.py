@@ -38,7 +38,6 @@ import numpy as np
 import torch
 
 from mabl.algo.mappo import Mappo, _pad
-from mabl.algo.optim import adam
 from mabl.algo.ppo_loss import clipped_surrogate_loss, clipped_value_loss
 from mabl.algo.returns import gae
 from mabl.config import RunConfig
@@ -107,12 +106,10 @@ class Rmappo(Mappo):
     def __init__(self, spec: EnvSpec, cfg: RunConfig, device: torch.device | str):
         super().__init__(spec, cfg, device)
         self.rcfg = cfg.rmappo
-        c = self.cfg
-        self.actor = GruActor(spec, c.hidden, c.init_std).to(self.device)
-        self.critic = GruCritic(spec, c.hidden).to(self.device)
-        self.actor_opt = adam(self.actor.parameters(), lr=c.lr, eps=c.adam_eps)
-        self.critic_opt = adam(self.critic.parameters(), lr=c.lr, eps=c.adam_eps)
         self._h: torch.Tensor | None = None  # [E, N, H] actor state of each env during a round
+
+    def _networks(self, spec: EnvSpec) -> tuple[GruActor, GruCritic]:
+        return GruActor(spec, self.cfg.hidden, self.cfg.init_std), GruCritic(spec, self.cfg.hidden)
 
     def _play_round(self, envs: list[MultiAgentEnv], next_seed: Callable[[], int]
                     ) -> list[tuple[dict[str, list], TimeStep]]:
