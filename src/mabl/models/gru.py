@@ -55,9 +55,10 @@ class RecurrentAgentNet(nn.Module):
 
     def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: ``x [..., N, in]``, ``h [..., N, H]`` -> (output ``[..., N, out]``, next ``h``)."""
-        out, h_next = self.sequence(x.unsqueeze(0), h, torch.zeros(1, *x.shape[:-2], dtype=torch.bool,
-                                                                    device=x.device))
-        return out[0], h_next
+        rows = x.shape[:-1]
+        feats = self.base(self.feature_norm(self._with_id(x))).reshape(1, -1, self.hidden)
+        out, h_next = self.gru(feats, h.reshape(1, -1, self.hidden))
+        return self.head(self.gru_norm(out[0])).reshape(*rows, -1), h_next.reshape(*rows, self.hidden)
 
     def sequence(self, x: torch.Tensor, h0: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A time-major run: ``x [L, ..., N, in]``, ``h0 [..., N, H]`` the state entering step 0,
