@@ -25,8 +25,9 @@ step where it is dead. SMAX (and SMAC) mark a dead ally by an all-zero observati
 available action (SMAX: ``get_avail_actions`` clears the move actions of a dead unit and the
 observation of a dead unit is zeros; a live unit always has its four moves and its own health in
 its observation), so that is the rule here; an env without action masks has every agent active.
-Inactive agent-steps leave the advantage statistics, the policy loss and the entropy
-(``rmappo.policy_active_masks``) and, with ``rmappo.value_active_masks``, the value loss.
+Inactive agent-steps always leave the advantage mean and std (theirs), the policy loss and the
+entropy with ``rmappo.policy_active_masks`` (on), the value loss with ``rmappo.value_active_masks``
+(off, as in their SMAC scripts).
 """
 
 from __future__ import annotations
