@@ -221,6 +221,27 @@ class MappoConfig:
 
 
 @dataclass(frozen=True)
+class RmappoConfig:
+    """``--algo rmappo``: what recurrent MAPPO adds to the ``mappo`` section (which it reads for
+    everything else: envs, rollout steps, hidden width, lr, clip, entropy, GAE, value norm, grad clip).
+
+    Defaults follow marlbenchmark/on-policy (Yu et al. 2022), ``onpolicy/config.py`` and the SMAC
+    scripts ``onpolicy/scripts/train_smac_scripts/train_smac_<map>.sh``.
+    """
+
+    chunk_length: int = _f(10, "--algo rmappo: steps per training chunk; each chunk re-runs the GRUs from the "
+                           "state recorded at its first step [Yu et al.: data_chunk_length]")
+    epochs: int = _f(15, "--algo rmappo: PPO epochs per update, read in place of mappo.epochs [Yu et al.: ppo_epoch "
+                     "15 on 3m, 8m, 3s_vs_4z, 3s_vs_5z, MMM; 10 on 5m_vs_6m; 5 on 3s5z, 3s5z_vs_3s6z, corridor]")
+    policy_active_masks: bool = _f(True, "--algo rmappo: leave dead agents' steps out of the policy loss and the "
+                                   "entropy (the advantage statistics always leave them out, as theirs do) "
+                                   "[Yu et al.: use_policy_active_masks]")
+    value_active_masks: bool = _f(False, "--algo rmappo: leave dead agents' steps out of the value loss "
+                                  "[Yu et al.: off in every SMAC script, which pass the store_false flag "
+                                  "--use_value_active_masks]")
+
+
+@dataclass(frozen=True)
 class QmixConfig:
     """``--algo qmix``: QMIX (Rashid et al. 2018) as pymarl runs it on SMAC. [pymarl] marks
     oxwhirl/pymarl's ``src/config/default.yaml`` and ``src/config/algs/qmix.yaml``; [EPyMARL] names the
@@ -405,8 +426,10 @@ class RunConfig:
         "level only), mamba (agent level, transformer over agents: centralized execution), mag (MAMBA's "
         "model, one parameter set per agent, predictions planned against a learned error: centralized "
         "execution), mappo (model-free, real data), ippo (mappo with each agent's critic on its own "
-        "observation; reads the mappo.* flags), qmix (QMIX as pymarl runs it: value decomposition with a "
-        "monotonic mixing network, off-policy on an episode replay); checked against mabl.algo.registry",
+        "observation; reads the mappo.* flags), rmappo (mappo with GRU actor and critic, Yu et al.'s "
+        "recurrent MAPPO; reads the mappo.* and rmappo.* flags), qmix (QMIX as pymarl runs it: value "
+        "decomposition with a monotonic mixing network, off-policy on an episode replay); checked against "
+        "mabl.algo.registry",
     )
     preset: str = _f("quick", "named preset applied before the flags", ("paper", "quick", "cpu", "debug"))
     steps: int = _f(100_000, "environment steps to train for")
@@ -447,6 +470,7 @@ class RunConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     mappo: MappoConfig = field(default_factory=MappoConfig)
+    rmappo: RmappoConfig = field(default_factory=RmappoConfig)
     qmix: QmixConfig = field(default_factory=QmixConfig)
     mag: MagConfig = field(default_factory=MagConfig)
     smax: SmaxConfig = field(default_factory=SmaxConfig)
@@ -467,6 +491,7 @@ class RunConfig:
             "schedule.model_updates", "schedule.policy_iterations", "checkpoint_every",
             "model.mixer_layers", "model.mixer_heads", "mappo.n_envs", "mappo.rollout_steps", "mappo.hidden",
             "mappo.lr", "mappo.adam_eps", "mappo.epochs", "mappo.minibatches", "mappo.huber_delta",
+            "rmappo.chunk_length", "rmappo.epochs",
             "mag.candidates", "mag.plan_horizon", "mag.error_layers", "mag.error_lr",
             "qmix.hidden", "qmix.buffer_episodes", "qmix.batch_episodes", "qmix.epsilon_anneal_steps", "qmix.lr",
             "qmix.optim_eps", "qmix.target_update_interval", "qmix.mixing_embed", "qmix.hypernet_embed",

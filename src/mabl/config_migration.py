@@ -50,6 +50,10 @@ ADDED_FIELDS: dict[str, Any] = {
     "mag.plan_choice": "per_row",
     "mag.lr": 0.0,
     "mag.actor_init": "xavier",
+    "rmappo.chunk_length": 10,
+    "rmappo.epochs": 15,
+    "rmappo.policy_active_masks": True,
+    "rmappo.value_active_masks": False,
     "qmix.hidden": 64,
     "qmix.recurrent": True,
     "qmix.last_action": True,
@@ -81,8 +85,8 @@ before; no divergence stop before ``max_skipped_updates``; the env's own reward 
 lethal walls on SMAX before the ``smax`` section; Flatland's standard tree, its 5 actions and
 ring-exempt deadlocks before the ``flatland`` section; v5's contact forces before the ``mamujoco``
 section; JSONL and TensorBoard before ``log``; the earlier readings for the nine fields of the
-faithfulness mends of SPEC §2-§3, MAMBA's agent-index encoding and MAG's released code; the ``qmix``
-section, which no earlier run read, at its defaults). A saved
+faithfulness mends of SPEC §2-§3, MAMBA's agent-index encoding and MAG's released code; the
+``rmappo`` and ``qmix`` sections, unused by runs before those algorithms, at their defaults). A saved
 config without them gets these values, so runs and checkpoints made by an earlier mabl still resume
 and evaluate."""
 

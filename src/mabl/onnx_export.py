@@ -29,6 +29,9 @@ drawn by the caller from ``probs`` or ``mean``/``std``.
 ``mappo``: its MLP actor; inputs ``obs [B, O]``, ``agent [B, N]`` (one-hot agent index, which
 the actor reads) and ``avail`` when masked; outputs ``probs`` or ``mean``/``std``. No state.
 
+``rmappo`` (export kind ``gru``): its recurrent actor; inputs ``obs``, ``agent`` as for ``mappo``,
+``h [B, hidden]`` (the agent's GRU state; zeros at an episode's start) and ``avail`` when masked;
+outputs ``probs`` or ``mean``/``std``, then ``h_next``.
 ``qmix``: one agent's step of its recurrent Q-network (:class:`mabl.qmix_policy.QmixStep`): inputs
 ``obs``, ``prev_action`` (one-hot), ``agent`` (one-hot index), ``h`` and ``avail`` when masked;
 outputs ``probs`` (softmax of the masked Q-values; greedy = its argmax), ``q``, ``h_next``.
@@ -62,10 +65,10 @@ from mabl.errors import MablError
 from mabl.models.actor_critic import MASKED_LOGIT
 from mabl.models.nets import INPUT_TRANSFORMS, SplitLinear, SplitMLP
 
-GRAPHS = ("latent", "mlp", "qmix")
+GRAPHS = ("latent", "mlp", "gru", "qmix")
 """The export kinds (:data:`mabl.algo.registry.EXPORT_KINDS`) with an ONNX graph: ``latent`` =
-:class:`AgentStep` (one agent's recurrent step), ``mlp`` = :class:`MlpStep`, ``qmix`` =
-:class:`mabl.qmix_policy.QmixStep`."""
+:class:`AgentStep` (one agent's recurrent step), ``mlp`` = :class:`MlpStep`, ``gru`` =
+:class:`mabl.gru_policy.GruStep`, ``qmix`` = :class:`mabl.qmix_policy.QmixStep`."""
 
 ONNX_FORMAT = "mabl-onnx-policy"
 ONNX_VERSION = 1
@@ -209,6 +212,14 @@ def export_onnx(agent, cfg, spec: EnvSpec, out: str | os.PathLike) -> dict:
         names = ["obs", "agent"] + (["avail"] if masked else [])
         args = [torch.zeros(b, spec.obs_dim), torch.eye(spec.n_agents)[:1].expand(b, -1).contiguous()]
         extra: dict[str, Any] = {}
+    elif entry.export == "gru":
+        from mabl.gru_policy import GruStep
+
+        module = GruStep(agent.actor, spec).eval()
+        names = ["obs", "agent", "h"] + (["avail"] if masked else [])
+        args = [torch.zeros(b, spec.obs_dim), torch.eye(spec.n_agents)[:1].expand(b, -1).contiguous(),
+                torch.zeros(b, agent.actor.hidden)]
+        extra = {"gru_hidden": agent.actor.hidden}
     elif entry.export == "qmix":
         from mabl.qmix_policy import QmixStep
 
@@ -226,7 +237,8 @@ def export_onnx(agent, cfg, spec: EnvSpec, out: str | os.PathLike) -> dict:
                  "latent_dim": encoder.latent_dim}
     if masked:
         args.append(torch.ones(b, spec.n_actions))
-    outputs = (["mean", "std"] if not spec.discrete else ["probs"]) + ([] if entry.export == "mlp" else ["h_next", "z_next"])
+    outputs = (["mean", "std"] if not spec.discrete else ["probs"]) + {"mlp": [], "gru": ["h_next"]}.get(
+        entry.export, ["h_next", "z_next"])
     if entry.export == "qmix":
         outputs = list(module.outputs)
     meta = _metadata(algo, spec, names, outputs, extra)

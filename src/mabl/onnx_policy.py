@@ -87,7 +87,9 @@ class OnnxPolicy:
         same exported run; an ONNX policy is always decentralized."""
         self.env_name = self._spec["name"]
         self.algo = self.meta["algo"]
-        self.recurrent = "h" in self.meta["inputs"]
+        inputs = self.meta["inputs"]
+        self.recurrent = "prev_action" in inputs  # a step that reads the previous action (world models, qmix)
+        self.gru = "gru_hidden" in self.meta  # rmappo's GRU actor: its state h only
         self.agents = list(range(self._spec["n_agents"])) if agents is None else [int(i) for i in agents]
         if any(not 0 <= i < self._spec["n_agents"] for i in self.agents):
             raise OnnxPolicyError(f"agents {self.agents} must lie in [0, {self._spec['n_agents']})")
@@ -100,13 +102,14 @@ class OnnxPolicy:
 
     def reset(self) -> None:
         """Zero every agent row's recurrent state and previous action (an episode's start)."""
-        if not self.recurrent:
-            return
-        n, action_size = self.n_rows, self._spec["n_actions"] or self._spec["action_dim"]
-        self.h = np.zeros((n, self.meta["deter"]), np.float32)
-        if "z" in self.meta["inputs"]:
+        n, inputs = self.n_rows, self.meta["inputs"]
+        if "h" in inputs:
+            self.h = np.zeros((n, self.meta["gru_hidden"] if self.gru else self.meta["deter"]), np.float32)
+        if "z" in inputs:
             self.z = np.zeros((n, self.meta["latent_dim"]), np.float32)
-        self.prev_action = np.zeros((n, action_size), np.float32)
+        if self.recurrent:
+            action_size = self._spec["n_actions"] or self._spec["action_dim"]
+            self.prev_action = np.zeros((n, action_size), np.float32)
 
     def _check(self, obs: Any, avail: Any) -> tuple[np.ndarray, np.ndarray | None]:
         obs = np.asarray(obs, np.float32)
@@ -140,16 +143,18 @@ class OnnxPolicy:
             noise = self.rng.random((self.n_rows, self.meta["n_categoricals"]), dtype=np.float32)
             feed.update(z=self.z, noise=noise, deterministic=np.array([1.0 if deterministic else 0.0], np.float32))
         if self.recurrent:
-            feed.update(prev_action=self.prev_action, h=self.h)
-        if "agent" in inputs:  # the one-hot agent index (mappo's actor, qmix's Q-network)
+            feed["prev_action"] = self.prev_action
+        if "h" in inputs:  # a recurrent state (world models, qmix, rmappo)
+            feed["h"] = self.h
+        if "agent" in inputs:  # the one-hot agent index (mappo's and rmappo's actors, qmix's Q-network)
             feed["agent"] = np.eye(self._spec["n_agents"], dtype=np.float32)[self.agents]
         if avail is not None:
             feed["avail"] = avail
         out = dict(zip(self.meta["outputs"], self.session.run(self.meta["outputs"], feed)))
-        if self.recurrent:
+        if "h" in inputs:
             self.h = out["h_next"]
-            if "z" in inputs:
-                self.z = out["z_next"]
+        if "z" in inputs:
+            self.z = out["z_next"]
         if self._spec["discrete"]:
             probs = out["probs"]
             if deterministic:

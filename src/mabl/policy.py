@@ -153,6 +153,10 @@ def load_policy(path: str, device: str = "cpu", seed: int | None = None) -> Dece
         from mabl.qmix_policy import qmix_policy_from_payload
 
         return qmix_policy_from_payload(payload, device=device, seed=seed)
+    if kind == "gru":
+        from mabl.gru_policy import gru_policy_from_payload
+
+        return gru_policy_from_payload(payload, device=device, seed=seed)
     env_spec = EnvSpec(**payload["spec"])
     # a file written before a model field existed acts as it did then (config_migration.ADDED_FIELDS)
     earlier = {path.split(".", 1)[1]: value for path, value in ADDED_FIELDS.items() if path.startswith("model.")}

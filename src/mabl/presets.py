@@ -92,6 +92,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "qmix.mixing_embed": 8,
         "qmix.hypernet_embed": 16,
         "qmix.target_update_interval": 5,
+        "rmappo.epochs": 2,
         "steps": 400,
         "checkpoint_every": 200,
         "eval_every": 0,

@@ -16,7 +16,7 @@ import torch
 
 from mabl.train import TIMING_KEYS
 
-ALGOS = ["mabl", "mabl-sg", "dreamer", "mamba", "mag", "mappo", "ippo"]
+ALGOS = ["mabl", "mabl-sg", "dreamer", "mamba", "mag", "mappo", "ippo", "rmappo"]
 MODEL_BASED = ["mabl", "mabl-sg", "dreamer", "mamba", "mag"]
 STEPS = 300
 EPISODE_KEYS = {"kind", "env_step", "episode", "return", "length", "sps", "win"}
@@ -122,7 +122,7 @@ def test_trains_on_pettingzoo(algo, tmp_path):
     assert learner and all(np.isfinite(r["policy/critic_loss"]) for r in learner)
 
 
-@pytest.mark.parametrize("algo", ["mamba", "mag", "mappo", "ippo", "dreamer"])
+@pytest.mark.parametrize("algo", ["mamba", "mag", "mappo", "ippo", "rmappo", "dreamer"])
 def test_export_states_how_the_policy_executes(algo, smax_runs, tmp_path):
     from mabl.policy import load_policy
 
@@ -137,7 +137,7 @@ def test_export_states_how_the_policy_executes(algo, smax_runs, tmp_path):
     assert "2 episodes" in result
 
 
-@pytest.mark.parametrize("algo", ["mappo", "ippo"])
+@pytest.mark.parametrize("algo", ["mappo", "ippo", "rmappo"])
 def test_diagnose_refuses_a_model_free_run_in_one_line(algo, smax_runs):
     proc = subprocess.run([sys.executable, "-m", "mabl", "diagnose", "--run-dir", str(smax_runs[algo])],
                           capture_output=True, text=True, timeout=600)

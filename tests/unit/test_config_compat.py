@@ -51,6 +51,9 @@ def test_fields_added_later_take_their_earlier_behaviour():
         "model.agent_index_encoding": "none", "policy.empty_avail": "most_likely",
         "mag.error_updates": 0, "mag.error_target": "full_scale", "mag.plan_choice": "per_row", "mag.lr": 0.0,
         "mag.actor_init": "xavier",
+        # --algo rmappo came later; its section is unused by earlier runs (Yu et al.'s SMAC defaults)
+        "rmappo.chunk_length": 10, "rmappo.epochs": 15, "rmappo.policy_active_masks": True,
+        "rmappo.value_active_masks": False,
         # --algo qmix came later; its section is unused by earlier runs (pymarl's qmix.yaml and default.yaml)
         "qmix.hidden": 64, "qmix.recurrent": True, "qmix.last_action": True, "qmix.agent_id": True,
         "qmix.buffer_episodes": 5000, "qmix.batch_episodes": 32, "qmix.epsilon_start": 1.0,

@@ -455,7 +455,7 @@ def _rebatch(learner, episodes, finals, edit=lambda rows: rows):
     copies = [dataclasses.replace(ep, rows=edit({k: v.copy() for k, v in ep.rows.items()})) for ep in episodes]
     samples = [ep.rows["action"] for ep in copies]
     log_probs = [np.zeros((ep.length, N), np.float32) for ep in copies]
-    return learner._batch(copies, samples, log_probs, finals)
+    return learner._batch(copies, {"sample": samples, "log_prob": log_probs}, finals)
 
 
 @pytest.mark.parametrize("algo", ["ippo", "mappo"])

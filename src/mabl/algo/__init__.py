@@ -2,8 +2,8 @@
 
 World-model algorithms share :class:`mabl.algo.agent.MablAgent` (the variant picks the world
 model's parts, :data:`mabl.models.world_model.VARIANTS`; ``mag`` extends it in :mod:`mabl.algo.mag`);
-``mappo`` and ``ippo`` are model-free (:mod:`mabl.algo.mappo`, :mod:`mabl.algo.ippo`). What a learner provides:
-:mod:`mabl.algo.contract`. Importing this package loads no network code.
+``mappo``, ``ippo`` and ``rmappo`` are model-free (:mod:`mabl.algo.mappo`, :mod:`mabl.algo.ippo`,
+:mod:`mabl.algo.rmappo`). What a learner provides: :mod:`mabl.algo.contract`. Importing this package loads no network code.
 """
 
 from __future__ import annotations

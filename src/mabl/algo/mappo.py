@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mabl.actions import to_env_action
+from mabl.actions import action_distribution, to_env_action
 from mabl.algo.guard import UpdateGuard, params_finite
 from mabl.algo.optim import adam
 from mabl.algo.ppo_loss import clipped_surrogate_loss, clipped_value_loss
@@ -78,14 +78,16 @@ def _pad(arrays: list[np.ndarray], length: int, fill: Any = 0) -> np.ndarray:
 class Mappo:
     """Actor, critic, their Adam optimizers and the value normaliser; ``collect`` then ``update``."""
 
+    _LEARNER_ROWS: tuple[str, ...] = ("sample", "log_prob")
+    """Per-step records the update needs that an :class:`Episode` does not hold."""
+
     critic_input = "state"
     """The batch field the critic reads (a key of :data:`CRITIC_INPUTS`): the global state (MAPPO)."""
 
     def __init__(self, spec: EnvSpec, cfg: RunConfig, device: torch.device | str):
         self.spec, self.cfg, self.device = spec, cfg.mappo, torch.device(device)
         c = self.cfg
-        self.actor = MlpActor(spec, c.hidden, c.init_std).to(self.device)
-        self.critic = CRITIC_INPUTS[self.critic_input](spec, c.hidden).to(self.device)
+        self.actor, self.critic = (net.to(self.device) for net in self._networks(spec))
         self.actor_opt = adam(self.actor.parameters(), lr=c.lr, eps=c.adam_eps)
         self.critic_opt = adam(self.critic.parameters(), lr=c.lr, eps=c.adam_eps)
         self.value_norm = ValueNormalizer(device=self.device)
@@ -94,6 +96,10 @@ class Mappo:
                        "critic": UpdateGuard("critic", self.device, hint)}
         """The divergence guard of each learner (:mod:`mabl.algo.guard`), read by the trainer."""
         self._row_dtypes = {**_ROW_DTYPES, "action": np.int64 if spec.discrete else np.float32}
+
+    def _networks(self, spec: EnvSpec) -> tuple[nn.Module, nn.Module]:
+        """The actor and the critic (built before the optimizers, in this order)."""
+        return MlpActor(spec, self.cfg.hidden, self.cfg.init_std), CRITIC_INPUTS[self.critic_input](spec, self.cfg.hidden)
 
     @staticmethod
     def n_envs(cfg: RunConfig) -> int:
@@ -115,7 +121,7 @@ class Mappo:
         steps = []
         for e, env in enumerate(envs):
             steps.append(self._env_call(env, "reset", seeds[e], 0, seeds[e]))
-        keys = ["obs", "state", "action", "sample", "log_prob", "reward", "done"] + (
+        keys = ["obs", "state", "action", *self._LEARNER_ROWS, "reward", "done"] + (
             ["avail"] if self.spec.has_action_mask else [])
         logs: list[dict[str, list]] = [{k: [] for k in keys} for _ in envs]
         live = list(range(len(envs)))
@@ -124,17 +130,18 @@ class Mappo:
             avail = self._tensor(np.stack([steps[e].avail for e in live]), torch.bool) if "avail" in keys else None
             t = len(logs[live[0]]["reward"])  # the live envs are all at the same step of their episodes
             try:
-                check_actor_output(self.actor(obs, avail))
+                out, extras = self._policy_output(obs, avail, live)
+                check_actor_output(out)
             except MablError as exc:
                 raise collection_fault("the policy", exc, f"at step {t} of the episodes with seeds "
                                        f"{[seeds[e] for e in live]}") from None
             if self.actor.continuous:  # raw Gaussian sample u for PPO, the clipped and scaled one for the env
-                dist = self.actor.dist(obs)
+                dist = action_distribution(out, self.actor.log_std)
                 sample = dist.sample()  # [E, N, D]
                 log_prob = dist.log_prob(sample)
                 action = to_env_action(sample, self.spec.action_low, self.spec.action_high)
             else:
-                log_probs = self.actor(obs, avail).log_softmax(-1)  # [E, N, A]
+                log_probs = out.log_softmax(-1)  # [E, N, A]
                 action = sample = torch.multinomial(log_probs.exp().flatten(0, 1), 1).view(len(live), -1)
                 log_prob = log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1)
             action_np, sample_np, log_prob_np = action.cpu().numpy(), sample.cpu().numpy(), log_prob.cpu().numpy()
@@ -143,12 +150,18 @@ class Mappo:
                 nxt = self._env_call(envs[e], "step", seeds[e], t + 1, action_np[k])
                 row = {"obs": ts.obs, "state": ts.state, "avail": ts.avail, "action": action_np[k],
                        "sample": sample_np[k], "log_prob": log_prob_np[k], "reward": nxt.reward,
-                       "done": nxt.terminated}
+                       "done": nxt.terminated, **{name: value[k] for name, value in extras.items()}}
                 for key, values in logs[e].items():
                     values.append(row[key])
                 steps[e] = nxt
             live = [e for e in live if not steps[e].done]
         return list(zip(logs, steps))
+
+    def _policy_output(self, obs: torch.Tensor, avail: torch.Tensor | None, live: list[int]
+                       ) -> tuple[torch.Tensor, dict[str, np.ndarray]]:
+        """The actor's output for the live envs' step (masked logits, or the Gaussian mean) and the
+        extra per-step records of :data:`_LEARNER_ROWS` (name -> ``[E, ...]``; none for the MLP actor)."""
+        return self.actor(obs, avail), {}
 
     @staticmethod
     def _env_call(env: MultiAgentEnv, what: str, seed: int, t: int, arg: Any) -> TimeStep:
@@ -174,28 +187,27 @@ class Mappo:
         # imported here, so that mabl.policy (which mabl.rollout imports) may import this module
 
         episodes: list[Episode] = []
-        old_log_probs: list[np.ndarray] = []
-        samples: list[np.ndarray] = []
+        records: dict[str, list[np.ndarray]] = {k: [] for k in self._LEARNER_ROWS}
         finals: list[np.ndarray] = []  # the critic's input at each episode's final next step
         while sum(ep.length for ep in episodes) < self.cfg.rollout_steps:
             for log, final in self._play_round(envs, next_seed):
-                rows = {k: np.asarray(v, self._row_dtypes[k]) for k, v in log.items() if k not in ("log_prob", "sample")}
+                rows = {k: np.asarray(v, self._row_dtypes[k]) for k, v in log.items() if k not in records}
                 info = final.info or {}
                 win = bool(info["win"]) if "win" in info else None
                 length = len(log["reward"])
                 episodes.append(Episode(rows, bool(final.terminated), float(sum(log["reward"])), length, win,
                                         episode_metrics(info)))
-                old_log_probs.append(np.asarray(log["log_prob"], np.float32))
-                samples.append(np.asarray(log["sample"], self._row_dtypes["action"]))
+                for key, values in records.items():
+                    values.append(np.asarray(log[key], self._row_dtypes["action"] if key == "sample" else np.float32))
                 finals.append(np.asarray(getattr(final, self.critic_input), np.float32))
-        return episodes, self._batch(episodes, samples, old_log_probs, finals)
+        return episodes, self._batch(episodes, records, finals)
 
-    def _batch(self, episodes: list[Episode], samples: list[np.ndarray], old_log_probs: list[np.ndarray],
-               finals: list[np.ndarray]) -> Batch:
+    def _batch(self, episodes: list[Episode], records: dict[str, list[np.ndarray]], finals: list[np.ndarray]) -> Batch:
         """Pad the episodes into columns, evaluate the critic once on all its inputs, run GAE.
 
-        ``samples``: the actions as the actor drew them (the raw Gaussian sample for continuous
-        actions, :mod:`mabl.actions`; the index itself for discrete ones). ``finals``: per episode
+        ``records["sample"]``: the actions as the actor drew them (the raw Gaussian sample for continuous
+        actions, :mod:`mabl.actions`; the index itself for discrete ones), ``records["log_prob"]`` their
+        log-probabilities then, per episode. ``finals``: per episode
         the critic's input (``critic_input``: state or observations) at its final next step.
         """
         length = max(ep.length for ep in episodes)
@@ -215,8 +227,9 @@ class Mappo:
         fields = {"obs": self._tensor(_pad(col("obs"), length)), "state": self._tensor(_pad(col("state"), length)),
                   key: input_next[:-1]}
         return Batch(**fields, avail=avail,
-                     action=self._tensor(_pad(samples, length), torch.int64 if self.spec.discrete else torch.float32),
-                     log_prob=self._tensor(_pad(old_log_probs, length)), value=raw_value[:-1],
+                     action=self._tensor(_pad(records["sample"], length),
+                                         torch.int64 if self.spec.discrete else torch.float32),
+                     log_prob=self._tensor(_pad(records["log_prob"], length)), value=raw_value[:-1],
                      advantage=advantage, returns=returns, mask=mask)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 from mabl.errors import MablError
 
-EXPORT_KINDS = ("latent", "local_latent", "mlp", "qmix")
+EXPORT_KINDS = ("latent", "local_latent", "mlp", "gru", "qmix")
 """How a learner's acting policy is written by ``mabl export`` and read back by ``mabl.load_policy``:
 ``latent`` = observation encoder + agent recurrent model + posterior + actor (:mod:`mabl.policy`,
 an ONNX graph of one agent's step in :mod:`mabl.onnx_export`); ``local_latent`` = the same with one
 parameter set per agent (:class:`mabl.models.mag.LocalAgentEncoder`); ``mlp`` = the stateless MLP
-actor of :mod:`mabl.algo.mappo`; ``qmix`` = the recurrent agent Q-network of :mod:`mabl.qmix_policy`."""
+actor of :mod:`mabl.algo.mappo`; ``gru`` = the recurrent actor of :mod:`mabl.algo.rmappo` (:mod:`mabl.gru_policy`);
+``qmix`` = the recurrent agent Q-network of :mod:`mabl.qmix_policy`."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("mag", "mabl.algo.mag:MagAgent", True, True, (*_WM, "mag"), "local_latent"),
     Algorithm("mappo", "mabl.algo.mappo:Mappo", False, False, ("mappo",), "mlp"),
     Algorithm("ippo", "mabl.algo.ippo:Ippo", False, False, ("mappo",), "mlp"),
+    Algorithm("rmappo", "mabl.algo.rmappo:Rmappo", False, False, ("mappo", "rmappo"), "gru"),
     Algorithm("qmix", "mabl.algo.qmix:Qmix", False, False, ("qmix",), "qmix"),
 )}
 """Every algorithm of ``--algo``, in the order the CLI and reports list them."""
