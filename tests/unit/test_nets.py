@@ -9,16 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from mabl.models.distributions import sample_onehot
-from mabl.models.nets import (
-    LatentHead,
-    SplitLinear,
-    SplitMLP,
-    latent_index,
-    onehot_matmul,
-    onehot_weight_grad,
-    sinusoidal_encoding,
-    xavier_init,
-)
+from mabl.models.nets import LatentHead, SplitLinear, SplitMLP, sinusoidal_encoding, xavier_init
+from mabl.models.onehot import latent_index, onehot_matmul, onehot_weight_grad
 
 C, K = 4, 4  # categoricals x classes (debug-like)
 

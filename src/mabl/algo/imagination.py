@@ -14,7 +14,7 @@ import torch
 from mabl.actions import one_hot
 from mabl.algo.returns import lambda_returns
 from mabl.models.actor_critic import Actor, AttentionCritic
-from mabl.models.nets import latent_index
+from mabl.models.onehot import latent_index
 from mabl.models.world_model import BiLevelWorldModel, Latent, level_features
 
 
@@ -22,7 +22,7 @@ class Imagined(NamedTuple):
     """PPO rows: ``R = (H-1) * M`` rows (steps x starts), each holding all N agents."""
 
     latent: Latent  # [R, N, .] row states (global: [R, .] when shared, None when absent);
-    #                 z as class indices [R, N, C] (compact, see nets.onehot_matmul)
+    #                 z as class indices [R, N, C] (compact, see onehot.onehot_matmul)
     action: torch.Tensor  # [R, N] int64, or [R, N, D] raw Gaussian samples (continuous, mabl.actions)
     log_prob: torch.Tensor  # [R, N]
     avail: torch.Tensor | None  # [R, N, A] bool, the sampled mask the action was drawn under

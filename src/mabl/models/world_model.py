@@ -45,12 +45,12 @@ from mabl.models.nets import (
     LatentHead,
     SplitLinear,
     SplitMLP,
-    StepTable,
     fused_split_linears,
     mlp,
     sinusoidal_encoding,
     xavier_init,
 )
+from mabl.models.onehot import StepTable
 
 
 @dataclass(frozen=True)
