@@ -16,12 +16,14 @@ import torch
 
 from mabl.train import TIMING_KEYS
 
-ALGOS = ["mabl", "mabl-sg", "dreamer", "mamba", "mag", "mappo", "ippo", "rmappo"]
+ALGOS = ["mabl", "mabl-sg", "dreamer", "mamba", "mag", "mappo", "ippo", "rmappo", "qmix"]
 MODEL_BASED = ["mabl", "mabl-sg", "dreamer", "mamba", "mag"]
 STEPS = 300
 EPISODE_KEYS = {"kind", "env_step", "episode", "return", "length", "sps", "win"}
 LEARNER_KEYS = {"kind", "env_step", "learner_call", "model_updates", "policy_iterations", "real_samples",
                 "imagined_samples", "policy/actor_loss", "policy/critic_loss", "policy/entropy", "learner_s"}
+VALUE_BASED_KEYS = LEARNER_KEYS - {"policy/actor_loss", "policy/critic_loss", "policy/entropy"} | {"policy/loss"}
+"""QMIX has one TD loss (agent networks and mixer together), no actor, critic or entropy."""
 
 
 def mabl(*args: str) -> subprocess.CompletedProcess:
@@ -69,7 +71,8 @@ def test_trains_on_smax_with_common_fields(algo, smax_runs):
     episodes, learner = records(run_dir, "episode"), records(run_dir, "learner")
     assert episodes and learner
     assert all(set(r) == EPISODE_KEYS for r in episodes), episodes[0]  # the same fields for every algorithm
-    assert all(LEARNER_KEYS <= set(r) for r in learner), learner[0]
+    keys = VALUE_BASED_KEYS if algo == "qmix" else LEARNER_KEYS
+    assert all(keys <= set(r) for r in learner), learner[0]
     assert episodes[-1]["env_step"] >= STEPS
     assert [r["episode"] for r in episodes] == list(range(1, len(episodes) + 1))
     for r in learner:
@@ -119,10 +122,11 @@ def test_trains_on_pettingzoo(algo, tmp_path):
     train(algo, "mpe:simple_spread", tmp_path / algo, steps=200)
     episodes, learner = records(tmp_path / algo, "episode"), records(tmp_path / algo, "learner")
     assert all(set(r) == EPISODE_KEYS - {"win"} for r in episodes)  # MPE has no win
-    assert learner and all(np.isfinite(r["policy/critic_loss"]) for r in learner)
+    loss = "policy/loss" if algo == "qmix" else "policy/critic_loss"
+    assert learner and all(np.isfinite(r[loss]) for r in learner)
 
 
-@pytest.mark.parametrize("algo", ["mamba", "mag", "mappo", "ippo", "rmappo", "dreamer"])
+@pytest.mark.parametrize("algo", ["mamba", "mag", "mappo", "ippo", "rmappo", "qmix", "dreamer"])
 def test_export_states_how_the_policy_executes(algo, smax_runs, tmp_path):
     from mabl.policy import load_policy
 
@@ -137,7 +141,7 @@ def test_export_states_how_the_policy_executes(algo, smax_runs, tmp_path):
     assert "2 episodes" in result
 
 
-@pytest.mark.parametrize("algo", ["mappo", "ippo", "rmappo"])
+@pytest.mark.parametrize("algo", ["mappo", "ippo", "rmappo", "qmix"])
 def test_diagnose_refuses_a_model_free_run_in_one_line(algo, smax_runs):
     proc = subprocess.run([sys.executable, "-m", "mabl", "diagnose", "--run-dir", str(smax_runs[algo])],
                           capture_output=True, text=True, timeout=600)
