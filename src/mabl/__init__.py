@@ -1,6 +1,6 @@
 """MABL: bi-level latent-variable world model for sample-efficient multi-agent RL (AAMAS 2024)."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def load_policy(path: str, device: str = "cpu", seed: int | None = None):
