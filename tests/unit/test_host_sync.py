@@ -24,7 +24,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import mabl.models.nets as nets
+import mabl.models.onehot as onehot
 from mabl.algo import build_learner
 from mabl.envs.base import EnvSpec
 from mabl.presets import build_config
@@ -90,7 +90,7 @@ def _replay(spec: EnvSpec, rng: np.random.Generator, device: torch.device | None
 @pytest.mark.parametrize("spec", [DISCRETE, CONTINUOUS], ids=["discrete", "continuous"])
 @pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
 def test_learner_updates_never_read_device_values(monkeypatch, algo, spec, amp, device):
-    monkeypatch.setattr(nets, "SPARSE_ONEHOT_GRAD", False)  # the GPU's form
+    monkeypatch.setattr(onehot, "SPARSE_ONEHOT_GRAD", False)  # the GPU's form
     if algo in ("mamba", "mag") and amp:
         # Under a dispatch mode, the no-grad transformer layers (MAMBA's mixer in imagination) take
         # their fused fast path even inside bf16 autocast, which that kernel does not support;
@@ -167,7 +167,7 @@ def test_the_detector_sees_a_host_read():
 @pytest.mark.parametrize("spec", [DISCRETE, CONTINUOUS], ids=["discrete", "continuous"])
 def test_skipped_updates_never_read_device_values(monkeypatch, spec):
     """The divergence guard decides on the device: a non-finite update is skipped without a host read."""
-    monkeypatch.setattr(nets, "SPARSE_ONEHOT_GRAD", False)
+    monkeypatch.setattr(onehot, "SPARSE_ONEHOT_GRAD", False)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     cfg = build_config("debug", {"algo": "mabl"})
