@@ -36,7 +36,7 @@ import torch
 from mabl.algo import algorithm
 from mabl.algo.guard import divergence_message, read_guard
 from mabl.checkpoint import atomic_write_bytes, resume_checkpoint, save_checkpoint
-from mabl.config import RunConfig, env_options, iter_fields, to_dict
+from mabl.config import RunConfig, env_family, env_options, iter_fields, to_dict
 from mabl.config_migration import from_dict
 from mabl.device import per_agent_targets, replay_device, resolve_device
 from mabl.envs import make_env
@@ -81,7 +81,11 @@ class Counters:
 
 
 def check_run_dir_config(run_dir: Path, cfg: RunConfig) -> None:
-    """A run directory belongs to one experiment: refuse to resume it with different settings."""
+    """A run directory belongs to one experiment: refuse to resume it with different settings.
+
+    Compared: every top-level field and the config sections the run reads (its algorithm's
+    registry ``config_sections`` and its env family's section); the sections of other algorithms
+    and env families play no part in the run, so a later default there does not block a resume."""
     path = run_dir / "config.json"
     if not path.exists():
         return
@@ -89,8 +93,10 @@ def check_run_dir_config(run_dir: Path, cfg: RunConfig) -> None:
         saved = from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, MablError) as exc:
         raise MablError(f"{path} is not a mabl config ({exc}); use another --run-dir") from None
+    read = set(algorithm(cfg.algo).config_sections) | {env_family(cfg.env)}
     for (field_path, _, old), (_, _, new) in zip(iter_fields(saved), iter_fields(cfg)):
-        if field_path not in RESUMABLE and old != new:
+        section, dotted, _ = field_path.partition(".")
+        if field_path not in RESUMABLE and old != new and (not dotted or section in read or saved.algo != cfg.algo):
             raise MablError(
                 f"run dir {run_dir} was created with {field_path}={old!r}, not {new!r}; "
                 "re-run with the same settings to resume, or use another --run-dir")

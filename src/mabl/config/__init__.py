@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from mabl.config.envs import FlatlandConfig, MamujocoConfig, SmaxConfig, env_options
+from mabl.config.envs import FlatlandConfig, MamujocoConfig, SmaxConfig, env_family, env_options
 from mabl.config.fields import coerce, field_type, get_path, iter_fields, replace_path
 from mabl.config.fields import option as _f
 from mabl.config.files import load_config_file
@@ -28,8 +28,8 @@ from mabl.config.learners import (
 from mabl.errors import MablError
 
 __all__ = ["RunConfig", "ModelConfig", "PolicyConfig", "ScheduleConfig", "MappoConfig", "RmappoConfig", "QmixConfig",
-           "MagConfig", "SmaxConfig", "FlatlandConfig", "MamujocoConfig", "coerce", "env_options", "field_type",
-           "get_path", "iter_fields", "load_config_file", "replace_path", "to_dict"]
+           "MagConfig", "SmaxConfig", "FlatlandConfig", "MamujocoConfig", "coerce", "env_family", "env_options",
+           "field_type", "get_path", "iter_fields", "load_config_file", "replace_path", "to_dict"]
 
 
 @dataclass(frozen=True)

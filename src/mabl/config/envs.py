@@ -74,11 +74,15 @@ class MamujocoConfig:
     )
 
 
+def env_family(env: str) -> str:
+    """The family of a task name (``smax`` for ``smax:3m``), aliases resolved."""
+    from mabl.envs.registry import ALIASES
+
+    return ALIASES.get(env, env).partition(":")[0]
+
+
 def env_options(cfg) -> dict[str, Any]:
     """The keyword options of ``cfg.env``'s adapter: its family's config section (e.g. ``smax``) as a
     dict, empty for a family without one. What :func:`mabl.envs.make_env` takes as ``options``."""
-    from mabl.envs.registry import ALIASES
-
-    family = ALIASES.get(cfg.env, cfg.env).partition(":")[0]
-    section = getattr(cfg, family, None)
+    section = getattr(cfg, env_family(cfg.env), None)
     return dataclasses.asdict(section) if dataclasses.is_dataclass(section) else {}
