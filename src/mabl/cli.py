@@ -19,6 +19,7 @@ from mabl.algo.loading import checkpoint_step
 from mabl.cli_tools import TOOL_COMMANDS, add_tool_parsers
 from mabl.config import RunConfig, iter_fields
 from mabl.errors import MablError
+from mabl.scripted import SCRIPTED
 
 
 def _flag(path: str) -> str:
@@ -70,10 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     src.add_argument("--run-dir", "--run_dir", dest="run_dir",
                      help="run directory (its newest checkpoint, or --checkpoint STEP)")
     src.add_argument("--policy", help="exported policy file (from `mabl export`: .pt, or .onnx with the onnx extra)")
-    src.add_argument("--scripted", choices=("focus", "random_attack", "random"), help="a scripted SMAX team, a floor "
-                     "for learned ones: focus = each unit attacks the lowest-numbered enemy it may attack, else moves; "
-                     "random_attack = a random enemy it may attack, else moves; random = any available action "
-                     "(--env default smax:3m; the readings from --smax.*)")
+    src.add_argument("--scripted", choices=SCRIPTED,
+                     help="a scripted SMAX team, a floor for learned ones: focus = each unit attacks the "
+                     "lowest-numbered enemy it may attack, else moves; random_attack = a random enemy it may attack, "
+                     "else moves; random = any available action; focus_lowest = the enemy in range with the least "
+                     "health, else moves; kite = focus_lowest, but a unit an enemy shot at whose weapon cannot fire "
+                     "within the next step steps away from it (--env default smax:3m; the readings from --smax.*)")
     ev.add_argument("--checkpoint", type=int, metavar="STEP",
                     help="with --run-dir: the checkpoint of this env step (checkpoints/step_*.pt; default the newest)")
     ev.add_argument("--env", help="task to play (default: the run's / the policy's task)")

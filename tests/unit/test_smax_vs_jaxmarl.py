@@ -104,3 +104,37 @@ def test_smax_adapter_equals_jaxmarl_step_by_step(pair):
             else:
                 assert not step.done and step.info == {}, (seed, t)
     assert all(endings.values()), endings  # every kind of ending was compared
+
+
+def test_scripted_obs_layout_reads_who_shot_at_whom(pair):
+    """``mabl.scripted.ObsLayout.attackers`` (what ``--scripted kite`` reacts to), read from JaxMARL's
+    own observations, against the enemies' attack actions in JaxMARL's state: ally ``i`` sees enemy
+    unit ``N + k`` in row ``k``, and an enemy's attack action ``a >= 5`` hits ally ``N - 1 - (a - 5)``."""
+    from mabl.scripted import ObsLayout
+
+    _, reference, jax = pair
+    agents = list(reference.agents)
+    n = len(agents)
+    layout = ObsLayout(int(reference.obs_size), int(reference.action_spaces[agents[0]].n))
+    rng, seen = np.random.default_rng(1), 0
+    for seed in range(2000, 2004):
+        key = jax.random.PRNGKey(seed)
+        obs, state = reference.reset(key)
+        for _ in range(LIMIT):
+            avail = reference.get_avail_actions(state)
+            actions = {a: focus(np.asarray(avail[a]).astype(bool), rng) for a in agents}
+            key, step_key = jax.random.split(key)
+            obs, state, _, dones, _ = reference.step_env(step_key, state, actions)
+            units = state.state
+            positions, alive = np.asarray(units.unit_positions), np.asarray(units.unit_alive)
+            enemy_action = np.asarray(units.prev_attack_actions)[n:]
+            for i, agent in enumerate(agents):
+                visible = alive[i] & alive[n:] & (np.linalg.norm(positions[n:] - positions[i], axis=1) < 9.0)
+                expected = np.flatnonzero(visible & (enemy_action >= FIRST_ATTACK)
+                                          & (n - 1 - (enemy_action - FIRST_ATTACK) == i))
+                got = layout.attackers(np.asarray(obs[agent]), i)
+                assert got.tolist() == expected.tolist(), (seed, agent)
+                seen += len(expected)
+            if bool(dones["__all__"]):
+                break
+    assert seen > 20  # enough attacks were compared
