@@ -521,3 +521,13 @@ def test_ippo_payload_names_its_algorithm_and_round_trips():
     _, want = learner.policy().act(ts.obs, ts.avail)
     _, got = loaded.act(ts.obs, ts.avail)
     assert np.array_equal(got["probs"], want["probs"]) and loaded.to_payload()["algo"] == "ippo"
+
+
+def test_defaults_are_yu_et_al_smac_script_values():
+    """marlbenchmark/on-policy: onpolicy/config.py (hidden 64, lr 5e-4, eps 1e-5, clip 0.2, entropy 0.01,
+    gamma 0.99, GAE 0.95, Huber 10, grad clip 10, one minibatch) and the 3m and 3s_vs_4z scripts of
+    onpolicy/scripts/train_smac_scripts (8 rollout threads x 400 steps, ppo_epoch 15)."""
+    c = build_config("cpu", {"algo": "mappo"}).mappo
+    got = (c.n_envs, c.rollout_steps, c.hidden, c.lr, c.adam_eps, c.epochs, c.minibatches, c.clip, c.entropy,
+           c.gamma, c.gae_lambda, c.huber_delta, c.grad_clip, c.value_norm)
+    assert got == (8, 3200, 64, 5e-4, 1e-5, 15, 1, 0.2, 0.01, 0.99, 0.95, 10.0, 10.0, True)
