@@ -172,7 +172,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
 @pytest.mark.parametrize("args, needles", [
     (["train", "--env", "nope:thing"], ["nope:thing"]),
     (["train", "--env", "smax:not_a_map"], ["not_a_map"]),
-    (["train", "--algo", "qmix"], ["qmix", "mabl"]),
+    (["train", "--algo", "qmax"], ["qmax", "mabl"]),
     (["train", "--preset", "huge"], ["huge", "paper"]),
     (["train", "--policy.gamma", "2"], ["policy.gamma"]),
     (["train", "--model.hidden", "abc"], ["model.hidden"]),

@@ -24,7 +24,7 @@ def test_train_help_shows_the_quick_presets_values_and_says_so(capsys):
     assert "Without --preset the quick preset applies" in text
     assert "seed of every random number generator of the run (default: 0)" in text  # a field quick leaves alone
     # each section's group names the algorithms whose registry entry reads it
-    assert "mappo options (read by --algo mappo, ippo):" in text and "mag options (read by --algo mag):" in text
+    assert "mappo options (read by --algo mappo, ippo, rmappo):" in text and "mag options (read by --algo mag):" in text
 
 
 def test_bench_speed_takes_booleans_and_env_like_train():
