@@ -36,3 +36,15 @@ def collection_fault(who: str, exc: BaseException, where: str) -> MablError:
     keeps its message, any other exception becomes its type and first line."""
     reason = str(exc) if isinstance(exc, MablError) else f"{type(exc).__name__}: {short_reason(exc)}"
     return MablError(f"{who} failed {where}: {reason}")
+
+
+def env_call(env, what: str, seed: int, t: int, arg):
+    """``env.reset(seed=arg)`` or ``env.step(arg)`` (``what``) for a learner's own collection; an
+    exception other than the env contract's own MablError becomes one line naming the step."""
+    try:
+        return env.reset(seed=arg) if what == "reset" else env.step(arg)
+    except MablError:
+        raise
+    except Exception as exc:
+        raise collection_fault(f"env {env.spec.name}", exc,
+                               f"at {what}, step {t} of the episode with seed {seed}") from None

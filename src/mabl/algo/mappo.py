@@ -37,7 +37,7 @@ from mabl.algo.returns import gae
 from mabl.algo.value_norm import ValueNormalizer
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec, MultiAgentEnv, TimeStep
-from mabl.episode import Episode, collection_fault, episode_metrics
+from mabl.episode import Episode, collection_fault, env_call, episode_metrics
 from mabl.errors import MablError
 from mabl.mlp_policy import MlpPolicy
 from mabl.models.mlp import LocalMlpCritic, MlpActor, MlpCritic
@@ -120,7 +120,7 @@ class Mappo:
         seeds = [next_seed() for _ in envs]
         steps = []
         for e, env in enumerate(envs):
-            steps.append(self._env_call(env, "reset", seeds[e], 0, seeds[e]))
+            steps.append(env_call(env, "reset", seeds[e], 0, seeds[e]))
         keys = ["obs", "state", "action", *self._LEARNER_ROWS, "reward", "done"] + (
             ["avail"] if self.spec.has_action_mask else [])
         logs: list[dict[str, list]] = [{k: [] for k in keys} for _ in envs]
@@ -147,7 +147,7 @@ class Mappo:
             action_np, sample_np, log_prob_np = action.cpu().numpy(), sample.cpu().numpy(), log_prob.cpu().numpy()
             for k, e in enumerate(live):
                 ts = steps[e]
-                nxt = self._env_call(envs[e], "step", seeds[e], t + 1, action_np[k])
+                nxt = env_call(envs[e], "step", seeds[e], t + 1, action_np[k])
                 row = {"obs": ts.obs, "state": ts.state, "avail": ts.avail, "action": action_np[k],
                        "sample": sample_np[k], "log_prob": log_prob_np[k], "reward": nxt.reward,
                        "done": nxt.terminated, **{name: value[k] for name, value in extras.items()}}
@@ -162,19 +162,6 @@ class Mappo:
         """The actor's output for the live envs' step (masked logits, or the Gaussian mean) and the
         extra per-step records of :data:`_LEARNER_ROWS` (name -> ``[E, ...]``; none for the MLP actor)."""
         return self.actor(obs, avail), {}
-
-    @staticmethod
-    def _env_call(env: MultiAgentEnv, what: str, seed: int, t: int, arg: Any) -> TimeStep:
-        """``env.reset(arg)`` or ``env.step(arg)`` (``what``); an exception other than the env
-        contract's own MablError becomes one line naming the step."""
-
-        try:
-            return env.reset(seed=arg) if what == "reset" else env.step(arg)
-        except MablError:
-            raise
-        except Exception as exc:
-            raise collection_fault(f"env {env.spec.name}", exc,
-                                   f"at {what}, step {t} of the episode with seed {seed}") from None
 
     @torch.no_grad()
     def collect(self, envs: list[MultiAgentEnv], next_seed: Callable[[], int]) -> tuple[list[Episode], Batch]:

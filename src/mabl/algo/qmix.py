@@ -39,7 +39,7 @@ from mabl.algo.guard import UpdateGuard, params_finite
 from mabl.algo.optim import adam
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec, MultiAgentEnv
-from mabl.episode import Episode, collection_fault, episode_metrics
+from mabl.episode import Episode, collection_fault, env_call, episode_metrics
 from mabl.errors import MablError
 from mabl.models.qmix import QAgent, QMixer, agent_inputs
 from mabl.policy_contract import check_actor_output
@@ -231,7 +231,7 @@ class Qmix:
         env, spec = envs[0], self.spec
         seed = next_seed()
         epsilon = self.epsilon = epsilon_at(self.cfg, self.env_steps)
-        step = self._env_call(env, "reset", seed, 0, seed)
+        step = env_call(env, "reset", seed, 0, seed)
         h = torch.zeros(spec.n_agents, self.cfg.hidden, device=self.device)
         prev = torch.zeros(spec.n_agents, spec.n_actions, device=self.device)
         obs, state, avail, actions, rewards = [], [], [], [], []
@@ -255,7 +255,7 @@ class Qmix:
             prev = F.one_hot(action, spec.n_actions).float()
             action_np = action.cpu().numpy()
             actions.append(action_np)
-            step = self._env_call(env, "step", seed, t + 1, action_np)
+            step = env_call(env, "step", seed, t + 1, action_np)
             rewards.append(float(step.reward))
         record = EpisodeRecord(np.stack(obs), np.stack(state), np.stack(avail), np.asarray(actions, np.int64),
                                np.asarray(rewards, np.float32), bool(step.terminated))
@@ -278,16 +278,6 @@ class Qmix:
         explore = torch.rand(q.shape[0], device=self.device) < epsilon
         uniform = torch.multinomial(avail.float(), 1).squeeze(-1)
         return torch.where(explore, uniform, greedy)
-
-    @staticmethod
-    def _env_call(env: MultiAgentEnv, what: str, seed: int, t: int, arg: Any):
-        try:
-            return env.reset(seed=arg) if what == "reset" else env.step(arg)
-        except MablError:
-            raise
-        except Exception as exc:
-            raise collection_fault(f"env {env.spec.name}", exc,
-                                   f"at {what}, step {t} of the episode with seed {seed}") from None
 
     # ---------------------------------------------------------------- learning
     def q_values(self, batch: Batch, agent: QAgent) -> torch.Tensor:
