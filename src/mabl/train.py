@@ -46,6 +46,7 @@ from mabl.learner_metrics import mean_metrics
 from mabl.progress import progress_display
 from mabl.replay import SequenceReplay, stored_episode
 from mabl.rollout import run_episode
+from mabl.run_lock import LOCK_NAME, RunLock
 from mabl.run_log import RunLogger, parse_loggers, record_run_info, truncate_logs
 
 RESUMABLE = {"steps", "progress", "log", "device", "threads", "checkpoint_every", "eval_every", "eval_episodes", "run_dir",
@@ -109,6 +110,19 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.run_dir) if cfg.run_dir else default_run_dir(cfg)
         entry = algorithm(cfg.algo)  # (a one-line MablError for an unknown name)
+        created = not self.run_dir.exists()
+        self.lock = RunLock(self.run_dir).acquire()  # one training process per run directory
+        try:
+            self._build(cfg, entry)
+        except BaseException:
+            self.lock.release()
+            if created:  # leave no empty run directory behind a refused start
+                (self.run_dir / LOCK_NAME).unlink(missing_ok=True)
+                if not any(self.run_dir.iterdir()):
+                    self.run_dir.rmdir()
+            raise
+
+    def _build(self, cfg: RunConfig, entry) -> None:
         self.device = resolve_device(cfg.device)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -141,8 +155,16 @@ class Trainer:
         purge = self.counters.env_step + 1 if self.counters.env_step else None
         self.log = RunLogger(self.run_dir, purge_step=purge, loggers=parse_loggers(cfg.log), config=to_dict(cfg))
 
-    # ---------------------------------------------------------------- Algorithm 1
     def train(self) -> Path:
+        """Train to ``cfg.steps`` env steps (:meth:`_algorithm_1`); the run-directory lock is released
+        however it ends."""
+        try:
+            return self._algorithm_1()
+        finally:
+            self.lock.release()
+
+    # ---------------------------------------------------------------- Algorithm 1
+    def _algorithm_1(self) -> Path:
         cfg, c = self.cfg, self.counters
         bar = self.bar = progress_display(cfg, c.env_step)
         self.say(f"run directory: {self.run_dir}")
