@@ -20,8 +20,7 @@ from mabl.envs.base import EnvSpec
 from mabl.models.actor_critic import MASKED_LOGIT
 from mabl.models.gru import GruActor
 from mabl.policy_contract import (
-    act_continuous,
-    act_discrete,
+    act_from_output,
     check_act_inputs,
     check_actor_output,
     check_policy_payload,
@@ -58,10 +57,7 @@ class GruPolicy:
         out, h_next = self.actor.policy_step(obs_t, self.h, avail_t)
         out = check_actor_output(out)
         self.h = h_next
-        if self.actor.continuous:
-            _, actions, info = act_continuous(self.spec, out, self.actor.log_std, deterministic, self.generator)
-        else:
-            _, actions, info = act_discrete(out, deterministic, self.generator)
+        _, actions, info = act_from_output(self.spec, out, self.actor.log_std, deterministic, self.generator)
         return actions, info
 
     def to_payload(self) -> dict[str, Any]:

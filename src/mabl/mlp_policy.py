@@ -11,8 +11,7 @@ import torch
 from mabl.envs.base import EnvSpec
 from mabl.models.mlp import MlpActor
 from mabl.policy_contract import (
-    act_continuous,
-    act_discrete,
+    act_from_output,
     check_act_inputs,
     check_actor_output,
     check_policy_payload,
@@ -45,13 +44,9 @@ class MlpPolicy:
         """``obs [N, O]``, ``avail [N, A]`` or None -> ``actions [N]`` int64, ``{"probs": [N, A]}``;
         continuous: ``actions [N, D]`` float32 in the spec's bounds, ``{"mean", "std"}`` (normalised units)."""
 
-        obs_t, avail_t = check_act_inputs(self.spec, obs, avail, self.device)
-        if self.actor.continuous:
-            mean = check_actor_output(self.actor(obs_t))
-            _, actions, info = act_continuous(self.spec, mean, self.actor.log_std, deterministic, self.generator)
-        else:
-            logits = check_actor_output(self.actor(obs_t, avail_t))
-            _, actions, info = act_discrete(logits, deterministic, self.generator)
+        obs_t, avail_t = check_act_inputs(self.spec, obs, avail, self.device)  # avail_t None when continuous
+        out = check_actor_output(self.actor(obs_t, avail_t))
+        _, actions, info = act_from_output(self.spec, out, self.actor.log_std, deterministic, self.generator)
         return actions, info
 
     def to_payload(self) -> dict[str, Any]:

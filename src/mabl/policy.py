@@ -35,8 +35,7 @@ from mabl.policy_contract import (  # noqa: F401  (re-exported: the policy API u
     POLICY_FORMAT,
     POLICY_VERSION,
     PolicySpec,
-    act_continuous,
-    act_discrete,
+    act_from_output,
     check_act_inputs,
     check_actor_output,
     cpu_state_dict,
@@ -81,12 +80,10 @@ class DecentralizedPolicy:
         obs_t, avail_t = check_act_inputs(self.spec, obs, avail, self.device)
         self.h, self.z = self.encoder.step(self.h, self.z, self.prev_action, obs_t, deterministic, self.generator)
         out = check_actor_output(self.actor(self.z, self.h, avail_t))
-        if self.actor.continuous:
-            u, actions, info = act_continuous(self.spec, out, self.actor.log_std, deterministic, self.generator)
-            self.prev_action = u.clamp(-1.0, 1.0)  # what the world model saw in training: mabl.actions
-            return actions, info
-        action, actions, info = act_discrete(out, deterministic, self.generator)
-        self.prev_action = F.one_hot(action, self.spec.n_actions).float()
+        sample, actions, info = act_from_output(self.spec, out, self.actor.log_std, deterministic, self.generator)
+        # what the world model saw in training (mabl.actions): clip(u, -1, 1), or the one-hot action
+        self.prev_action = (sample.clamp(-1.0, 1.0) if self.actor.continuous
+                            else F.one_hot(sample, self.spec.n_actions).float())
         return actions, info
 
 

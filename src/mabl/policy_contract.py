@@ -98,13 +98,19 @@ def act_discrete(logits: torch.Tensor, deterministic: bool, generator: torch.Gen
     return action, action.cpu().numpy(), {"probs": probs.cpu().numpy()}
 
 
-def act_continuous(spec: PolicySpec, mean: torch.Tensor, log_std: torch.Tensor, deterministic: bool,
-                   generator: torch.Generator | None) -> tuple[torch.Tensor, np.ndarray, dict[str, Any]]:
-    """One acting step of the Gaussian actor (:func:`mabl.actions.act_gaussian`) from its means
-    ``[N, D]``: returns the raw ``u`` (normalised units), the executed actions ``[N, D]`` float32 in the
-    spec's bounds as numpy, and ``{"mean": [N, D], "std": [D]}`` (normalised units)."""
-    u, action, std = act_gaussian(mean, log_std, deterministic, spec.action_low, spec.action_high, generator)
-    return u, action.cpu().numpy().astype(np.float32), {"mean": mean.cpu().numpy(), "std": std.cpu().numpy()}
+def act_from_output(spec: PolicySpec, out: torch.Tensor, log_std: torch.Tensor | None, deterministic: bool,
+                    generator: torch.Generator | None) -> tuple[torch.Tensor, np.ndarray, dict[str, Any]]:
+    """One acting step from an actor's outputs ``out [N, ...]`` and its ``log_std`` (None for discrete
+    actions, as :func:`mabl.actions.action_distribution` reads it).
+
+    Discrete: :func:`act_discrete` over the (masked) logits. Continuous: the Gaussian's step
+    (:func:`mabl.actions.act_gaussian`) from the means ``out``: returns the raw ``u`` (normalised units),
+    the executed actions ``[N, D]`` float32 in the spec's bounds as numpy, and
+    ``{"mean": [N, D], "std": [D]}`` (normalised units)."""
+    if log_std is None:
+        return act_discrete(out, deterministic, generator)
+    u, action, std = act_gaussian(out, log_std, deterministic, spec.action_low, spec.action_high, generator)
+    return u, action.cpu().numpy().astype(np.float32), {"mean": out.cpu().numpy(), "std": std.cpu().numpy()}
 
 
 def cpu_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
