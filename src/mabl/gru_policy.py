@@ -9,19 +9,25 @@ observations (this one and the earlier ones of the episode) and its index only.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from mabl.actions import act_gaussian, action_std
+from mabl.actions import action_std
 from mabl.envs.base import EnvSpec
-from mabl.errors import MablError
 from mabl.models.actor_critic import MASKED_LOGIT
 from mabl.models.gru import GruActor
-from mabl.policy_contract import POLICY_FORMAT, POLICY_VERSION, check_act_inputs, check_actor_output, policy_spec
+from mabl.policy_contract import (
+    act_from_output,
+    check_act_inputs,
+    check_actor_output,
+    check_policy_payload,
+    policy_generator,
+    policy_payload,
+    policy_spec,
+)
 
 
 class GruPolicy:
@@ -34,9 +40,7 @@ class GruPolicy:
     def __init__(self, actor: GruActor, env_spec: EnvSpec, device: torch.device | str = "cpu", seed: int | None = None,
                  algo: str = "rmappo"):
         self.actor, self.env_spec, self.device, self.algo = actor, env_spec, torch.device(device), algo
-        self.generator: torch.Generator | None = None
-        if seed is not None:
-            self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.generator = policy_generator(seed, self.device)
         self.spec = policy_spec(env_spec)
         self.reset()
 
@@ -53,34 +57,18 @@ class GruPolicy:
         out, h_next = self.actor.policy_step(obs_t, self.h, avail_t)
         out = check_actor_output(out)
         self.h = h_next
-        if self.actor.continuous:
-            _, action, std = act_gaussian(out, self.actor.log_std, deterministic, self.env_spec.action_low,
-                                          self.env_spec.action_high, self.generator)
-            return action.cpu().numpy().astype(np.float32), {"mean": out.cpu().numpy(), "std": std.cpu().numpy()}
-        probs = out.softmax(-1)
-        if deterministic:
-            action = probs.argmax(-1)
-        else:
-            action = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
-        return action.cpu().numpy(), {"probs": probs.cpu().numpy()}
+        _, actions, info = act_from_output(self.spec, out, self.actor.log_std, deterministic, self.generator)
+        return actions, info
 
     def to_payload(self) -> dict[str, Any]:
         """The exported-policy dict (plain data and CPU tensors; ``torch.load(weights_only=True)`` reads it)."""
-        return {"format": POLICY_FORMAT, "version": POLICY_VERSION, "algo": self.algo,
-                "spec": dataclasses.asdict(self.env_spec), "hidden": self.actor.hidden,
-                "actor": {k: v.detach().cpu() for k, v in self.actor.state_dict().items()}}
+        return policy_payload(self.algo, self.env_spec, self.actor, hidden=self.actor.hidden)
 
 
 def gru_policy_from_payload(payload: dict[str, Any], device: torch.device | str = "cpu",
                             seed: int | None = None) -> GruPolicy:
     """Rebuild a :class:`GruPolicy` from :meth:`GruPolicy.to_payload` (no training code needed)."""
-    from mabl.algo.registry import ALGORITHMS  # (plain data: imports no learner)
-
-    gru_algos = [name for name, entry in ALGORITHMS.items() if entry.export == "gru"]
-    if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT or payload.get("algo") not in gru_algos:
-        raise MablError(f"not a mabl GRU policy (export one with `mabl export` from a --algo {'/'.join(gru_algos)} run)")
-    if payload.get("version") != POLICY_VERSION:
-        raise MablError(f"policy format version {payload.get('version')}; this mabl reads {POLICY_VERSION}")
+    check_policy_payload(payload, "gru", "GRU")
     env_spec = EnvSpec(**payload["spec"])
     actor = GruActor(env_spec, int(payload["hidden"]))  # log_std (continuous) comes from the state dict
     actor.load_state_dict(payload["actor"])

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mabl.actions import act_gaussian
 from mabl.config import ModelConfig
 from mabl.config_migration import ADDED_FIELDS
 from mabl.envs.base import EnvSpec
@@ -36,8 +35,12 @@ from mabl.policy_contract import (  # noqa: F401  (re-exported: the policy API u
     POLICY_FORMAT,
     POLICY_VERSION,
     PolicySpec,
+    act_from_output,
     check_act_inputs,
     check_actor_output,
+    cpu_state_dict,
+    policy_generator,
+    policy_payload,
     policy_spec,
 )
 
@@ -54,10 +57,7 @@ class DecentralizedPolicy:
             raise TypeError(f"{type(self).__name__} cannot run an agent encoder "
                             f"{'with' if encoder.mixer is not None else 'without'} an agent mixer")
         self.device = torch.device(device)
-        self.generator = None
-        if seed is not None:
-            self.generator = torch.Generator(device=self.device)
-            self.generator.manual_seed(seed)
+        self.generator = policy_generator(seed, self.device)
         self.spec = policy_spec(env_spec, self.centralized)
         self.reset()
 
@@ -80,18 +80,11 @@ class DecentralizedPolicy:
         obs_t, avail_t = check_act_inputs(self.spec, obs, avail, self.device)
         self.h, self.z = self.encoder.step(self.h, self.z, self.prev_action, obs_t, deterministic, self.generator)
         out = check_actor_output(self.actor(self.z, self.h, avail_t))
-        if self.actor.continuous:
-            u, action, std = act_gaussian(out, self.actor.log_std, deterministic, self.env_spec.action_low,
-                                          self.env_spec.action_high, self.generator)
-            self.prev_action = u.clamp(-1.0, 1.0)  # what the world model saw in training: mabl.actions
-            return action.cpu().numpy().astype(np.float32), {"mean": out.cpu().numpy(), "std": std.cpu().numpy()}
-        probs = out.softmax(-1)
-        if deterministic:
-            action = probs.argmax(-1)
-        else:
-            action = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
-        self.prev_action = F.one_hot(action, self.spec.n_actions).float()
-        return action.cpu().numpy(), {"probs": probs.cpu().numpy()}
+        sample, actions, info = act_from_output(self.spec, out, self.actor.log_std, deterministic, self.generator)
+        # what the world model saw in training (mabl.actions): clip(u, -1, 1), or the one-hot action
+        self.prev_action = (sample.clamp(-1.0, 1.0) if self.actor.continuous
+                            else F.one_hot(sample, self.spec.n_actions).float())
+        return actions, info
 
 
 class JointPolicy(DecentralizedPolicy):
@@ -111,14 +104,9 @@ def latent_policy(encoder: AgentEncoder, actor: Actor, env_spec: EnvSpec, device
 def latent_policy_payload(encoder: AgentEncoder, actor: Actor, env_spec: EnvSpec, model_cfg: ModelConfig,
                           policy_hidden: int, algo: str = "mabl") -> dict[str, Any]:
     """The exported-policy dict of a world-model learner (module docstring)."""
-    return {
-        "format": POLICY_FORMAT, "version": POLICY_VERSION, "algo": algo,
-        "execution": "decentralized" if encoder.mixer is None else "centralized",
-        "spec": dataclasses.asdict(env_spec), "model": dataclasses.asdict(model_cfg),
-        "policy_hidden": policy_hidden,
-        "encoder": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
-        "actor": {k: v.detach().cpu() for k, v in actor.state_dict().items()},
-    }
+    return policy_payload(algo, env_spec, actor, "decentralized" if encoder.mixer is None else "centralized",
+                          model=dataclasses.asdict(model_cfg), policy_hidden=policy_hidden,
+                          encoder=cpu_state_dict(encoder))
 
 
 def save_policy(path: str, encoder: AgentEncoder, actor: Actor, env_spec: EnvSpec, model_cfg: ModelConfig,

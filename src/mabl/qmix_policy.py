@@ -25,7 +25,14 @@ from mabl.envs.base import EnvSpec
 from mabl.errors import MablError
 from mabl.models.actor_critic import MASKED_LOGIT
 from mabl.models.qmix import QAgent, agent_input_dim, agent_inputs
-from mabl.policy_contract import POLICY_FORMAT, POLICY_VERSION, check_act_inputs, check_actor_output, policy_spec
+from mabl.policy_contract import (
+    act_discrete,
+    check_act_inputs,
+    check_actor_output,
+    policy_generator,
+    policy_payload,
+    policy_spec,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +57,7 @@ class QmixPolicy:
     def __init__(self, agent: QAgent, shape: QAgentShape, env_spec: EnvSpec, device: torch.device | str = "cpu",
                  seed: int | None = None):
         self.agent, self.shape, self.env_spec, self.device = agent, shape, env_spec, torch.device(device)
-        self.generator: torch.Generator | None = None
-        if seed is not None:
-            self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.generator = policy_generator(seed, self.device)
         self.spec = policy_spec(env_spec)
         self.eye = torch.eye(env_spec.n_agents, device=self.device)
         self.reset()
@@ -73,19 +78,14 @@ class QmixPolicy:
         q, self.h = self.agent(x, self.h)
         check_actor_output(q)
         masked = q if avail_t is None else q.masked_fill(~avail_t, MASKED_LOGIT)
-        probs = masked.softmax(-1)
-        if deterministic:
-            action = masked.argmax(-1)
-        else:
-            action = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+        action, actions, info = act_discrete(masked, deterministic, self.generator, greedy_on_logits=True)
         self.prev_action = F.one_hot(action, self.env_spec.n_actions).float()
-        return action.cpu().numpy(), {"probs": probs.cpu().numpy(), "q": q.cpu().numpy()}
+        return actions, {**info, "q": q.cpu().numpy()}
 
     def to_payload(self, algo: str = "qmix") -> dict[str, Any]:
         """The exported-policy dict (plain data and CPU tensors; ``torch.load(weights_only=True)`` reads it)."""
-        return {"format": POLICY_FORMAT, "version": POLICY_VERSION, "algo": algo, "execution": "decentralized",
-                "spec": dataclasses.asdict(self.env_spec), "agent_net": dataclasses.asdict(self.shape),
-                "actor": {k: v.detach().cpu() for k, v in self.agent.state_dict().items()}}
+        return policy_payload(algo, self.env_spec, self.agent, "decentralized",
+                              agent_net=dataclasses.asdict(self.shape))
 
 
 def qmix_policy_from_payload(payload: dict[str, Any], device: torch.device | str = "cpu",

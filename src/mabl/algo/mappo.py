@@ -22,7 +22,7 @@ shuffles those; a row is one env step and carries all N agents (agents stay a te
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -73,6 +73,35 @@ def _pad(arrays: list[np.ndarray], length: int, fill: Any = 0) -> np.ndarray:
     for b, array in enumerate(arrays):
         out[: len(array), b] = array
     return out
+
+
+class UpdateStats:
+    """An update's metrics: per minibatch the actor and critic losses, the entropy, the approximate KL
+    and the clip fraction, summed over the steps the divergence guard applied (:mod:`mabl.algo.guard`);
+    :meth:`means` divides by the applied steps and counts the skipped ones."""
+
+    NAMES = ("actor_loss", "critic_loss", "entropy", "approx_kl", "clip_fraction")
+
+    def __init__(self, device: torch.device):
+        self.sums = torch.zeros(5, device=device)
+        self.applied = torch.zeros(2, device=device)  # actor, critic steps
+        self.count = 0
+
+    def add(self, actor_loss: torch.Tensor, critic_loss: torch.Tensor, entropy: torch.Tensor, kl: torch.Tensor,
+            clip_fraction: torch.Tensor, actor_ok: torch.Tensor, critic_ok: torch.Tensor) -> None:
+        """One minibatch's values; ``actor_ok``, ``critic_ok``: device flags, True where the step was applied."""
+        values = torch.stack([actor_loss.detach(), critic_loss.detach(), entropy.detach(), kl, clip_fraction])
+        ok = torch.stack([actor_ok, critic_ok, actor_ok, actor_ok, actor_ok])
+        self.sums += torch.where(ok, values, 0.0)
+        self.applied += torch.stack([actor_ok, critic_ok]).float()
+        self.count += 1
+
+    def means(self) -> dict[str, torch.Tensor]:
+        """Each metric's mean over its applied steps, and ``actor_skipped``, ``critic_skipped``."""
+        means = self.sums / self.applied[[0, 1, 0, 0, 0]]
+        out = dict(zip(self.NAMES, means.unbind()))
+        out["actor_skipped"], out["critic_skipped"] = (self.count - self.applied).unbind()
+        return out
 
 
 class Mappo:
@@ -202,8 +231,19 @@ class Mappo:
         key = self.critic_input
         inputs = [np.concatenate([ep.rows[key], x[None]]) for ep, x in zip(episodes, finals)]
         input_next = self._tensor(_pad(inputs, length + 1))  # [T+1, B, G] or [T+1, B, N, O], row L_b = final next
-        mask = self._tensor(_pad([np.ones(ep.length, bool) for ep in episodes], length, False), torch.bool)
         raw_value = self.critic(input_next)  # [T+1, B, N]
+        fields = {"obs": self._tensor(_pad(col("obs"), length)), "state": self._tensor(_pad(col("state"), length)),
+                  key: input_next[:-1]}
+        return Batch(**fields, **self._padded(episodes, records, raw_value, length))
+
+    def _padded(self, episodes: list[Episode], records: dict[str, list[np.ndarray]], raw_value: torch.Tensor,
+                length: int) -> dict[str, torch.Tensor | None]:
+        """The :class:`Batch` fields but ``obs`` and ``state``, padded to ``length`` steps: ``avail``, the
+        recorded ``action`` samples and ``log_prob``, ``value`` (``raw_value [T+1, B, N]``, the critic's
+        output on every step and each episode's final next step, less its last row), GAE's
+        ``advantage`` and ``returns`` from the denormalised values, and ``mask``."""
+        col = lambda key: [ep.rows[key] for ep in episodes]
+        mask = self._tensor(_pad([np.ones(ep.length, bool) for ep in episodes], length, False), torch.bool)
         value = self.value_norm.denormalize(raw_value) if self.cfg.value_norm else raw_value
         advantage, returns = gae(self._tensor(_pad(col("reward"), length)), value,
                                  self._tensor(_pad(col("done"), length, False), torch.bool), mask,
@@ -211,13 +251,19 @@ class Mappo:
         avail = None
         if self.spec.has_action_mask:
             avail = self._tensor(_pad(col("avail"), length, True), torch.bool)
-        fields = {"obs": self._tensor(_pad(col("obs"), length)), "state": self._tensor(_pad(col("state"), length)),
-                  key: input_next[:-1]}
-        return Batch(**fields, avail=avail,
-                     action=self._tensor(_pad(records["sample"], length),
-                                         torch.int64 if self.spec.discrete else torch.float32),
-                     log_prob=self._tensor(_pad(records["log_prob"], length)), value=raw_value[:-1],
-                     advantage=advantage, returns=returns, mask=mask)
+        return {"avail": avail,
+                "action": self._tensor(_pad(records["sample"], length),
+                                       torch.int64 if self.spec.discrete else torch.float32),
+                "log_prob": self._tensor(_pad(records["log_prob"], length)), "value": raw_value[:-1],
+                "advantage": advantage, "returns": returns, "mask": mask}
+
+    def _minibatches(self, n: int, epochs: int) -> Iterator[torch.Tensor]:
+        """``epochs`` shuffles of ``n`` items (torch's global RNG), each split into ``mappo.minibatches``
+        index sets; an empty set (more minibatches than items) is left out."""
+        for _ in range(epochs):
+            for index in torch.randperm(n, device=self.device).tensor_split(self.cfg.minibatches):
+                if len(index) > 0:
+                    yield index
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``epochs`` x ``minibatches`` shuffled minibatches of valid env-step rows (each with all agents).
@@ -237,32 +283,21 @@ class Mappo:
             self.value_norm.update(target)
             target = self.value_norm.normalize(target)
         n_rows = rows["action"].shape[0]
-        sums = torch.zeros(5, device=self.device)
-        applied = torch.zeros(2, device=self.device)  # actor, critic steps
-        count = 0
-        for _ in range(c.epochs):
-            for index in torch.randperm(n_rows, device=self.device).tensor_split(c.minibatches):
-                if len(index) == 0:  # more minibatches than rows
-                    continue
-                avail = rows["avail"][index] if "avail" in rows else None
-                obs = rows["obs"][index]
-                policy = self.actor.dist(obs) if self.actor.continuous else self.actor(obs, avail)
-                actor_loss, entropy, kl, clip_fraction = clipped_surrogate_loss(
-                    policy, rows["action"][index], rows["log_prob"][index],
-                    advantage[index], c.clip, c.entropy)
-                actor_ok = ~self._step("actor", self.actor_opt, self.actor, actor_loss,
-                                       {"policy/entropy": entropy, "policy/approx_kl": kl})
-                critic_loss = clipped_value_loss(self.critic(rows[self.critic_input][index]), rows["value"][index],
-                                                 target[index], c.clip, c.huber_delta)
-                critic_ok = ~self._step("critic", self.critic_opt, self.critic, critic_loss)
-                values = torch.stack([actor_loss.detach(), critic_loss.detach(), entropy.detach(), kl, clip_fraction])
-                ok = torch.stack([actor_ok, critic_ok, actor_ok, actor_ok, actor_ok])
-                sums += torch.where(ok, values, 0.0)
-                applied += torch.stack([actor_ok, critic_ok]).float()
-                count += 1
-        means = sums / applied[[0, 1, 0, 0, 0]]
-        out = dict(zip(["actor_loss", "critic_loss", "entropy", "approx_kl", "clip_fraction"], means.unbind()))
-        out["actor_skipped"], out["critic_skipped"] = (count - applied).unbind()
+        stats = UpdateStats(self.device)
+        for index in self._minibatches(n_rows, c.epochs):
+            avail = rows["avail"][index] if "avail" in rows else None
+            obs = rows["obs"][index]
+            policy = self.actor.dist(obs) if self.actor.continuous else self.actor(obs, avail)
+            actor_loss, entropy, kl, clip_fraction = clipped_surrogate_loss(
+                policy, rows["action"][index], rows["log_prob"][index],
+                advantage[index], c.clip, c.entropy)
+            actor_ok = ~self._step("actor", self.actor_opt, self.actor, actor_loss,
+                                   {"policy/entropy": entropy, "policy/approx_kl": kl})
+            critic_loss = clipped_value_loss(self.critic(rows[self.critic_input][index]), rows["value"][index],
+                                             target[index], c.clip, c.huber_delta)
+            critic_ok = ~self._step("critic", self.critic_opt, self.critic, critic_loss)
+            stats.add(actor_loss, critic_loss, entropy, kl, clip_fraction, actor_ok, critic_ok)
+        out = stats.means()
         out["samples"] = torch.tensor(float(n_rows * c.epochs), device=self.device)
         return out
 

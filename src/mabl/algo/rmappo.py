@@ -38,31 +38,22 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from mabl.algo.mappo import Mappo, _pad
+from mabl.algo.mappo import Batch, Mappo, UpdateStats, _pad
 from mabl.algo.ppo_loss import clipped_surrogate_loss, clipped_value_loss
-from mabl.algo.returns import gae
 from mabl.config import RunConfig
 from mabl.envs.base import EnvSpec, MultiAgentEnv, TimeStep
 from mabl.episode import Episode
 from mabl.gru_policy import GruPolicy
 from mabl.models.gru import GruActor, GruCritic
 
-
-class RecurrentBatch(NamedTuple):
-    """One update's data: the episodes padded time-major to a multiple of the chunk length."""
-
-    obs: torch.Tensor  # [T, B, N, O]
-    state: torch.Tensor  # [T, B, G]
-    avail: torch.Tensor | None  # [T, B, N, A] bool (True on padding), None without action masks
-    action: torch.Tensor  # [T, B, N] int64, or [T, B, N, D] raw Gaussian samples (continuous)
-    log_prob: torch.Tensor  # [T, B, N] log-prob of the action when sampled
-    value: torch.Tensor  # [T, B, N] critic output at collection (normalised space when value_norm)
-    advantage: torch.Tensor  # [T, B, N] GAE, zero on padding
-    returns: torch.Tensor  # [T, B, N] value targets in real scale, zero on padding
-    mask: torch.Tensor  # [T, B] bool, True on real steps
-    active: torch.Tensor  # [T, B, N] bool, True where the agent is alive on a real step
-    h_actor: torch.Tensor  # [T, B, N, H] actor GRU state entering each step (recorded at collection)
-    h_critic: torch.Tensor  # [T, B, N, H] critic GRU state entering each step
+RecurrentBatch = NamedTuple("RecurrentBatch", [
+    *Batch.__annotations__.items(),  # the fields of mabl.algo.mappo.Batch, as its comments say
+    ("active", "torch.Tensor"),  # [T, B, N] bool, True where the agent is alive on a real step
+    ("h_actor", "torch.Tensor"),  # [T, B, N, H] actor GRU state entering each step (recorded at collection)
+    ("h_critic", "torch.Tensor"),  # [T, B, N, H] critic GRU state entering each step
+])
+RecurrentBatch.__doc__ = """One update's data: the episodes padded time-major to a multiple of the chunk length;
+the fields of :class:`mabl.algo.mappo.Batch`, then the active agents and the recorded GRU states."""
 
 
 def active_agents(obs: torch.Tensor, avail: torch.Tensor | None) -> torch.Tensor:
@@ -130,26 +121,16 @@ class Rmappo(Mappo):
         """Pad to a multiple of the chunk length, run the critic over every episode, run GAE."""
         chunk = self.rcfg.chunk_length
         length = -(-max(ep.length for ep in episodes) // chunk) * chunk
-        col = lambda key: [ep.rows[key] for ep in episodes]
         states = [np.concatenate([ep.rows["state"], x[None]]) for ep, x in zip(episodes, finals)]
         state_next = self._tensor(_pad(states, length + 1))  # [T+1, B, G], row L_b = the final next state
-        mask = self._tensor(_pad([np.ones(ep.length, bool) for ep in episodes], length, False), torch.bool)
         first = torch.zeros(length + 1, len(episodes), dtype=torch.bool, device=self.device)
         first[0] = True
         raw_value, h_critic = self.critic.value_states(state_next, first)  # [T+1, B, N], [T+1, B, N, H]
-        value = self.value_norm.denormalize(raw_value) if self.cfg.value_norm else raw_value
-        advantage, returns = gae(self._tensor(_pad(col("reward"), length)), value,
-                                 self._tensor(_pad(col("done"), length, False), torch.bool), mask,
-                                 self.cfg.gamma, self.cfg.gae_lambda)
-        obs = self._tensor(_pad(col("obs"), length))
-        avail = self._tensor(_pad(col("avail"), length, True), torch.bool) if self.spec.has_action_mask else None
-        active = active_agents(obs, avail) & mask.unsqueeze(-1)
-        return RecurrentBatch(
-            obs=obs, state=state_next[:-1], avail=avail,
-            action=self._tensor(_pad(records["sample"], length), torch.int64 if self.spec.discrete else torch.float32),
-            log_prob=self._tensor(_pad(records["log_prob"], length)), value=raw_value[:-1],
-            advantage=advantage, returns=returns, mask=mask, active=active,
-            h_actor=self._tensor(_pad(records["h"], length)), h_critic=h_critic[:-1])
+        fields = self._padded(episodes, records, raw_value, length)
+        obs = self._tensor(_pad([ep.rows["obs"] for ep in episodes], length))
+        active = active_agents(obs, fields["avail"]) & fields["mask"].unsqueeze(-1)
+        return RecurrentBatch(obs=obs, state=state_next[:-1], **fields, active=active,
+                              h_actor=self._tensor(_pad(records["h"], length)), h_critic=h_critic[:-1])
 
     def update(self, batch: RecurrentBatch) -> dict[str, torch.Tensor]:
         """``rmappo.epochs`` x ``mappo.minibatches`` shuffled minibatches of chunks (module docstring).
@@ -174,36 +155,24 @@ class Rmappo(Mappo):
         if c.value_norm:
             self.value_norm.update(batch.returns[batch.mask])
             target = self.value_norm.normalize(target)
-        n_chunks = first.shape[1]
-        sums = torch.zeros(5, device=self.device)
-        applied = torch.zeros(2, device=self.device)  # actor, critic steps
-        count = 0
-        for _ in range(r.epochs):
-            for index in torch.randperm(n_chunks, device=self.device).tensor_split(c.minibatches):
-                if len(index) == 0:  # more minibatches than chunks
-                    continue
-                avail = chunks["avail"][:, index] if "avail" in chunks else None
-                out = self.actor.policy_sequence(chunks["obs"][:, index], h0["actor"][index], first[:, index], avail)
-                rows = policy_rows[:, index]
-                policy = self.actor.dist(out[rows]) if self.actor.continuous else out[rows]
-                actor_loss, entropy, kl, clip_fraction = clipped_surrogate_loss(
-                    policy, chunks["action"][:, index][rows], chunks["log_prob"][:, index][rows],
-                    advantage[:, index][rows], c.clip, c.entropy)
-                actor_ok = ~self._step("actor", self.actor_opt, self.actor, actor_loss,
-                                       {"policy/entropy": entropy, "policy/approx_kl": kl})
-                values = self.critic.value_sequence(chunks["state"][:, index], h0["critic"][index], first[:, index])
-                rows = value_rows[:, index]
-                critic_loss = clipped_value_loss(values[rows], chunks["value"][:, index][rows],
-                                                 target[:, index][rows], c.clip, c.huber_delta)
-                critic_ok = ~self._step("critic", self.critic_opt, self.critic, critic_loss)
-                stats = torch.stack([actor_loss.detach(), critic_loss.detach(), entropy.detach(), kl, clip_fraction])
-                ok = torch.stack([actor_ok, critic_ok, actor_ok, actor_ok, actor_ok])
-                sums += torch.where(ok, stats, 0.0)
-                applied += torch.stack([actor_ok, critic_ok]).float()
-                count += 1
-        means = sums / applied[[0, 1, 0, 0, 0]]
-        out = dict(zip(["actor_loss", "critic_loss", "entropy", "approx_kl", "clip_fraction"], means.unbind()))
-        out["actor_skipped"], out["critic_skipped"] = (count - applied).unbind()
+        stats = UpdateStats(self.device)
+        for index in self._minibatches(first.shape[1], r.epochs):  # minibatches of chunks
+            avail = chunks["avail"][:, index] if "avail" in chunks else None
+            out = self.actor.policy_sequence(chunks["obs"][:, index], h0["actor"][index], first[:, index], avail)
+            rows = policy_rows[:, index]
+            policy = self.actor.dist(out[rows]) if self.actor.continuous else out[rows]
+            actor_loss, entropy, kl, clip_fraction = clipped_surrogate_loss(
+                policy, chunks["action"][:, index][rows], chunks["log_prob"][:, index][rows],
+                advantage[:, index][rows], c.clip, c.entropy)
+            actor_ok = ~self._step("actor", self.actor_opt, self.actor, actor_loss,
+                                   {"policy/entropy": entropy, "policy/approx_kl": kl})
+            values = self.critic.value_sequence(chunks["state"][:, index], h0["critic"][index], first[:, index])
+            rows = value_rows[:, index]
+            critic_loss = clipped_value_loss(values[rows], chunks["value"][:, index][rows],
+                                             target[:, index][rows], c.clip, c.huber_delta)
+            critic_ok = ~self._step("critic", self.critic_opt, self.critic, critic_loss)
+            stats.add(actor_loss, critic_loss, entropy, kl, clip_fraction, actor_ok, critic_ok)
+        out = stats.means()
         out["samples"] = (batch.mask.sum() * r.epochs).float()
         return out
 
