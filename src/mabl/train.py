@@ -145,8 +145,7 @@ class Trainer:
         self.counters = Counters()
         self.eval_env = None
         self.recent = deque(maxlen=20)  # (return, win) of the latest episodes, for the progress bar
-        self._resume()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._resume()  # (RunLock.acquire created the run directory)
         config_bytes = json.dumps(to_dict(cfg), indent=2).encode()
         atomic_write_bytes(self.run_dir / "config.json", config_bytes)
         record_run_info(self.run_dir, self.counters.env_step)
