@@ -159,8 +159,12 @@ def add_tool_parsers(sub) -> None:
     dg.add_argument("--attack-masks", action="store_true", help="add a block (SMAX): the probability that a sampled "
                     "action mask lets a living unit attack, filtered and open loop, by what the env allowed (on 300 "
                     "windows; open loop from a 10-step context)")
-    dg.add_argument("--only-blocks", action="store_true", help="with --by-alive/--advantages/--attack-masks: print "
-                    "only those blocks (skips the probes and the open loop)")
+    dg.add_argument("--living", action="store_true", help="add a block (action masks): living units and survival k "
+                    "steps after a real state, in the replay, in the model under the replay's actions and in the model "
+                    "under the actor (on 300 windows; a 10-step context)")
+    dg.add_argument("--living-horizon", type=int, default=30, help="steps k = 1..K of --living (default 30)")
+    dg.add_argument("--only-blocks", action="store_true", help="with --by-alive/--advantages/--attack-masks/--living: "
+                    "print only those blocks (skips the probes and the open loop)")
 
     ex = sub.add_parser("experiment", help="controlled experiments: representation = the world models of mabl, mabl-sg "
                         "and dreamer trained on one fixed dataset and scored by diagnose (docs/DIAGNOSTICS.md); "
@@ -304,13 +308,14 @@ def _unit_blocks(args: argparse.Namespace) -> dict:
     from mabl.diagnose import load_run, units
 
     wanted = [name for name, on in (("by_alive", args.by_alive), ("advantages", args.advantages),
-                                    ("attack_masks", args.attack_masks)) if on]
+                                    ("attack_masks", args.attack_masks), ("living", args.living)) if on]
     if not wanted:
         if args.only_blocks:
-            raise MablError("--only-blocks goes with --by-alive, --advantages or --attack-masks")
+            raise MablError("--only-blocks goes with --by-alive, --advantages, --attack-masks or --living")
         return {}
     if args.data:
-        raise MablError("--by-alive, --advantages and --attack-masks read the run's own replay; leave out --data")
+        raise MablError("--by-alive, --advantages, --attack-masks and --living read the run's own replay; leave out "
+                        "--data")
     loaded = load_run(args.run_dir, args.device)
     blocks = {}
     for name in wanted:
@@ -318,6 +323,10 @@ def _unit_blocks(args: argparse.Namespace) -> dict:
             blocks[name] = units.by_alive(loaded, 300 if args.windows is None else args.windows, args.length, args.seed)
         elif name == "advantages":
             blocks[name] = units.advantages(loaded, 64 if args.windows is None else args.windows, args.length, args.seed)
+        elif name == "living":
+            from mabl.diagnose.living import living
+
+            blocks[name] = living(loaded, 300 if args.windows is None else args.windows, args.living_horizon, args.seed)
         else:
             blocks[name] = units.attack_masks(loaded, 300 if args.windows is None else args.windows, args.length,
                                               context=10, horizon=args.horizon,
@@ -325,15 +334,24 @@ def _unit_blocks(args: argparse.Namespace) -> dict:
     return blocks
 
 
+def _format_blocks(blocks: dict) -> str:
+    from mabl.diagnose.living import format_living
+    from mabl.diagnose.units import format_units
+
+    text = [format_units(blocks)]
+    if "living" in blocks:
+        text.append(format_living(blocks["living"]))
+    return "\n".join(filter(None, text))
+
+
 def cmd_diagnose(args: argparse.Namespace) -> None:
     import json
 
     from mabl.diagnose import diagnose, format_table, write_outputs
-    from mabl.diagnose.units import format_units
 
     blocks = _unit_blocks(args)
     if args.only_blocks:
-        print(json.dumps(blocks) if args.json else format_units(blocks))
+        print(json.dumps(blocks) if args.json else _format_blocks(blocks))
         return
     result = diagnose(args.run_dir, args.data, args.windows, args.length, args.horizon, args.seed, args.device,
                       args.stack, split=args.split, draws=args.draws)
@@ -343,7 +361,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
     result.update(blocks)
     if args.out:
         write_outputs(result, args.out)
-    print(json.dumps(result) if args.json else "\n".join(filter(None, [format_table(result), format_units(blocks)])))
+    print(json.dumps(result) if args.json else "\n".join(filter(None, [format_table(result), _format_blocks(blocks)])))
 
 
 def cmd_experiment(args: argparse.Namespace) -> None:
