@@ -163,6 +163,9 @@ def add_tool_parsers(sub) -> None:
                     "steps after a real state, in the replay, in the model under the replay's actions and in the model "
                     "under the actor (on 300 windows; a 10-step context)")
     dg.add_argument("--living-horizon", type=int, default=30, help="steps k = 1..K of --living (default 30)")
+    dg.add_argument("--living-fresh", type=int, default=0, metavar="EPISODES", help="--living on this many new "
+                    "episodes of the run's policy, played as training collects (default 0: the run's replay, "
+                    "written by older policies too)")
     dg.add_argument("--only-blocks", action="store_true", help="with --by-alive/--advantages/--attack-masks/--living: "
                     "print only those blocks (skips the probes and the open loop)")
 
@@ -326,7 +329,8 @@ def _unit_blocks(args: argparse.Namespace) -> dict:
         elif name == "living":
             from mabl.diagnose.living import living
 
-            blocks[name] = living(loaded, 300 if args.windows is None else args.windows, args.living_horizon, args.seed)
+            blocks[name] = living(loaded, 300 if args.windows is None else args.windows, args.living_horizon, args.seed,
+                                  args.living_fresh)
         else:
             blocks[name] = units.attack_masks(loaded, 300 if args.windows is None else args.windows, args.length,
                                               context=10, horizon=args.horizon,

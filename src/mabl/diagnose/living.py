@@ -178,21 +178,54 @@ def living_windows(agent, windows: dict[str, np.ndarray], context: int = CONTEXT
             "gamma": gamma, "groups": groups}
 
 
-def living(loaded, count: int = 300, horizon: int = 30, seed: int = 0) -> dict[str, Any]:
-    """:func:`living_windows` on ``count`` non-overlapping windows of the run's own replay (fewer where
-    the replay is short)."""
-    if loaded.data is None or loaded.data.rows.get("avail") is None:
-        raise MablError(f"--living needs a replay with action masks; {loaded.checkpoint} has none")
+def fresh_rows(loaded, episodes: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Replay rows of ``episodes`` new episodes played by the run's policy as training collects them
+    (sampled actions, the run's env and readings; ``train.Trainer``'s collection), oldest first, with
+    the absorbing rows a replay adds after a termination. Their real course is the current actor's."""
+    from mabl.config import env_options
+    from mabl.diagnose.data import replay_rows
+    from mabl.envs import make_env
+    from mabl.evaluate import episode_seed
+    from mabl.replay import SequenceReplay
+    from mabl.rollout import run_episode
+
+    cfg = loaded.cfg
+    env = make_env(cfg.env, seed=seed, options=env_options(cfg))
+    try:
+        played = [run_episode(env, loaded.agent.policy(), episode_seed(seed, 31, i)) for i in range(episodes)]
+    finally:
+        env.close()
+    replay = SequenceReplay(env.spec, sum(ep.length + 2 for ep in played))
+    rng = np.random.default_rng(seed)  # the absorbing rows' random actions
+    for ep in played:
+        replay.add_episode(ep.rows, ep.terminated, rng)
+    return replay_rows(replay)
+
+
+def living(loaded, count: int = 300, horizon: int = 30, seed: int = 0, fresh: int = 0) -> dict[str, Any]:
+    """:func:`living_windows` on ``count`` non-overlapping windows (fewer where the rows are short) of the
+    run's own replay, or with ``fresh`` > 0 of that many new episodes of the run's policy
+    (:func:`fresh_rows`)."""
+    from mabl.diagnose.data import Data
+
     if horizon < 1:
         raise MablError(f"--living-horizon={horizon} must be >= 1")
-    length = CONTEXT + horizon + 1
-    count = min(count, loaded.data.n_rows // length)
-    if count < 4:
-        raise MablError(f"--living: the replay's {loaded.data.n_rows} rows hold fewer than 4 windows of {length} rows")
-    rng = np.random.default_rng(seed)
+    if fresh < 0:
+        raise MablError(f"--living-fresh={fresh} must be >= 0 (0: the run's replay)")
     torch.manual_seed(seed)
-    _, windows = sample_windows(loaded.data, length, count, rng)
-    return living_windows(loaded.agent, windows, CONTEXT, horizon)
+    if fresh:
+        data = Data(fresh_rows(loaded, fresh, seed), loaded.spec, f"{fresh} new episodes of the run's policy")
+    else:
+        data = loaded.data
+    if data is None or data.rows.get("avail") is None:
+        raise MablError(f"--living needs rows with action masks; {loaded.checkpoint} has no replay with them")
+    length = CONTEXT + horizon + 1
+    count = min(count, data.n_rows // length)
+    if count < 4:
+        raise MablError(f"--living: {data.source} holds {data.n_rows} rows, fewer than 4 windows of {length} rows")
+    rng = np.random.default_rng(seed)
+    _, windows = sample_windows(data, length, count, rng)
+    return {"data": data.source, **living_windows(loaded.agent, windows, CONTEXT, horizon)}
 
 
 def _num(x, fmt: str = "5.2f") -> str:
@@ -202,7 +235,8 @@ def _num(x, fmt: str = "5.2f") -> str:
 def format_living(b: dict[str, Any]) -> str:
     """The block as text: per group, the steps 1, 5, 10, 15, 20, 30 ... up to H, and H."""
     shown = sorted({k for k in (1, 5, 10, 15, 20, 30, 50, b["horizon"]) if k <= b["horizon"]})
-    lines = [f"living units and survival k steps after a real state ({b['windows']} windows, {b['starts']} starts, "
+    lines = [f"living units and survival k steps after a real state ({b.get('data', 'windows')}: {b['windows']} "
+             f"windows, {b['starts']} starts, "
              f"context {b['context']}; real = replay, open = priors under the replay's actions, imag = priors "
              "under the actor)"]
     for g in b["groups"]:
