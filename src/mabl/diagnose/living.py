@@ -237,8 +237,8 @@ def format_living(b: dict[str, Any]) -> str:
     shown = sorted({k for k in (1, 5, 10, 15, 20, 30, 50, b["horizon"]) if k <= b["horizon"]})
     lines = [f"living units and survival k steps after a real state ({b.get('data', 'windows')}: {b['windows']} "
              f"windows, {b['starts']} starts, "
-             f"context {b['context']}; real = replay, open = priors under the replay's actions, imag = priors "
-             "under the actor)"]
+             f"context {b['context']}; real = the rows themselves, open = priors under their actions, imag = "
+             "priors under the actor)"]
     for g in b["groups"]:
         r = g["reward_sum"]
         lines += [f"  {g['alive_at_start']} alive at the start ({g['starts']} starts): discounted reward over "
