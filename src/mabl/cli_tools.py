@@ -162,7 +162,7 @@ def add_tool_parsers(sub) -> None:
     dg.add_argument("--living", action="store_true", help="add a block (action masks): living units and survival k "
                     "steps after a real state, in the replay, in the model under the replay's actions and in the model "
                     "under the actor (on 300 windows; a 10-step context)")
-    dg.add_argument("--living-horizon", type=int, default=30, help="steps k = 1..K of --living (default 30)")
+    dg.add_argument("--living-horizon", type=int, default=30, metavar="K", help="steps k = 1..K of --living (default 30)")
     dg.add_argument("--living-fresh", type=int, default=0, metavar="EPISODES", help="--living on this many new "
                     "episodes of the run's policy, played as training collects (default 0: the run's replay, "
                     "written by older policies too)")
