@@ -32,18 +32,11 @@ import torch
 
 from mabl.diagnose.data import filter_windows, posterior_starts, sample_windows
 from mabl.diagnose.measures import open_loop_predictions
+from mabl.diagnose.units import BURN_IN, living_count
 from mabl.errors import MablError
-
-BURN_IN = 4
-"""As :data:`mabl.diagnose.BURN_IN` (filtering steps before a state counts)."""
 
 CONTEXT = 10
 """Filtering steps before the start state (step ``CONTEXT - 1`` of a window)."""
-
-
-def living_count(avail: np.ndarray) -> np.ndarray:
-    """``avail [..., N, A]`` (bool masks): the units whose mask allows more than one action ``[...]``."""
-    return (np.asarray(avail, bool).sum(-1) > 1).sum(-1)
 
 
 def predicted_living(p: np.ndarray, threshold: float = 0.5) -> np.ndarray:

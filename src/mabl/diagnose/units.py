@@ -66,6 +66,11 @@ def alive_groups(alive: np.ndarray, value: np.ndarray, lam: np.ndarray, observed
     return out
 
 
+def living_count(avail: np.ndarray) -> np.ndarray:
+    """``avail [..., N, A]`` (bool masks): the units whose mask allows more than one action ``[...]``."""
+    return (np.asarray(avail, bool).sum(-1) > 1).sum(-1)
+
+
 def by_alive(loaded, count: int = 300, length: int = 20, seed: int = 0) -> dict[str, Any]:
     rows, agent = loaded.data.rows if loaded.data is not None else None, loaded.agent
     if rows is None or rows.get("avail") is None:
@@ -82,7 +87,7 @@ def by_alive(loaded, count: int = 300, length: int = 20, seed: int = 0) -> dict[
     keep = mask.reshape(-1)
     observed, done_in_data = returns[index].reshape(-1)[keep], complete[index].reshape(-1)[keep]
     avail = np.asarray(windows["avail"])[1:]
-    alive = (avail.reshape(-1, *avail.shape[2:])[keep].sum(-1) > 1).sum(-1)
+    alive = living_count(avail.reshape(-1, *avail.shape[2:])[keep])
     d = done_in_data
     return {"windows": len(starts), "states": int(len(lam)), "complete_returns": int(d.sum()),
             "groups": alive_groups(alive[d], value[d], lam[d], observed[d])}
