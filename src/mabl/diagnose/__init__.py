@@ -47,6 +47,7 @@ from mabl.diagnose.data import (
     checkpoint_rows,
     discounted_returns,
     draw_windows,
+    episode_rows,
     filter_windows,
     gather,
     load_data,
@@ -90,7 +91,7 @@ from mabl.errors import MablError
 
 __all__ = ["BURN_IN", "CV_FOLDS", "DATASET_KIND", "DRAWS", "Data", "LARGEST", "Loaded", "RESULT_KEYS", "RIDGE_LAMBDAS",
            "SPLITS", "STACK", "TRAIN_HORIZON", "checkpoint_rows", "cv_folds", "diagnose", "diagnose_windows",
-           "discounted_returns", "draw_windows", "filter_windows", "format_table", "gather", "imagine_from",
+           "discounted_returns", "draw_windows", "episode_rows", "filter_windows", "format_table", "gather", "imagine_from",
            "latent_level_stats", "load_data", "load_dataset", "load_run", "load_run_replay", "open_checkpoint",
            "open_loop_masks", "open_loop_predictions", "open_loop_stats", "posterior_starts", "probe_split",
            "probe_spread", "replay_rows", "reward_by_size", "reward_head_block", "ridge_probe", "sample_windows",

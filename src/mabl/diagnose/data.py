@@ -39,6 +39,18 @@ def replay_rows(replay) -> dict[str, np.ndarray]:
     return {k: v[order] for k, v in replay.data.items()}
 
 
+def episode_rows(spec, episodes, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Replay rows of played episodes (``rollout.Episode``), in order, stored as training stores them:
+    with the absorbing rows a :class:`~mabl.replay.SequenceReplay` adds after a termination (their
+    random actions drawn from ``rng``)."""
+    from mabl.replay import SequenceReplay
+
+    replay = SequenceReplay(spec, sum(ep.length + 2 for ep in episodes))
+    for ep in episodes:
+        replay.add_episode(ep.rows, ep.terminated, rng)
+    return replay_rows(replay)
+
+
 def save_dataset(path: str | Path, rows: dict[str, np.ndarray], spec, provenance: dict) -> None:
     """Write replay rows (oldest first) with their env spec and provenance as one ``.npz`` file
     (atomically), readable by ``mabl diagnose --data``."""

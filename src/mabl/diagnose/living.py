@@ -176,10 +176,9 @@ def fresh_rows(loaded, episodes: int, seed: int = 0) -> dict[str, np.ndarray]:
     (sampled actions, the run's env and readings; ``train.Trainer``'s collection), oldest first, with
     the absorbing rows a replay adds after a termination. Their real course is the current actor's."""
     from mabl.config import env_options
-    from mabl.diagnose.data import replay_rows
+    from mabl.diagnose.data import episode_rows
     from mabl.envs import make_env
     from mabl.evaluate import episode_seed
-    from mabl.replay import SequenceReplay
     from mabl.rollout import run_episode
 
     cfg = loaded.cfg
@@ -188,11 +187,7 @@ def fresh_rows(loaded, episodes: int, seed: int = 0) -> dict[str, np.ndarray]:
         played = [run_episode(env, loaded.agent.policy(), episode_seed(seed, 31, i)) for i in range(episodes)]
     finally:
         env.close()
-    replay = SequenceReplay(env.spec, sum(ep.length + 2 for ep in played))
-    rng = np.random.default_rng(seed)  # the absorbing rows' random actions
-    for ep in played:
-        replay.add_episode(ep.rows, ep.terminated, rng)
-    return replay_rows(replay)
+    return episode_rows(env.spec, played, np.random.default_rng(seed))  # rng: the absorbing rows' actions
 
 
 def living(loaded, count: int = 300, horizon: int = 30, seed: int = 0, fresh: int = 0) -> dict[str, Any]:

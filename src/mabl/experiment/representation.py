@@ -48,7 +48,7 @@ import torch
 from mabl.algo import build_learner
 from mabl.checkpoint import atomic_write_bytes, latest_checkpoint, load_checkpoint, save_checkpoint
 from mabl.config import from_dict, to_dict
-from mabl.diagnose import Data, diagnose, load_dataset, replay_rows, save_dataset
+from mabl.diagnose import Data, diagnose, episode_rows, load_dataset, replay_rows, save_dataset
 from mabl.errors import MablError
 from mabl.presets import build_config
 from mabl.replay import SequenceReplay
@@ -120,13 +120,11 @@ def collect(args) -> None:
     parts = {"train": [e for i, e in enumerate(episodes) if i % args.heldout_every != args.heldout_every - 1],
              "heldout": [e for i, e in enumerate(episodes) if i % args.heldout_every == args.heldout_every - 1]}
     for name, eps in parts.items():
-        replay = SequenceReplay(env.spec, sum(ep.length + 2 for _, ep in eps))
-        for _, ep in eps:
-            replay.add_episode(ep.rows, ep.terminated, rng)
+        rows = episode_rows(env.spec, [ep for _, ep in eps], rng)
         provenance = {
             "env": args.env, "split": name, "heldout_every": args.heldout_every, "seed": args.seed,
             "episodes": {s: sum(w == s for w, _ in eps) for s in ("mappo", "random")},
-            "transitions": int(sum(ep.length for _, ep in eps)), "rows": len(replay),
+            "transitions": int(sum(ep.length for _, ep in eps)), "rows": len(rows["reward"]),
             "mean_return": {s: _mean([ep.ret for w, ep in eps if w == s]) for s in ("mappo", "random")},
             "win_rate": {s: _mean([bool(ep.win) for w, ep in eps if w == s and ep.win is not None])
                          for s in ("mappo", "random")} if env.spec.has_win else None,
@@ -134,7 +132,7 @@ def collect(args) -> None:
                           "seconds_this_call": round(mappo_s, 1)},
             "mappo_policy": "stochastic (sampled actions)", "random_policy": "uniform over available actions",
         }
-        save_dataset(out / f"{name}.npz", replay_rows(replay), env.spec, provenance)
+        save_dataset(out / f"{name}.npz", rows, env.spec, provenance)
         print(f"{out / f'{name}.npz'}: {provenance['rows']} rows, episodes {provenance['episodes']}, "
               f"mean return {provenance['mean_return']}")
 
