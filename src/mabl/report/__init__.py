@@ -63,7 +63,7 @@ from mabl.errors import MablError
 from mabl.report.markdown import markdown_table
 from mabl.report.paper import ALGO_TO_PAPER, PAPER_ALGOS, PAPER_TABLE1, PaperRow, paper_task
 from mabl.report.plots import WrittenPlots, _atomic_write_text, _import_matplotlib, plot_curves, safe_name
-from mabl.report.runs import ALGO_ORDER, RunData, SkippedRun, find_runs, load_run, order_algos
+from mabl.report.runs import ALGO_ORDER, RunData, SkippedRun, base_algo, find_runs, load_run, order_algos
 from mabl.report.seeds import DEFAULT_REPS, SeedInterval, marl_eval_json, seed_intervals
 from mabl.report.stats import (
     DEFAULT_EMA,
@@ -145,7 +145,7 @@ def write_report(paths: str | os.PathLike | Iterable[str | os.PathLike], out_dir
     cells = []
     for cell in stats.values():
         row = paper_task(cell.task)
-        palgo = ALGO_TO_PAPER.get(cell.algo)
+        palgo = ALGO_TO_PAPER.get(base_algo(cell.algo))
         cells.append({
             "task": cell.task, "algo": cell.algo, "metric": cell.metric,
             "mean": cell.mean, "std": cell.std, "n_episodes": cell.n_episodes,
@@ -173,7 +173,8 @@ def write_report(paths: str | os.PathLike | Iterable[str | os.PathLike], out_dir
             "marl_eval": "marl_eval.json: eval.jsonl rounds per seed in marl-eval's raw-data layout",
         },
         "cells": cells,
-        "runs": [{"run_dir": str(r.run_dir), "env": r.env, "algo": r.algo, "seed": r.seed, "steps": r.steps,
+        "runs": [{"run_dir": str(r.run_dir), "env": r.env, "algo": r.algo, "variant": r.variant, "seed": r.seed,
+                  "steps": r.steps,
                   "preset": r.preset, "episodes": int(r.env_step.size), "final_env_step": r.final_env_step,
                   "last_eval": r.eval[-1] if r.eval else None, "notes": r.notes} for r in runs],
         "skipped": [{"run_dir": s.run_dir, "reason": s.reason} for s in skipped],

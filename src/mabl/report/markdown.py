@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mabl.report.paper import ALGO_TO_PAPER, PAPER_ALGOS, PAPER_TABLE1, PaperRow, paper_task
-from mabl.report.runs import SkippedRun, order_algos
+from mabl.report.runs import SkippedRun, base_algo, order_algos
 from mabl.report.stats import CellStats
 
 
@@ -114,8 +114,9 @@ def markdown_table(stats: dict[tuple[str, str], CellStats], paper: dict[str, Pap
             budgets = sorted({s.steps for (t, _), c in stats.items() if t == task for s in c.seeds})
             row = [task, prow.task, f"{prow.budget} / {', '.join(_fmt_steps(b) for b in budgets)}", prow.metric]
             for palgo in PAPER_ALGOS:
-                ours = [c for (t, a), c in stats.items() if t == task and ALGO_TO_PAPER.get(a) == palgo]
-                ours_text = ours[0].text() if ours else "—"
+                ours = [c for (t, a), c in stats.items() if t == task and ALGO_TO_PAPER.get(base_algo(a)) == palgo]
+                # each variant of the algorithm with its settings (mabl.report.variants)
+                ours_text = "; ".join(c.text() + c.algo[len(base_algo(c.algo)):] for c in ours) or "—"
                 row.append(f"{ours_text} (paper {prow.values.get(palgo, '—')})")
             rows.append(row)
         out += _table(["Task", "Paper task", "Budget (paper / ours)", "Paper metric", *PAPER_ALGOS], rows)

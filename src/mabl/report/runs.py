@@ -10,6 +10,7 @@ import gzip
 import json
 import math
 import os
+import re
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,8 +36,17 @@ def log_path(run_dir: Path, name: str) -> Path | None:
     return None
 
 
-def algo_rank(algo: str) -> tuple[int, str]:
-    return (ALGO_ORDER.index(algo), "") if algo in ALGO_ORDER else (len(ALGO_ORDER), algo)
+def base_algo(label: str) -> str:
+    """The algorithm of a cell label ``algo [variant]`` (:attr:`RunData.label`)."""
+    return label.split(" [", 1)[0]
+
+
+def algo_rank(algo: str) -> tuple[int, tuple]:
+    """Sort key of an algorithm or of a cell label ``algo [variant]`` (:mod:`mabl.report.variants`):
+    :data:`ALGO_ORDER` first, the variants of one algorithm together, by label."""
+    base = base_algo(algo)
+    natural = tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", algo))  # 5 before 15
+    return (ALGO_ORDER.index(base) if base in ALGO_ORDER else len(ALGO_ORDER), natural)
 
 
 def order_algos(algos: Iterable[str]) -> list[str]:
@@ -70,10 +80,18 @@ class RunData:
     """Tolerated problems, e.g. an ignored torn last line."""
     lengths: np.ndarray | None = None
     """float64 env steps of each episode (NaN where the log holds none); None for logs without lengths."""
+    variant: str = ""
+    """The settings that set this run apart from other runs of its algorithm on its task in one report
+    (``""`` when they share them; :func:`mabl.report.variants.assign_variants`)."""
 
     @property
     def task(self) -> str:
         return self.env
+
+    @property
+    def label(self) -> str:
+        """The report's name for the run's cell: the algorithm, with its variant in brackets if any."""
+        return f"{self.algo} [{self.variant}]" if self.variant else self.algo
 
     @property
     def final_env_step(self) -> int:
@@ -255,7 +273,8 @@ def run_dirs_under(root: Path) -> list[Path]:
 
 def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike],
               skipped: list[SkippedRun] | None = None) -> list[RunData]:
-    """Load the runs in any mix of run and sweep directories, sorted by (env, algo, seed, run_dir).
+    """Load the runs in any mix of run and sweep directories, sorted by (env, label, seed, run_dir),
+    each with its variant label set (:func:`mabl.report.variants.assign_variants`).
 
     Runs are found recursively as directories holding both ``config.json`` and ``metrics.jsonl``;
     the same directory reached twice is read once. Unusable runs (see the module docstring) are
@@ -277,5 +296,8 @@ def find_runs(paths: str | os.PathLike | Iterable[str | os.PathLike],
             except _SkipRun as exc:
                 if skipped is not None:
                     skipped.append(SkippedRun(str(run_dir), str(exc)))
-    runs.sort(key=lambda r: (r.env, algo_rank(r.algo), r.seed, str(r.run_dir)))
+    from mabl.report.variants import assign_variants
+
+    assign_variants(runs)
+    runs.sort(key=lambda r: (r.env, algo_rank(r.label), r.seed, str(r.run_dir)))
     return runs

@@ -126,6 +126,6 @@ def marl_eval_json(runs: Sequence[RunData], metrics: dict[str, str]) -> dict:
         last.pop("step_count")
         per_step["absolute_metrics"] = last
         name = re.sub(r"[^0-9a-z_.|+-]", "_", task.lower() or family.lower())
-        cell = out.setdefault(family.lower(), {}).setdefault(name, {}).setdefault(run.algo.lower(), {})
+        cell = out.setdefault(family.lower(), {}).setdefault(name, {}).setdefault(run.label.lower(), {})
         cell[f"run_{run.seed}" if f"run_{run.seed}" not in cell else f"run_{run.seed}_{len(cell)}"] = per_step
     return out

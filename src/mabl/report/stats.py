@@ -23,8 +23,8 @@ MODEL_KEY_ORDER = ("model/loss", "model/kl_agent", "model/kl_global", "model/obs
 # ----------------------------------------------------------------------------------------- grouping
 def _cells(runs: Sequence[RunData]) -> dict[tuple[str, str], list[RunData]]:
     cells: dict[tuple[str, str], list[RunData]] = {}
-    for run in sorted(runs, key=lambda r: (r.env, algo_rank(r.algo), r.seed, str(r.run_dir))):
-        cells.setdefault((run.env, run.algo), []).append(run)
+    for run in sorted(runs, key=lambda r: (r.env, algo_rank(r.label), r.seed, str(r.run_dir))):
+        cells.setdefault((run.env, run.label), []).append(run)
     return cells
 
 

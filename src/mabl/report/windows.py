@@ -77,7 +77,7 @@ def _reward_scale(config: dict) -> float | str:
 
 
 def _header(run: RunData) -> str:
-    return f"== {run.run_dir} ({run.algo}, {run.env}, seed {run.seed}, {len(run.env_step)} episodes)"
+    return f"== {run.run_dir} ({run.label}, {run.env}, seed {run.seed}, {len(run.env_step)} episodes)"
 
 
 def format_episode_windows(run: RunData, width: float, end: float | None = None) -> str:
