@@ -54,7 +54,8 @@ def flat_settings(config: dict[str, Any]) -> dict[str, str]:
     except (MablError, TypeError, ValueError, KeyError):
         full = config
     sections = read_sections(full)
-    full = {k: v for k, v in full.items() if not isinstance(v, dict) or sections is None or k in sections}
+    kept = {k: v for k, v in full.items() if k not in NOT_SETTINGS
+            and (not isinstance(v, dict) or sections is None or k in sections)}
     flat: dict[str, str] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -64,7 +65,7 @@ def flat_settings(config: dict[str, Any]) -> dict[str, str]:
         else:
             flat[prefix] = _show(value)
 
-    walk("", {k: v for k, v in full.items() if k not in NOT_SETTINGS})
+    walk("", kept)
     return flat
 
 
@@ -79,7 +80,8 @@ def variant_labels(settings: Sequence[dict[str, str]]) -> list[str]:
     as their settings do."""
     absent = "(absent)"
     keys = sorted({k for s in settings for k in s} - {"preset"})
-    differing = [k for k in keys if len({s.get(k, absent) for s in settings}) > 1]
+    spread = {k: len({s.get(k, absent) for s in settings}) for k in keys}
+    differing = [k for k in keys if spread[k] > 1]
     if not differing:
         return [""] * len(settings)
 
@@ -94,7 +96,7 @@ def variant_labels(settings: Sequence[dict[str, str]]) -> list[str]:
         chosen = ["preset"]
     else:
         chosen = []
-        for key in sorted(differing, key=lambda k: (-len({s.get(k, absent) for s in settings}), k)):
+        for key in sorted(differing, key=lambda k: (-spread[k], k)):
             chosen.append(key)
             if partition(chosen) == target:
                 break
